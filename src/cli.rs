@@ -1,0 +1,111 @@
+//! The command line: every subcommand and flag, with the help text users read.
+//!
+//! Flags of `svc run` also read `SVC_*` environment variables; a flag given on the
+//! command line wins over the variable, which wins over the config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::platform::config::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "svc",
+    version,
+    about = "One executable that runs any role of an order-processing backend split into microservices.",
+    after_help = "Examples:\n  svc dev                                   # the whole system on this machine\n  svc run --role orders --registry http://10.0.0.2:7700\n  svc status --registry http://127.0.0.1:7700\n  svc roles\n  svc config check --config /etc/svc/svc.yaml"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one instance of one role (what a systemd unit starts).
+    #[command(after_help = "Examples:\n  svc run --role registry --listen 0.0.0.0:7700 --data-dir /var/lib/svc/registry\n  svc run --role orders --config /etc/svc/svc.yaml --instance-id orders-0\n  SVC_REGISTRY=http://10.0.0.2:7700,http://10.0.0.3:7700 svc run --role gateway")]
+    Run(RunArgs),
+    /// Run the whole system on this machine: a registry and every role, as child processes.
+    #[command(after_help = "The registry listens on 127.0.0.1:7700 and the gateway on 127.0.0.1:8080\n(then 8081, ... for more gateways); other roles take free ports.\n\nExamples:\n  svc dev\n  svc dev --replicas gateway=2,orders=1 --data-dir /tmp/svc-dev")]
+    Dev(DevArgs),
+    /// Show the registered instances, as the registry sees them.
+    #[command(after_help = "Examples:\n  svc status\n  svc status --registry http://10.0.0.2:7700,http://10.0.0.3:7700")]
+    Status(StatusArgs),
+    /// List the roles and their manifests.
+    #[command(after_help = "Example:\n  svc roles")]
+    Roles,
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Role to run (see `svc roles`).
+    #[arg(long, env = "SVC_ROLE")]
+    pub role: String,
+    /// YAML config file; without one, the documented defaults apply.
+    #[arg(long, env = "SVC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to bind, e.g. 0.0.0.0:7700. Port 0 picks a free port (registered as bound).
+    #[arg(long, env = "SVC_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for this instance's redb file.
+    #[arg(long, env = "SVC_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Registry URLs, comma separated; the instance registers at every one.
+    #[arg(long = "registry", env = "SVC_REGISTRY", value_delimiter = ',')]
+    pub registries: Option<Vec<String>>,
+    /// Stable instance name (names the redb file). Default: the host name.
+    #[arg(long, env = "SVC_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Log line format on stderr.
+    #[arg(long, env = "SVC_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DevArgs {
+    /// Instances per role, e.g. `gateway=2,orders=1` (default: one of each).
+    #[arg(long, value_delimiter = ',')]
+    pub replicas: Vec<String>,
+    /// Directory for every instance's redb file.
+    #[arg(long, default_value = "data/dev")]
+    pub data_dir: PathBuf,
+    /// Config file passed to every child (ports and data dir are set by `svc dev`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Registry port.
+    #[arg(long, default_value_t = 7700)]
+    pub registry_port: u16,
+    /// Port of the first gateway; further gateways take the next ports.
+    #[arg(long, default_value_t = 8080)]
+    pub gateway_port: u16,
+    /// Log format of the children.
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// Registry URLs, comma separated; the first that answers is used.
+    #[arg(
+        long = "registry",
+        env = "SVC_REGISTRY",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub registries: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file: exit 0 if valid, else print file, key and reason and exit 2.
+    #[command(after_help = "Example:\n  svc config check --config config/vm-example.yaml")]
+    Check {
+        #[arg(long, env = "SVC_CONFIG")]
+        config: PathBuf,
+    },
+}

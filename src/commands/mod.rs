@@ -1,0 +1,33 @@
+//! The CLI subcommands. Each file is one command; this is the only place listing them.
+//!
+//! Exit codes: 0 success, 1 a runtime failure (cannot bind, store locked, registry down),
+//! 2 a usage or configuration error (unknown role, bad config value).
+
+mod config_check;
+mod dev;
+mod roles;
+mod run;
+mod status;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+pub fn dispatch(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Dev(args) => dev::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Roles => roles::run(),
+        Command::Config(ConfigCommand::Check { config }) => config_check::run(&config),
+    }
+}
+
+/// Prints an error the way every command does and returns `code`.
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("svc: error: {message}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,146 @@
+//! Keeps this instance registered at every configured registry.
+//!
+//! One loop per registry, independent of the others: register, then renew at the
+//! interval the registry asks for. A registry that forgot the lease (404) gets a fresh
+//! registration at once; one that is down is retried quietly until it comes back, which
+//! is how a restarted or replaced registry is refilled within one renewal interval.
+//! [`LeaseKeeper::deregister_all`] stops the loops first, so nothing re-registers after.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::registry_api::Registration;
+use super::registry_client::{RegistryClient, RegistryError};
+
+/// Retry pause while a registry is unreachable or refuses us.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+pub struct LeaseKeeper {
+    client: RegistryClient,
+    registration: Registration,
+    stop: watch::Sender<bool>,
+    /// Registries currently holding our lease.
+    holding: Arc<AtomicUsize>,
+}
+
+impl LeaseKeeper {
+    pub fn new(client: RegistryClient, registration: Registration) -> LeaseKeeper {
+        LeaseKeeper {
+            client,
+            registration,
+            stop: watch::channel(false).0,
+            holding: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// How many registries currently hold this instance's lease.
+    pub fn holding(&self) -> usize {
+        self.holding.load(Ordering::Relaxed)
+    }
+
+    /// Starts one loop per registry and waits until every registry has either accepted
+    /// the first registration or failed once, so start-up knows where it stands without
+    /// waiting on a registry that is down. Returns how many accepted.
+    pub async fn start(&self) -> usize {
+        let mut first_attempts = Vec::new();
+        for url in self.client.urls() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            first_attempts.push(rx);
+            tokio::spawn(keep_lease(
+                self.client.clone(),
+                url.clone(),
+                self.registration.clone(),
+                self.stop.subscribe(),
+                self.holding.clone(),
+                tx,
+            ));
+        }
+        let mut accepted = 0;
+        for rx in first_attempts {
+            if rx.await.unwrap_or(false) {
+                accepted += 1;
+            }
+        }
+        accepted
+    }
+
+    /// Stops renewing and removes the registration from every registry that answers.
+    pub async fn deregister_all(&self) {
+        self.stop.send_replace(true);
+        let reg = &self.registration;
+        let calls = self.client.urls().iter().map(|url| async move {
+            if let Err(e) = self.client.deregister(url, &reg.role, &reg.instance_id).await {
+                tracing::warn!(registry = %url, error = %e, "deregistration failed; the lease will expire");
+            }
+        });
+        futures::future::join_all(calls).await;
+        self.holding.store(0, Ordering::Relaxed);
+    }
+}
+
+async fn keep_lease(
+    client: RegistryClient,
+    url: String,
+    reg: Registration,
+    mut stop: watch::Receiver<bool>,
+    holding: Arc<AtomicUsize>,
+    first: tokio::sync::oneshot::Sender<bool>,
+) {
+    let mut first = Some(first);
+    let mut registered = false;
+    let mut renew_every = RETRY_PAUSE;
+    let mut healthy = true; // log transitions only, not every failed attempt
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let result = if registered {
+            client.renew(&url, &reg.role, &reg.instance_id).await
+        } else {
+            client.register(&url, &reg).await
+        };
+        // Deregistration may have started while the call was in flight.
+        if *stop.borrow() {
+            return;
+        }
+        let pause = match result {
+            Ok(grant) => {
+                if !registered {
+                    tracing::info!(registry = %url, index = grant.index, "registered");
+                    holding.fetch_add(1, Ordering::Relaxed);
+                } else if !healthy {
+                    tracing::info!(registry = %url, "registry reachable again; lease renewed");
+                }
+                registered = true;
+                healthy = true;
+                renew_every = Duration::from_millis(grant.renew_interval_ms.max(50));
+                renew_every
+            }
+            Err(RegistryError::UnknownInstance { .. }) => {
+                tracing::info!(registry = %url, "registry does not know this lease; registering again");
+                if registered {
+                    holding.fetch_sub(1, Ordering::Relaxed);
+                }
+                registered = false;
+                Duration::ZERO
+            }
+            Err(e) => {
+                if healthy {
+                    tracing::warn!(registry = %url, error = %e, "registry call failed; will keep trying");
+                }
+                healthy = false;
+                RETRY_PAUSE.min(renew_every)
+            }
+        };
+        if let Some(tx) = first.take() {
+            let _ = tx.send(registered);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The life of one instance: open store → bind → start role → serve → register → ready,
+//! and on SIGTERM or SIGINT: not ready → deregister → stop accepting → drain → exit 0.
+//!
+//! Registering only after the server accepts connections means no peer is ever sent to
+//! an address that refuses; deregistering before draining means peers stop sending new
+//! work while in-flight requests finish. When the instance is ready it prints one JSON
+//! line to stdout (`{"event":"ready",...}`), which `svc dev` and the tests wait for.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::{middleware::from_fn, App, HttpServer};
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::client::ServiceClient;
+use super::config::Config;
+use super::lease_keeper::LeaseKeeper;
+use super::manifest::{Manifest, RoleCatalog};
+use super::metrics::Metrics;
+use super::peer_view::PeerView;
+use super::registry_api::Registration;
+use super::registry_client::RegistryClient;
+use super::role::{RoleContext, RoleEntry};
+use super::server::{self, PlatformState, Readiness};
+use super::shutdown::Shutdown;
+use super::store::Store;
+
+/// The instance id used when none is configured: the host name, which is stable across
+/// restarts on a VM running one instance per role.
+pub fn default_instance_id() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| {
+            h.chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "0".to_string())
+}
+
+/// Where an instance keeps its state.
+pub fn store_path(config: &Config, role: &str, instance_id: &str) -> PathBuf {
+    config.data_dir.join(format!("{role}-{instance_id}.redb"))
+}
+
+/// Runs one instance until a stop signal; returns once it has drained.
+pub async fn run(
+    entry: &RoleEntry,
+    manifest: Manifest,
+    catalog: Arc<RoleCatalog>,
+    config: Config,
+    instance_id: String,
+) -> anyhow::Result<()> {
+    let role = manifest.name.clone();
+    let path = store_path(&config, &role, &instance_id);
+    let store = Arc::new(Store::open(&path)?);
+
+    let listen = config
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], manifest.port)));
+    let listener =
+        TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let address = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| advertised_address(bound));
+
+    let shutdown = Shutdown::new();
+    let registry_client = RegistryClient::new(
+        config.registries.clone(),
+        config.discovery.registry_timeout,
+    );
+    let peers = PeerView::restore(store.clone());
+    let client = ServiceClient::new(peers.clone(), config.http.call_timeout);
+    let metrics = Metrics::new(&role, &instance_id);
+    let ctx = RoleContext {
+        manifest: manifest.clone(),
+        catalog,
+        config: config.clone(),
+        instance_id: instance_id.clone(),
+        address: address.clone(),
+        store: store.clone(),
+        peers: peers.clone(),
+        client,
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let routes = (entry.start)(&ctx).with_context(|| format!("role {role} failed to start"))?;
+
+    let readiness = Readiness::default();
+    let platform = PlatformState {
+        role: role.clone(),
+        instance_id: instance_id.clone(),
+        metrics,
+        readiness: readiness.clone(),
+        peers: peers.clone(),
+        max_body_bytes: config.http.max_body_bytes,
+    };
+    let server = HttpServer::new(move || {
+        let routes = routes.clone();
+        let platform = platform.clone();
+        App::new()
+            .wrap(from_fn(server::observe))
+            .configure(|cfg| server::configure(cfg, &platform))
+            .configure(|cfg| routes(cfg))
+            .default_service(actix_web::web::to(server::not_found))
+    })
+    .workers(config.workers)
+    .disable_signals()
+    .shutdown_timeout(config.shutdown.drain_timeout.as_secs().max(1))
+    .listen(listener)
+    .with_context(|| format!("cannot serve on {bound}"))?
+    .run();
+    let handle = server.handle();
+    let serving = tokio::spawn(server);
+    tracing::info!(%address, store = %path.display(), "serving");
+
+    let lease_keeper = if manifest.registers {
+        peers.spawn_watch(
+            registry_client.clone(),
+            config.discovery.watch_wait,
+            shutdown.clone(),
+        );
+        let keeper = LeaseKeeper::new(
+            registry_client,
+            Registration {
+                role: role.clone(),
+                instance_id: instance_id.clone(),
+                address: address.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                metadata: Default::default(),
+            },
+        );
+        let accepted = keeper.start().await;
+        if accepted == 0 {
+            tracing::warn!(
+                "no registry accepted the registration yet; serving anyway and retrying in the background"
+            );
+        }
+        Some(keeper)
+    } else {
+        None
+    };
+
+    readiness.set(true);
+    announce_ready(
+        &role,
+        &instance_id,
+        &address,
+        &path,
+        lease_keeper.as_ref().map(LeaseKeeper::holding),
+    );
+
+    let signal_name = wait_for_stop_signal().await?;
+    tracing::info!(signal = signal_name, "stopping: deregistering, then draining");
+    readiness.set(false);
+    if let Some(keeper) = &lease_keeper {
+        keeper.deregister_all().await;
+    }
+    shutdown.trigger();
+    handle.stop(true).await;
+    let _ = serving.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn advertised_address(bound: SocketAddr) -> String {
+    if bound.ip().is_unspecified() {
+        // Bound to every interface: peers need a name that reaches us.
+        format!("http://{}:{}", default_instance_id(), bound.port())
+    } else {
+        format!("http://{bound}")
+    }
+}
+
+fn announce_ready(
+    role: &str,
+    instance: &str,
+    address: &str,
+    store: &std::path::Path,
+    registered: Option<usize>,
+) {
+    let line = serde_json::json!({
+        "event": "ready",
+        "role": role,
+        "instance": instance,
+        "address": address,
+        "store": store.display().to_string(),
+        "registered_at": registered,
+        "pid": std::process::id(),
+    });
+    println!("{line}");
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<&'static str> {
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

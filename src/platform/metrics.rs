@@ -1,0 +1,84 @@
+//! Prometheus metrics of one process, served at `/metrics` in the text format.
+//!
+//! One registry per process; the server middleware records every request by route
+//! pattern (never the raw path, which would explode cardinality), method and status.
+//! Roles and platform pieces register their own collectors on the same registry.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new(role: &str, instance: &str) -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_server_requests_total",
+                "HTTP requests served, by route pattern, method and status.",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("static metric definition");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_server_request_duration_seconds",
+                "Time to serve an HTTP request, by route pattern, method and status.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route", "method", "status"],
+        )
+        .expect("static metric definition");
+        let info = IntGaugeVec::new(
+            Opts::new("svc_build_info", "Always 1; labels say what is running."),
+            &["role", "instance", "version"],
+        )
+        .expect("static metric definition");
+        info.with_label_values(&[role, instance, env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(info),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+        }
+    }
+
+    /// The registry roles add their own collectors to.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let status = status.to_string();
+        let labels = [route, method, status.as_str()];
+        self.requests.with_label_values(&labels).inc();
+        self.duration
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed collectors.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,21 @@
+//! The platform layer: everything an instance needs that is not a role's business.
+//!
+//! Servers, clients, discovery, config, storage and telemetry are each made here, once.
+//! This layer never imports a role; roles plug in through [`role::RoleEntry`].
+
+pub mod client;
+pub mod config;
+pub mod lease_keeper;
+pub mod lifecycle;
+pub mod manifest;
+pub mod metrics;
+pub mod peer_view;
+pub mod problem;
+pub mod registry_api;
+pub mod registry_client;
+pub mod role;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod trace_context;

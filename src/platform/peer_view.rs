@@ -1,0 +1,116 @@
+//! The instance's local view of its peers, kept fresh by watching the registry.
+//!
+//! Reads never touch the network: callers ask the view, which a background task
+//! refreshes with blocking queries on the registry's catalog, moving to the next
+//! registry when one stops answering. When none answers, the last view stays in use
+//! (discovery may be stale, it must never stop traffic), and every change is written to
+//! the instance's redb file so a restart during a registry outage still finds peers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use redb::TableDefinition;
+
+use super::registry_api::{Catalog, Instance};
+use super::registry_client::RegistryClient;
+use super::shutdown::Shutdown;
+use super::store::{JsonTable, Store};
+
+const PEER_VIEW: JsonTable = TableDefinition::new("platform_peer_view");
+const CATALOG_KEY: &str = "catalog";
+
+/// Pause after a failed watch, growing with consecutive failures up to the cap.
+const WATCH_RETRY_MIN: Duration = Duration::from_millis(200);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct PeerView {
+    catalog: Arc<RwLock<Catalog>>,
+    store: Arc<Store>,
+}
+
+impl PeerView {
+    /// Starts from the view persisted by the previous run, if any.
+    pub fn restore(store: Arc<Store>) -> PeerView {
+        let catalog = match store.get_json::<Catalog>(PEER_VIEW, CATALOG_KEY) {
+            Ok(Some(c)) => {
+                tracing::info!(instances = c.len(), "restored the persisted peer view");
+                c
+            }
+            Ok(None) => Catalog::default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "persisted peer view unreadable; starting empty");
+                Catalog::default()
+            }
+        };
+        PeerView {
+            catalog: Arc::new(RwLock::new(catalog)),
+            store,
+        }
+    }
+
+    /// The known instances of `role`.
+    pub fn instances(&self, role: &str) -> Vec<Instance> {
+        self.catalog.read().instances(role).to_vec()
+    }
+
+    pub fn snapshot(&self) -> Catalog {
+        self.catalog.read().clone()
+    }
+
+    fn replace(&self, catalog: Catalog) {
+        if let Err(e) = self.store.put_json(PEER_VIEW, CATALOG_KEY, &catalog) {
+            tracing::warn!(error = %e, "could not persist the peer view");
+        }
+        *self.catalog.write() = catalog;
+    }
+
+    /// Watches the registries until shutdown.
+    pub fn spawn_watch(&self, client: RegistryClient, wait: Duration, shutdown: Shutdown) {
+        let view = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = view.watch(client, wait) => {}
+                _ = shutdown.wait() => {}
+            }
+        });
+    }
+
+    async fn watch(&self, client: RegistryClient, wait: Duration) {
+        let urls = client.urls().to_vec();
+        if urls.is_empty() {
+            return;
+        }
+        let mut current = 0usize;
+        // Indexes are per registry: after switching, read at once, then block.
+        let mut index: Option<u64> = None;
+        let mut failures = 0u32;
+        loop {
+            let url = &urls[current % urls.len()];
+            match client.catalog(url, index, wait).await {
+                Ok(catalog) => {
+                    if failures > 0 {
+                        tracing::info!(registry = %url, "watching the registry again");
+                    }
+                    failures = 0;
+                    if index != Some(catalog.index) && *self.catalog.read() != catalog {
+                        tracing::debug!(registry = %url, index = catalog.index, instances = catalog.len(), "peer view updated");
+                        self.replace(catalog.clone());
+                    }
+                    index = Some(catalog.index);
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        tracing::warn!(registry = %url, error = %e, "registry watch failed; keeping the last view");
+                    }
+                    failures = failures.saturating_add(1);
+                    current += 1;
+                    index = None;
+                    let pause = WATCH_RETRY_MIN * failures.min(10);
+                    tokio::time::sleep(pause.min(WATCH_RETRY_MAX)).await;
+                }
+            }
+        }
+    }
+}

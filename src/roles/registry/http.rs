@@ -1,0 +1,144 @@
+//! The registry's HTTP API under `/v1/`: thin handlers over [`RegistryState`].
+//!
+//! Writes (register, deregister) run on the blocking pool because they commit to redb.
+//! Reads with `?index=N` are blocking queries: they wait until the index differs from
+//! N (moved on, or reset by a different registry) or `wait` runs out, then answer with
+//! the current view and index.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::lease_table::{self, LeaseTable};
+use super::{Delta, RegistryState};
+use crate::platform::problem::Problem;
+use crate::platform::registry_api::{now_ms, LeaseGrant, Registration, INDEX_HEADER};
+
+type State = web::Data<Arc<RegistryState>>;
+
+pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<RegistryState>) {
+    cfg.app_data(web::Data::new(state))
+        .route("/v1/instances", web::post().to(register))
+        .route("/v1/instances/{role}/{id}/lease", web::put().to(renew))
+        .route("/v1/instances/{role}/{id}", web::delete().to(deregister))
+        .route("/v1/roles/{role}/instances", web::get().to(list_role))
+        .route("/v1/catalog", web::get().to(catalog));
+}
+
+fn grant(state: &RegistryState, table: &LeaseTable) -> LeaseGrant {
+    LeaseGrant {
+        lease_ttl_ms: state.settings.lease_ttl.as_millis() as u64,
+        renew_interval_ms: state.settings.renew_interval.as_millis() as u64,
+        index: table.index(),
+    }
+}
+
+async fn register(state: State, body: web::Json<Registration>) -> Result<HttpResponse, Problem> {
+    let reg = body.into_inner();
+    lease_table::validate(&reg, &state.known_roles).map_err(Problem::bad_request)?;
+    let state = state.into_inner();
+    let grant = web::block(move || {
+        state.mutate(|t| {
+            let changed = t.register(reg, Instant::now(), now_ms());
+            let g = grant(&state, t);
+            let delta = Delta {
+                put: changed.into_iter().collect(),
+                ..Delta::default()
+            };
+            (g, delta)
+        })
+    })
+    .await
+    .map_err(|e| Problem::internal(e.to_string()))?
+    .map_err(|e| Problem::internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(grant))
+}
+
+async fn renew(state: State, path: web::Path<(String, String)>) -> Result<HttpResponse, Problem> {
+    let (role, id) = path.into_inner();
+    let mut table = state.table.lock();
+    if table.renew(&role, &id, Instant::now(), now_ms()) {
+        Ok(HttpResponse::Ok().json(grant(&state, &table)))
+    } else {
+        Err(Problem::not_found(format!(
+            "no lease for {role}/{id}: register again"
+        )))
+    }
+}
+
+async fn deregister(state: State, path: web::Path<(String, String)>) -> Result<HttpResponse, Problem> {
+    let (role, id) = path.into_inner();
+    let state = state.into_inner();
+    let removed = web::block(move || {
+        state.mutate(|t| {
+            let removed = t.deregister(&role, &id);
+            let delta = Delta {
+                delete: removed.clone().into_iter().collect(),
+                ..Delta::default()
+            };
+            (removed, delta)
+        })
+    })
+    .await
+    .map_err(|e| Problem::internal(e.to_string()))?
+    .map_err(|e| Problem::internal(e.to_string()))?;
+    match removed {
+        Some(i) => {
+            tracing::info!(role = %i.role, instance = %i.instance_id, "deregistered");
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "deregistered": i })))
+        }
+        None => Err(Problem::not_found("no such registration")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchQuery {
+    index: Option<u64>,
+    wait: Option<String>,
+}
+
+/// Waits for the index to differ from `query.index`, bounded by `wait` and `max_wait`.
+async fn wait_for_change(state: &RegistryState, query: &WatchQuery) -> Result<(), Problem> {
+    let wait = match &query.wait {
+        Some(w) => humantime::parse_duration(w)
+            .map_err(|e| Problem::bad_request(format!("wait: `{w}` is not a duration ({e}); e.g. 30s")))?,
+        None => Duration::from_secs(30),
+    };
+    let Some(seen) = query.index else {
+        return Ok(());
+    };
+    let wait = wait.min(state.settings.max_wait);
+    let mut rx = state.index.subscribe();
+    let _ = tokio::time::timeout(wait, rx.wait_for(|current| *current != seen)).await;
+    Ok(())
+}
+
+async fn catalog(state: State, query: web::Query<WatchQuery>) -> Result<HttpResponse, Problem> {
+    wait_for_change(&state, &query).await?;
+    let catalog = state.table.lock().catalog();
+    Ok(HttpResponse::Ok()
+        .insert_header((INDEX_HEADER, catalog.index.to_string()))
+        .json(catalog))
+}
+
+async fn list_role(
+    state: State,
+    path: web::Path<String>,
+    query: web::Query<WatchQuery>,
+) -> Result<HttpResponse, Problem> {
+    let role = path.into_inner();
+    if !state.known_roles.contains(&role) {
+        return Err(Problem::not_found(format!(
+            "unknown role `{role}`; valid roles: {}",
+            state.known_roles.join(", ")
+        )));
+    }
+    wait_for_change(&state, &query).await?;
+    let list = state.table.lock().role(&role);
+    Ok(HttpResponse::Ok()
+        .insert_header((INDEX_HEADER, list.index.to_string()))
+        .json(list))
+}
