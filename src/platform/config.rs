@@ -6,7 +6,7 @@
 //! handled by clap (each flag names its `SVC_*` variable) and applied on top through
 //! [`Overrides`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,11 +49,13 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address to bind. Unset: 127.0.0.1 and the role's manifest port (0 = any free port).
+    /// Address to bind. Unset: `bind_host` and the role's manifest port (0 = any free port).
     pub listen: Option<SocketAddr>,
-    /// Address other instances should use to reach this one (`http://host:port`).
-    /// Unset: derived from the bound address.
-    pub advertise: Option<String>,
+    /// Interface to bind when `listen` is unset.
+    pub bind_host: IpAddr,
+    /// Host name or IP other instances use to reach this one; the port is the bound one.
+    /// Unset: the bound IP, or the host name when bound to every interface.
+    pub advertise_host: Option<String>,
     /// Directory holding this instance's redb file.
     pub data_dir: PathBuf,
     /// Registry base URLs. An instance registers with and renews at every one of them.
@@ -73,7 +75,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: None,
-            advertise: None,
+            bind_host: IpAddr::from([127, 0, 0, 1]),
+            advertise_host: None,
             data_dir: PathBuf::from("data"),
             registries: vec!["http://127.0.0.1:7700".to_string()],
             instance_id: None,
@@ -232,9 +235,16 @@ impl Config {
             check_base_url(url)
                 .map_err(|reason| ConfigError::new(origin, &format!("registries[{i}]"), reason))?;
         }
-        if let Some(advertise) = &self.advertise {
-            check_base_url(advertise)
-                .map_err(|reason| ConfigError::new(origin, "advertise", reason))?;
+        if let Some(host) = &self.advertise_host {
+            check_base_url(&format!("http://{host}:1"))
+                .map_err(|reason| ConfigError::new(origin, "advertise_host", reason))?;
+            if host.contains(['/', ':', '?', '#', '@']) {
+                return Err(ConfigError::new(
+                    origin,
+                    "advertise_host",
+                    format!("`{host}`: expected a host name or IPv4 address, no scheme or port"),
+                ));
+            }
         }
         if let Some(id) = &self.instance_id {
             check_instance_id(id).map_err(|r| ConfigError::new(origin, "instance_id", r))?;
@@ -367,5 +377,33 @@ mod tests {
             })
             .unwrap();
         assert_eq!(c.instance_id.as_deref(), Some("b"));
+    }
+}
+
+#[cfg(test)]
+mod shipped_files {
+    use super::*;
+
+    /// The files in `config/` are documentation users copy: they must stay valid.
+    #[test]
+    fn shipped_config_files_are_valid() {
+        for (name, text) in [
+            ("config/default.yaml", include_str!("../../config/default.yaml")),
+            ("config/dev.yaml", include_str!("../../config/dev.yaml")),
+            ("config/vm-example.yaml", include_str!("../../config/vm-example.yaml")),
+        ] {
+            let config = Config::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
+            config.validate(name).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn default_file_matches_built_in_defaults() {
+        let file = Config::parse(include_str!("../../config/default.yaml"), "default").unwrap();
+        let built_in = Config::default();
+        assert_eq!(
+            serde_json::to_value(&file).unwrap(),
+            serde_json::to_value(&built_in).unwrap()
+        );
     }
 }

@@ -61,14 +61,11 @@ pub async fn run(
 
     let listen = config
         .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], manifest.port)));
+        .unwrap_or_else(|| SocketAddr::new(config.bind_host, manifest.port));
     let listener =
         TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
-    let address = config
-        .advertise
-        .clone()
-        .unwrap_or_else(|| advertised_address(bound));
+    let address = advertised_address(bound, config.advertise_host.as_deref());
 
     let shutdown = Shutdown::new();
     let registry_client = RegistryClient::new(
@@ -169,12 +166,14 @@ pub async fn run(
     Ok(())
 }
 
-fn advertised_address(bound: SocketAddr) -> String {
-    if bound.ip().is_unspecified() {
+fn advertised_address(bound: SocketAddr, advertise_host: Option<&str>) -> String {
+    match advertise_host {
+        Some(host) => format!("http://{host}:{}", bound.port()),
         // Bound to every interface: peers need a name that reaches us.
-        format!("http://{}:{}", default_instance_id(), bound.port())
-    } else {
-        format!("http://{bound}")
+        None if bound.ip().is_unspecified() => {
+            format!("http://{}:{}", default_instance_id(), bound.port())
+        }
+        None => format!("http://{bound}"),
     }
 }
 
