@@ -32,17 +32,65 @@ pub enum CallError {
     },
 }
 
+/// A call to make: method, path (with query), optional JSON body, extra headers.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<&'a serde_json::Value>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Call {
+            method,
+            path: path.into(),
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new(Method::GET, path)
+    }
+    pub fn post(path: impl Into<String>) -> Self {
+        Self::new(Method::POST, path)
+    }
+    pub fn json(mut self, body: &'a serde_json::Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
 /// A response from another role, passed through as received.
 #[derive(Debug)]
 pub struct CallResponse {
     pub status: u16,
     pub content_type: Option<String>,
+    pub location: Option<String>,
+    pub retry_after: Option<String>,
     pub body: bytes::Bytes,
 }
 
 impl CallResponse {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(&self.body)
+    }
+
+    /// The `detail` of a problem+json body, or the body as text.
+    pub fn problem_detail(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).into_owned())
     }
 }
 
@@ -69,14 +117,8 @@ impl ServiceClient {
         }
     }
 
-    /// Calls `path` on one instance of `role`. `body`, if any, is sent as JSON.
-    pub async fn call(
-        &self,
-        role: &str,
-        method: Method,
-        path_and_query: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<CallResponse, CallError> {
+    /// Makes `call` on one instance of `role`.
+    pub async fn call(&self, role: &str, call: Call<'_>) -> Result<CallResponse, CallError> {
         let instances = self.peers.instances(role);
         if instances.is_empty() {
             return Err(CallError::NoInstance {
@@ -85,14 +127,17 @@ impl ServiceClient {
         }
         let pick = self.next.fetch_add(1, Ordering::Relaxed) % instances.len();
         let target = &instances[pick];
-        let url = format!("{}{}", target.address.trim_end_matches('/'), path_and_query);
-        let mut req = self.http.request(method, &url).timeout(self.timeout);
+        let url = format!("{}{}", target.address.trim_end_matches('/'), call.path);
+        let mut req = self.http.request(call.method, &url).timeout(self.timeout);
+        for (name, value) in call.headers {
+            req = req.header(name, value);
+        }
         if let Some(ctx) = trace_context::current() {
             req = req
                 .header(TRACEPARENT, ctx.child().traceparent())
                 .header(REQUEST_ID, ctx.request_id.as_str());
         }
-        if let Some(body) = body {
+        if let Some(body) = call.body {
             req = req.json(body);
         }
         let fail = |e: reqwest::Error| {
@@ -112,15 +157,21 @@ impl ServiceClient {
         };
         let res = req.send().await.map_err(fail)?;
         let status = res.status().as_u16();
-        let content_type = res
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name: reqwest::header::HeaderName| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        let location = header(reqwest::header::LOCATION);
+        let retry_after = header(reqwest::header::RETRY_AFTER);
         let body = res.bytes().await.map_err(fail)?;
         Ok(CallResponse {
             status,
             content_type,
+            location,
+            retry_after,
             body,
         })
     }

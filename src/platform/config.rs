@@ -62,6 +62,8 @@ pub struct Config {
     pub registries: Vec<String>,
     /// Stable name of this instance; names its redb file. Unset: the host name.
     pub instance_id: Option<String>,
+    /// Which shard of its role this instance owns; ids it creates carry it (`ord-0-…`).
+    pub shard: u32,
     pub log_format: LogFormat,
     /// actix-web worker threads.
     pub workers: usize,
@@ -69,6 +71,9 @@ pub struct Config {
     pub discovery: DiscoverySettings,
     pub http: HttpSettings,
     pub shutdown: ShutdownSettings,
+    pub orders: OrdersSettings,
+    pub inventory: InventorySettings,
+    pub payments: PaymentsSettings,
 }
 
 impl Default for Config {
@@ -80,12 +85,16 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             registries: vec!["http://127.0.0.1:7700".to_string()],
             instance_id: None,
+            shard: 0,
             log_format: LogFormat::Pretty,
             workers: 2,
             registry: RegistrySettings::default(),
             discovery: DiscoverySettings::default(),
             http: HttpSettings::default(),
             shutdown: ShutdownSettings::default(),
+            orders: OrdersSettings::default(),
+            inventory: InventorySettings::default(),
+            payments: PaymentsSettings::default(),
         }
     }
 }
@@ -171,6 +180,65 @@ impl Default for ShutdownSettings {
     }
 }
 
+/// Used by the orders role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersSettings {
+    /// How long a create call waits for the saga to end before answering 202.
+    #[serde(with = "humantime_serde")]
+    pub create_wait: Duration,
+    /// Longest pause between retries of a saga step whose peer is unavailable.
+    #[serde(with = "humantime_serde")]
+    pub step_retry_max: Duration,
+}
+
+impl Default for OrdersSettings {
+    fn default() -> Self {
+        Self {
+            create_wait: Duration::from_secs(2),
+            step_retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Used by the inventory role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventorySettings {
+    /// A reservation never committed is released after this long.
+    #[serde(with = "humantime_serde")]
+    pub reservation_ttl: Duration,
+    /// How often expired reservations are looked for.
+    #[serde(with = "humantime_serde")]
+    pub expiry_sweep: Duration,
+}
+
+impl Default for InventorySettings {
+    fn default() -> Self {
+        Self {
+            reservation_ttl: Duration::from_secs(300),
+            expiry_sweep: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Used by the payments role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsSettings {
+    /// Authorizations above this amount (minor units) are declined: a deterministic way
+    /// to exercise the compensation path.
+    pub decline_above_minor: u64,
+}
+
+impl Default for PaymentsSettings {
+    fn default() -> Self {
+        Self {
+            decline_above_minor: 1_000_000,
+        }
+    }
+}
+
 /// Values from flags or `SVC_*` variables; each one set replaces the file's value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -249,6 +317,9 @@ impl Config {
         if let Some(id) = &self.instance_id {
             check_instance_id(id).map_err(|r| ConfigError::new(origin, "instance_id", r))?;
         }
+        if self.shard > 1023 {
+            return Err(ConfigError::new(origin, "shard", "expected 0 to 1023"));
+        }
         if self.workers == 0 || self.workers > 256 {
             return Err(ConfigError::new(origin, "workers", "expected 1 to 256"));
         }
@@ -271,7 +342,11 @@ impl Config {
             ));
         }
         if r.max_wait.is_zero() {
-            return Err(ConfigError::new(origin, "registry.max_wait", "expected more than 0"));
+            return Err(ConfigError::new(
+                origin,
+                "registry.max_wait",
+                "expected more than 0",
+            ));
         }
         if self.discovery.registry_timeout.is_zero() {
             return Err(ConfigError::new(
@@ -281,10 +356,39 @@ impl Config {
             ));
         }
         if self.http.max_body_bytes == 0 {
-            return Err(ConfigError::new(origin, "http.max_body_bytes", "expected more than 0"));
+            return Err(ConfigError::new(
+                origin,
+                "http.max_body_bytes",
+                "expected more than 0",
+            ));
+        }
+        if self.inventory.reservation_ttl.is_zero() {
+            return Err(ConfigError::new(
+                origin,
+                "inventory.reservation_ttl",
+                "expected more than 0",
+            ));
+        }
+        if self.inventory.expiry_sweep.is_zero() {
+            return Err(ConfigError::new(
+                origin,
+                "inventory.expiry_sweep",
+                "expected more than 0",
+            ));
+        }
+        if self.orders.step_retry_max.is_zero() {
+            return Err(ConfigError::new(
+                origin,
+                "orders.step_retry_max",
+                "expected more than 0",
+            ));
         }
         if self.http.call_timeout.is_zero() {
-            return Err(ConfigError::new(origin, "http.call_timeout", "expected more than 0"));
+            return Err(ConfigError::new(
+                origin,
+                "http.call_timeout",
+                "expected more than 0",
+            ));
         }
         Ok(())
     }
@@ -334,8 +438,11 @@ mod tests {
 
     #[test]
     fn durations_are_humantime() {
-        let c = Config::parse("registry:\n  lease_ttl: 500ms\n  renew_interval: 200ms\n", "f")
-            .unwrap();
+        let c = Config::parse(
+            "registry:\n  lease_ttl: 500ms\n  renew_interval: 200ms\n",
+            "f",
+        )
+        .unwrap();
         assert_eq!(c.registry.lease_ttl, Duration::from_millis(500));
         c.validate("f").unwrap();
     }
@@ -388,9 +495,15 @@ mod shipped_files {
     #[test]
     fn shipped_config_files_are_valid() {
         for (name, text) in [
-            ("config/default.yaml", include_str!("../../config/default.yaml")),
+            (
+                "config/default.yaml",
+                include_str!("../../config/default.yaml"),
+            ),
             ("config/dev.yaml", include_str!("../../config/dev.yaml")),
-            ("config/vm-example.yaml", include_str!("../../config/vm-example.yaml")),
+            (
+                "config/vm-example.yaml",
+                include_str!("../../config/vm-example.yaml"),
+            ),
         ] {
             let config = Config::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
             config.validate(name).unwrap_or_else(|e| panic!("{e}"));

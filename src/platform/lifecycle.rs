@@ -35,7 +35,13 @@ pub fn default_instance_id() -> String {
         .and_then(|h| h.into_string().ok())
         .map(|h| {
             h.chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
                 .collect::<String>()
         })
         .filter(|h| !h.is_empty())
@@ -68,10 +74,8 @@ pub async fn run(
     let address = advertised_address(bound, config.advertise_host.as_deref());
 
     let shutdown = Shutdown::new();
-    let registry_client = RegistryClient::new(
-        config.registries.clone(),
-        config.discovery.registry_timeout,
-    );
+    let registry_client =
+        RegistryClient::new(config.registries.clone(), config.discovery.registry_timeout);
     let peers = PeerView::restore(store.clone());
     let client = ServiceClient::new(peers.clone(), config.http.call_timeout);
     let metrics = Metrics::new(&role, &instance_id);
@@ -130,7 +134,7 @@ pub async fn run(
                 instance_id: instance_id.clone(),
                 address: address.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
-                metadata: Default::default(),
+                metadata: [("shard".to_string(), config.shard.to_string())].into(),
             },
         );
         let accepted = keeper.start().await;
@@ -154,7 +158,10 @@ pub async fn run(
     );
 
     let signal_name = wait_for_stop_signal().await?;
-    tracing::info!(signal = signal_name, "stopping: deregistering, then draining");
+    tracing::info!(
+        signal = signal_name,
+        "stopping: deregistering, then draining"
+    );
     readiness.set(false);
     if let Some(keeper) = &lease_keeper {
         keeper.deregister_all().await;

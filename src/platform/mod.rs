@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+pub mod events;
 pub mod lease_keeper;
 pub mod lifecycle;
 pub mod manifest;

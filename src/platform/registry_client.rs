@@ -52,12 +52,21 @@ impl RegistryClient {
         &self.urls
     }
 
-    pub async fn register(&self, url: &str, reg: &Registration) -> Result<LeaseGrant, RegistryError> {
+    pub async fn register(
+        &self,
+        url: &str,
+        reg: &Registration,
+    ) -> Result<LeaseGrant, RegistryError> {
         let req = self.http.post(format!("{url}/v1/instances")).json(reg);
         self.send_json(url, req, self.timeout).await
     }
 
-    pub async fn renew(&self, url: &str, role: &str, id: &str) -> Result<LeaseGrant, RegistryError> {
+    pub async fn renew(
+        &self,
+        url: &str,
+        role: &str,
+        id: &str,
+    ) -> Result<LeaseGrant, RegistryError> {
         let req = self
             .http
             .put(format!("{url}/v1/instances/{role}/{id}/lease"));
@@ -66,7 +75,10 @@ impl RegistryClient {
 
     pub async fn deregister(&self, url: &str, role: &str, id: &str) -> Result<(), RegistryError> {
         let req = self.http.delete(format!("{url}/v1/instances/{role}/{id}"));
-        match self.send_json::<serde_json::Value>(url, req, self.timeout).await {
+        match self
+            .send_json::<serde_json::Value>(url, req, self.timeout)
+            .await
+        {
             Ok(_) | Err(RegistryError::UnknownInstance { .. }) => Ok(()),
             Err(e) => Err(e),
         }

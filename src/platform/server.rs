@@ -58,8 +58,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &PlatformState) {
                 .error_handler(|e, _| problem::from_json_error(e).into()),
         )
         .app_data(web::PayloadConfig::default().limit(state.max_body_bytes))
-        .app_data(web::QueryConfig::default().error_handler(|e, _| problem::from_query_error(e).into()))
-        .app_data(web::PathConfig::default().error_handler(|e, _| problem::from_path_error(e).into()))
+        .app_data(
+            web::QueryConfig::default().error_handler(|e, _| problem::from_query_error(e).into()),
+        )
+        .app_data(
+            web::PathConfig::default().error_handler(|e, _| problem::from_path_error(e).into()),
+        )
         .route("/health/live", web::get().to(live))
         .route("/health/ready", web::get().to(ready))
         .route("/metrics", web::get().to(metrics))

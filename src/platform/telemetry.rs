@@ -25,8 +25,9 @@ use super::config::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG` refines the default `info` filter.
 pub fn init(format: LogFormat, role: &str, instance: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn,actix_web=warn,h2=warn,hyper=warn,reqwest=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,actix_server=warn,actix_web=warn,h2=warn,hyper=warn,reqwest=warn")
+    });
     let line = LineFormat {
         json: format == LogFormat::Json,
         color: format == LogFormat::Pretty && std::io::stderr().is_terminal(),

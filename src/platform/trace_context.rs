@@ -48,7 +48,10 @@ impl TraceContext {
         if flags.len() != 2 || (version == "00" && parts.next().is_some()) {
             return None;
         }
-        let hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
         if !(hex(version) && hex(trace) && hex(span) && hex(flags)) {
             return None;
         }
@@ -94,9 +97,7 @@ impl TraceContext {
 
 /// Accepts a client's request id only if it is short, printable ASCII (it is logged).
 pub fn sanitize_request_id(value: &str) -> Option<String> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && value.bytes().all(|b| b.is_ascii_graphic());
+    let ok = !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
     ok.then(|| value.to_string())
 }
 

@@ -1,33 +1,183 @@
-//! The notifications role: records the notifications sent for order events.
+//! The notifications role: records one notification per order and event it consumes.
 //!
-//! For now it lists what its redb file holds; the order flow adds the event consumer
-//! (with its inbox) that writes it.
+//! Events arrive from the orders outbox at least once; [`record_event`] stores the
+//! notification and the event id (in the platform inbox) in one transaction, so a
+//! redelivered event is recognised and leaves exactly one notification.
 
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 
+use crate::platform::events::{self, Event, EVENTS_PATH};
 use crate::platform::problem::Problem;
+use crate::platform::registry_api::now_ms;
 use crate::platform::role::{RoleContext, RoleEntry, Routes};
-use crate::platform::store::{JsonTable, Store};
+use crate::platform::store::{self, JsonTable, Store, StoreError};
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../roles/notifications.yaml"),
     start,
 };
 
+/// Keyed by `<order id>/<event kind>`: one notification per order and event.
 const NOTIFICATIONS: JsonTable = TableDefinition::new("notifications");
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Notification {
+    pub order_id: String,
+    pub kind: String,
+    pub event_id: String,
+    pub message: String,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The order fields a notification needs from the event payload.
+#[derive(Debug, Deserialize)]
+struct OrderEvent {
+    order_id: String,
+    #[serde(default)]
+    total_minor: Option<u64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Stores the notification for `event` unless it was handled before.
+/// Returns `true` if this delivery created it.
+pub fn record_event(store: &Store, event: &Event) -> Result<bool, NotifyError> {
+    let order: OrderEvent = serde_json::from_value(event.payload.clone())
+        .map_err(|e| NotifyError::Invalid(format!("payload: {e}")))?;
+    let message = match event.kind.as_str() {
+        "order.confirmed" => format!(
+            "Your order {} is confirmed (total {}).",
+            order.order_id,
+            order.total_minor.unwrap_or(0)
+        ),
+        "order.cancelled" => format!(
+            "Your order {} was cancelled: {}.",
+            order.order_id,
+            order.reason.as_deref().unwrap_or("no reason given")
+        ),
+        other => {
+            return Err(NotifyError::Invalid(format!(
+                "kind: `{other}` is not consumed here"
+            )))
+        }
+    };
+    let tx = store.db().begin_write().map_err(StoreError::from)?;
+    {
+        if !events::inbox_first_delivery(&tx, &event.id)? {
+            return Ok(false);
+        }
+        let mut table = tx.open_table(NOTIFICATIONS).map_err(StoreError::from)?;
+        let key = format!("{}/{}", order.order_id, event.kind);
+        if table.get(key.as_str()).map_err(StoreError::from)?.is_none() {
+            let n = Notification {
+                order_id: order.order_id,
+                kind: event.kind.clone(),
+                event_id: event.id.clone(),
+                message,
+                created_at_ms: now_ms(),
+            };
+            table
+                .insert(key.as_str(), store::encode(&n).as_slice())
+                .map_err(StoreError::from)?;
+        }
+    }
+    tx.commit().map_err(StoreError::from)?;
+    Ok(true)
+}
 
 fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
     let store = ctx.store.clone();
     Ok(Arc::new(move |cfg| {
         cfg.app_data(web::Data::new(store.clone()))
+            .route(EVENTS_PATH, web::post().to(receive))
             .route("/v1/notifications", web::get().to(list));
     }))
 }
 
-async fn list(store: web::Data<Arc<Store>>) -> Result<HttpResponse, Problem> {
-    let all: Vec<serde_json::Value> = store.scan_json(NOTIFICATIONS)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "notifications": all })))
+async fn receive(
+    store: web::Data<Arc<Store>>,
+    event: web::Json<Event>,
+) -> Result<HttpResponse, Problem> {
+    let store = store.into_inner();
+    let event = event.into_inner();
+    let id = event.id.clone();
+    let first = web::block(move || record_event(&store, &event))
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .map_err(|e| match e {
+            NotifyError::Invalid(m) => Problem::bad_request(m),
+            NotifyError::Store(e) => e.into(),
+        })?;
+    if !first {
+        tracing::info!(event_id = %id, "duplicate event dropped");
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "event_id": id, "duplicate": !first })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Filter {
+    order_id: Option<String>,
+}
+
+async fn list(
+    store: web::Data<Arc<Store>>,
+    filter: web::Query<Filter>,
+) -> Result<HttpResponse, Problem> {
+    let all: Vec<Notification> = store.scan_json(NOTIFICATIONS)?;
+    let selected: Vec<_> = match &filter.order_id {
+        Some(id) => all.into_iter().filter(|n| &n.order_id == id).collect(),
+        None => all,
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "notifications": selected })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, kind: &str) -> Event {
+        Event {
+            id: id.into(),
+            kind: kind.into(),
+            producer: "orders-0".into(),
+            seq: 1,
+            occurred_at_ms: 0,
+            traceparent: None,
+            payload: serde_json::json!({ "order_id": "ord-0-a", "total_minor": 900 }),
+        }
+    }
+
+    #[test]
+    fn a_redelivered_event_leaves_one_notification() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("n.redb")).unwrap();
+        assert!(record_event(&store, &event("e1", "order.confirmed")).unwrap());
+        assert!(!record_event(&store, &event("e1", "order.confirmed")).unwrap());
+        let all: Vec<Notification> = store.scan_json(NOTIFICATIONS).unwrap();
+        assert_eq!(all.len(), 1);
+    }
+
+    #[test]
+    fn unknown_kinds_are_refused_and_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("n.redb")).unwrap();
+        assert!(record_event(&store, &event("e2", "order.shipped")).is_err());
+        assert!(store
+            .scan_json::<Notification>(NOTIFICATIONS)
+            .unwrap()
+            .is_empty());
+    }
 }

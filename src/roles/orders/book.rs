@@ -1,0 +1,283 @@
+//! The order book: the orders role's redb tables and every transaction on them.
+//!
+//! Each change is one write transaction: creating an order records its idempotency key
+//! with it (so the same key can never create two orders, even concurrently), and the
+//! step that ends a saga writes the final state and its event to the outbox together
+//! (so the event exists exactly when the state does). Unfinished orders are indexed so a
+//! restarted instance resumes them without scanning every order.
+
+use std::sync::Arc;
+
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::order::{Order, OrderRequest, Status, Step};
+use crate::platform::events;
+use crate::platform::registry_api::now_ms;
+use crate::platform::store::{self, JsonTable, Store, StoreError};
+
+const ORDERS: JsonTable = TableDefinition::new("orders");
+const IDEMPOTENCY: JsonTable = TableDefinition::new("orders_idempotency");
+/// Orders whose saga has not ended, by id.
+const ACTIVE: TableDefinition<&str, u64> = TableDefinition::new("orders_active");
+
+pub const EVENT_CONFIRMED: &str = "order.confirmed";
+pub const EVENT_CANCELLED: &str = "order.cancelled";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    #[error("Idempotency-Key `{0}` was already used for a different order request")]
+    KeyReused(String),
+    #[error("no order `{0}`")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+macro_rules! store_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for BookError {
+            fn from(e: $t) -> Self {
+                BookError::Store(StoreError::from(e))
+            }
+        }
+    )*};
+}
+store_error_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::CommitError,
+    redb::StorageError
+);
+
+/// What an idempotency key remembers: the order and the request that created it.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyRecord {
+    order_id: String,
+    fingerprint: String,
+}
+
+/// What makes two requests with the same key "the same request".
+fn fingerprint(req: &OrderRequest) -> String {
+    serde_json::json!({ "lines": req.lines, "card": req.card }).to_string()
+}
+
+pub enum Created {
+    New(Order),
+    /// The key was seen before: the order it created.
+    Existing(Order),
+}
+
+#[derive(Clone)]
+pub struct OrderBook {
+    store: Arc<Store>,
+    shard: u32,
+    /// This instance's id: the producer named in events.
+    producer: String,
+}
+
+impl OrderBook {
+    pub fn new(store: Arc<Store>, shard: u32, producer: String) -> OrderBook {
+        OrderBook {
+            store,
+            shard,
+            producer,
+        }
+    }
+
+    /// Stores a new `pending` order, or returns the one `key` created before.
+    pub fn create(&self, req: OrderRequest, key: Option<&str>) -> Result<Created, BookError> {
+        let fingerprint = fingerprint(&req);
+        let tx = self.store.db().begin_write()?;
+        let order = {
+            let mut orders = tx.open_table(ORDERS)?;
+            let mut keys = tx.open_table(IDEMPOTENCY)?;
+            if let Some(key) = key {
+                if let Some(found) = keys.get(key)? {
+                    let record: KeyRecord = store::decode(found.value())?;
+                    if record.fingerprint != fingerprint {
+                        return Err(BookError::KeyReused(key.to_string()));
+                    }
+                    let order = orders
+                        .get(record.order_id.as_str())?
+                        .map(|v| store::decode::<Order>(v.value()))
+                        .transpose()?
+                        .ok_or_else(|| BookError::NotFound(record.order_id.clone()))?;
+                    return Ok(Created::Existing(order));
+                }
+            }
+            let now = now_ms();
+            let order = Order {
+                id: format!(
+                    "ord-{}-{}",
+                    self.shard,
+                    ulid::Ulid::new().to_string().to_lowercase()
+                ),
+                status: Status::Pending,
+                step: Step::Reserve,
+                lines: req.lines,
+                total_minor: None,
+                card: req.card,
+                reason: None,
+                cancel_requested: false,
+                created_at_ms: now,
+                updated_at_ms: now,
+            };
+            orders.insert(order.id.as_str(), store::encode(&order).as_slice())?;
+            if let Some(key) = key {
+                let record = KeyRecord {
+                    order_id: order.id.clone(),
+                    fingerprint,
+                };
+                keys.insert(key, store::encode(&record).as_slice())?;
+            }
+            tx.open_table(ACTIVE)?.insert(order.id.as_str(), now)?;
+            order
+        };
+        tx.commit()?;
+        Ok(Created::New(order))
+    }
+
+    /// The order an idempotency key created, if the key is known. A key reused with a
+    /// different request is an error.
+    pub fn order_for_key(
+        &self,
+        req: &OrderRequest,
+        key: Option<&str>,
+    ) -> Result<Option<Order>, BookError> {
+        let Some(key) = key else { return Ok(None) };
+        let Some(record) = self.store.get_json::<KeyRecord>(IDEMPOTENCY, key)? else {
+            return Ok(None);
+        };
+        if record.fingerprint != fingerprint(req) {
+            return Err(BookError::KeyReused(key.to_string()));
+        }
+        self.get(&record.order_id)?
+            .map(Some)
+            .ok_or(BookError::NotFound(record.order_id))
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Order>, StoreError> {
+        self.store.get_json(ORDERS, id)
+    }
+
+    /// Orders in id (= creation) order, after `after`, at most `limit`; and the cursor
+    /// of the next page if there is one.
+    pub fn list(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Order>, Option<String>), StoreError> {
+        let tx = self.store.db().begin_read()?;
+        let orders = match tx.open_table(ORDERS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), None)),
+            Err(e) => return Err(e.into()),
+        };
+        let mut page = Vec::new();
+        let range = match after {
+            Some(a) => {
+                orders.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?
+            }
+            None => orders.range::<&str>(..)?,
+        };
+        for row in range {
+            let (_, v) = row?;
+            if page.len() == limit {
+                let next = page.last().map(|o: &Order| o.id.clone());
+                return Ok((page, next));
+            }
+            page.push(store::decode(v.value())?);
+        }
+        Ok((page, None))
+    }
+
+    /// Ids of every order whose saga has not ended.
+    pub fn unfinished(&self) -> Result<Vec<String>, StoreError> {
+        let tx = self.store.db().begin_read()?;
+        let active = match tx.open_table(ACTIVE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut ids = Vec::new();
+        for row in active.iter()? {
+            ids.push(row?.0.value().to_string());
+        }
+        Ok(ids)
+    }
+
+    /// Stores the order after a saga step. A cancel request that arrived meanwhile is
+    /// kept; an order that became final leaves the active index and gets its event, all
+    /// in the same transaction. Returns whether an event was written.
+    pub fn save_step(&self, next: &Order) -> Result<bool, StoreError> {
+        let tx = self.store.db().begin_write()?;
+        let mut evented = false;
+        {
+            let mut orders = tx.open_table(ORDERS)?;
+            let mut next = next.clone();
+            if let Some(stored) = orders.get(next.id.as_str())? {
+                let stored: Order = store::decode(stored.value())?;
+                if stored.is_final() {
+                    // Another driver got there first; never end a saga twice.
+                    return Ok(false);
+                }
+                next.cancel_requested |= stored.cancel_requested;
+            }
+            orders.insert(next.id.as_str(), store::encode(&next).as_slice())?;
+            if next.is_final() {
+                tx.open_table(ACTIVE)?.remove(next.id.as_str())?;
+                let kind = match next.status {
+                    Status::Confirmed => EVENT_CONFIRMED,
+                    _ => EVENT_CANCELLED,
+                };
+                let payload = serde_json::json!({
+                    "order_id": next.id,
+                    "status": next.status,
+                    "total_minor": next.total_minor,
+                    "reason": next.reason,
+                    "lines": next.lines,
+                });
+                drop(orders);
+                events::append(&tx, &self.producer, kind, payload)?;
+                evented = true;
+            }
+        }
+        tx.commit()?;
+        Ok(evented)
+    }
+
+    /// Marks a pending order for cancellation; the saga honours it before commit.
+    pub fn request_cancel(&self, id: &str) -> Result<Order, BookError> {
+        let tx = self.store.db().begin_write()?;
+        let order = {
+            let mut orders = tx.open_table(ORDERS)?;
+            let mut order: Order = match orders.get(id)? {
+                Some(v) => store::decode(v.value())?,
+                None => return Err(BookError::NotFound(id.to_string())),
+            };
+            match (order.status, order.step) {
+                (Status::Cancelled, _) => return Ok(order),
+                (Status::Confirmed, _) => {
+                    return Err(BookError::Conflict(format!(
+                        "order `{id}` is confirmed and can no longer be cancelled"
+                    )))
+                }
+                (_, Step::Capture) => {
+                    return Err(BookError::Conflict(format!(
+                        "order `{id}` is being confirmed and can no longer be cancelled"
+                    )))
+                }
+                _ => {}
+            }
+            order.cancel_requested = true;
+            order.updated_at_ms = now_ms();
+            orders.insert(id, store::encode(&order).as_slice())?;
+            order
+        };
+        tx.commit()?;
+        Ok(order)
+    }
+}

@@ -1,0 +1,305 @@
+//! The order and its saga state: what is stored, and the rules for moving it on.
+//!
+//! An order is created `pending` at step `reserve` and only ever moves forward through
+//! the steps below, to `confirmed` or (through `compensate`) `cancelled`. The pure
+//! function [`Order::after`] says what an outcome of a step does to the order, so every
+//! transition is tested without a network.
+//!
+//! ```text
+//! reserve ─held→ authorize ─ok→ commit ─ok→ capture ─ok→ CONFIRMED
+//!    └refused─┐     └refused─┐    └refused─┐
+//!             └──────────────┴─────────────┴→ compensate ─done→ CANCELLED
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+pub const MAX_LINES: usize = 50;
+pub const MAX_QUANTITY: u32 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Confirmed,
+    Cancelled,
+}
+
+/// The next thing the saga must do for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Reserve,
+    Authorize,
+    Commit,
+    Capture,
+    Compensate,
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    pub sku: String,
+    pub quantity: u32,
+    /// Unit price, known once inventory has reserved the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_minor: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub status: Status,
+    pub step: Step,
+    pub lines: Vec<Line>,
+    pub total_minor: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<String>,
+    /// Why the order was cancelled, for a person to read.
+    pub reason: Option<String>,
+    pub cancel_requested: bool,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// The body of `POST /v1/orders`, before validation.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    pub lines: Vec<NewLine>,
+    #[serde(default)]
+    pub card: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLine {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// A validated order request: what a handler may pass on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRequest {
+    pub lines: Vec<Line>,
+    pub card: Option<String>,
+}
+
+impl NewOrder {
+    pub fn parse(self) -> Result<OrderRequest, String> {
+        if self.lines.is_empty() {
+            return Err("lines: an order needs at least one line".into());
+        }
+        if self.lines.len() > MAX_LINES {
+            return Err(format!("lines: at most {MAX_LINES} lines per order"));
+        }
+        let mut lines: Vec<Line> = Vec::with_capacity(self.lines.len());
+        for (i, line) in self.lines.into_iter().enumerate() {
+            check_id(&line.sku).map_err(|e| format!("lines[{i}].sku: {e}"))?;
+            if line.quantity < 1 || line.quantity > i64::from(MAX_QUANTITY) {
+                return Err(format!(
+                    "lines[{i}].quantity: expected 1 to {MAX_QUANTITY}, got {}",
+                    line.quantity
+                ));
+            }
+            if lines.iter().any(|l| l.sku == line.sku) {
+                return Err(format!(
+                    "lines[{i}].sku: `{}` appears twice; put the total quantity on one line",
+                    line.sku
+                ));
+            }
+            lines.push(Line {
+                sku: line.sku,
+                quantity: line.quantity as u32,
+                price_minor: None,
+            });
+        }
+        if let Some(card) = &self.card {
+            let digits = card.chars().filter(|c| *c != ' ' && *c != '-');
+            if card.len() > 32 || !digits.clone().all(|c| c.is_ascii_digit()) || digits.count() < 12
+            {
+                return Err("card: expected 12 to 19 digits".into());
+            }
+        }
+        Ok(OrderRequest {
+            lines,
+            card: self
+                .card
+                .map(|c| c.chars().filter(char::is_ascii_digit).collect()),
+        })
+    }
+}
+
+/// Ids (order ids, SKUs) travel in URLs: a safe alphabet only.
+pub fn check_id(value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{value}` is not valid: expected 1 to 64 characters of A-Z a-z 0-9 - _ ."
+        ))
+    }
+}
+
+/// What happened when the saga ran a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Inventory holds the stock: unit prices per SKU and the total.
+    Reserved {
+        prices: Vec<(String, u64)>,
+        total_minor: u64,
+    },
+    /// The step succeeded (authorize, commit, capture, compensate).
+    Done,
+    /// The peer refused for good; the reason is for a person.
+    Refused(String),
+}
+
+impl Order {
+    pub fn is_final(&self) -> bool {
+        self.status != Status::Pending
+    }
+
+    /// The step to run next, taking a customer's cancel request into account: it is
+    /// honoured until the commit of the stock starts, after which the order goes through.
+    pub fn next_step(&self) -> Step {
+        match self.step {
+            Step::Reserve | Step::Authorize | Step::Commit if self.cancel_requested => {
+                Step::Compensate
+            }
+            step => step,
+        }
+    }
+
+    /// The order after `step` ended with `outcome`.
+    pub fn after(&self, step: Step, outcome: Outcome, now_ms: u64) -> Order {
+        let mut next = self.clone();
+        next.updated_at_ms = now_ms;
+        match (step, outcome) {
+            (Step::Compensate, _) => {
+                next.step = Step::Done;
+                next.status = Status::Cancelled;
+                if next.reason.is_none() {
+                    next.reason = Some("cancelled by the customer".into());
+                }
+            }
+            (_, Outcome::Refused(reason)) => {
+                next.step = Step::Compensate;
+                next.reason = Some(reason);
+            }
+            (
+                Step::Reserve,
+                Outcome::Reserved {
+                    prices,
+                    total_minor,
+                },
+            ) => {
+                for line in &mut next.lines {
+                    line.price_minor = prices
+                        .iter()
+                        .find(|(sku, _)| sku == &line.sku)
+                        .map(|(_, p)| *p);
+                }
+                next.total_minor = Some(total_minor);
+                next.step = Step::Authorize;
+            }
+            (Step::Authorize, _) => next.step = Step::Commit,
+            (Step::Commit, _) => next.step = Step::Capture,
+            (Step::Capture, _) => {
+                next.step = Step::Done;
+                next.status = Status::Confirmed;
+            }
+            (Step::Reserve, Outcome::Done) | (Step::Done, _) => {}
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending() -> Order {
+        Order {
+            id: "ord-0-x".into(),
+            status: Status::Pending,
+            step: Step::Reserve,
+            lines: vec![Line {
+                sku: "tea".into(),
+                quantity: 2,
+                price_minor: None,
+            }],
+            total_minor: None,
+            card: None,
+            reason: None,
+            cancel_requested: false,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn happy_path_walks_every_step() {
+        let o = pending();
+        let o = o.after(
+            Step::Reserve,
+            Outcome::Reserved {
+                prices: vec![("tea".into(), 450)],
+                total_minor: 900,
+            },
+            1,
+        );
+        assert_eq!((o.step, o.total_minor), (Step::Authorize, Some(900)));
+        assert_eq!(o.lines[0].price_minor, Some(450));
+        let o = o.after(Step::Authorize, Outcome::Done, 2);
+        let o = o.after(Step::Commit, Outcome::Done, 3);
+        let o = o.after(Step::Capture, Outcome::Done, 4);
+        assert_eq!((o.status, o.step), (Status::Confirmed, Step::Done));
+    }
+
+    #[test]
+    fn refusal_compensates_then_cancels_with_reason() {
+        let o = pending().after(
+            Step::Reserve,
+            Outcome::Refused("out of stock: tea".into()),
+            1,
+        );
+        assert_eq!(o.step, Step::Compensate);
+        let o = o.after(Step::Compensate, Outcome::Done, 2);
+        assert_eq!(o.status, Status::Cancelled);
+        assert_eq!(o.reason.as_deref(), Some("out of stock: tea"));
+    }
+
+    #[test]
+    fn cancel_request_is_honoured_only_before_commit() {
+        let mut o = pending();
+        o.cancel_requested = true;
+        assert_eq!(o.next_step(), Step::Compensate);
+        o.step = Step::Commit;
+        assert_eq!(o.next_step(), Step::Compensate);
+        o.step = Step::Capture;
+        assert_eq!(o.next_step(), Step::Capture);
+    }
+
+    #[test]
+    fn parse_rejects_bad_orders() {
+        let line = |sku: &str, q: i64| NewLine {
+            sku: sku.into(),
+            quantity: q,
+        };
+        let parse = |lines: Vec<NewLine>| NewOrder { lines, card: None }.parse();
+        assert!(parse(vec![line("tea", 1)]).is_ok());
+        assert!(parse(vec![]).is_err());
+        assert!(parse(vec![line("tea", 0)]).is_err());
+        assert!(parse(vec![line("tea", -3)]).is_err());
+        assert!(parse(vec![line("tea", 1_000_000)]).is_err());
+        assert!(parse(vec![line("tea", 1), line("tea", 2)]).is_err());
+        assert!(parse(vec![line("te a", 1)]).is_err());
+        assert!(parse((0..51).map(|i| line(&format!("s{i}"), 1)).collect()).is_err());
+    }
+}
