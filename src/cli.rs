@@ -25,17 +25,28 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one instance of one role (what a systemd unit starts).
-    #[command(after_help = "Examples:\n  svc run --role registry --listen 0.0.0.0:7700 --data-dir /var/lib/svc/registry\n  svc run --role orders --config /etc/svc/svc.yaml --instance-id orders-0\n  SVC_REGISTRY=http://10.0.0.2:7700,http://10.0.0.3:7700 svc run --role gateway")]
+    #[command(
+        after_help = "Examples:\n  svc run --role registry --listen 0.0.0.0:7700 --data-dir /var/lib/svc/registry\n  svc run --role orders --config /etc/svc/svc.yaml --instance-id orders-0\n  SVC_REGISTRY=http://10.0.0.2:7700,http://10.0.0.3:7700 svc run --role gateway"
+    )]
     Run(RunArgs),
     /// Run the whole system on this machine: a registry and every role, as child processes.
-    #[command(after_help = "The registry listens on 127.0.0.1:7700 and the gateway on 127.0.0.1:8080\n(then 8081, ... for more gateways); other roles take free ports.\n\nExamples:\n  svc dev\n  svc dev --replicas gateway=2,orders=1 --data-dir /tmp/svc-dev")]
+    #[command(
+        after_help = "The registry listens on 127.0.0.1:7700 and the gateway on 127.0.0.1:8080\n(then 8081, ... for more gateways); other roles take free ports.\n\nExamples:\n  svc dev\n  svc dev --replicas gateway=2,orders=1 --data-dir /tmp/svc-dev"
+    )]
     Dev(DevArgs),
     /// Show the registered instances, as the registry sees them.
-    #[command(after_help = "Examples:\n  svc status\n  svc status --registry http://10.0.0.2:7700,http://10.0.0.3:7700")]
+    #[command(
+        after_help = "Examples:\n  svc status\n  svc status --registry http://10.0.0.2:7700,http://10.0.0.3:7700"
+    )]
     Status(StatusArgs),
     /// List the roles and their manifests.
     #[command(after_help = "Example:\n  svc roles")]
     Roles,
+    /// Place orders through a gateway at a fixed concurrency and report throughput and latency.
+    #[command(
+        after_help = "Start the system first (`svc dev`), then:\n  svc bench --concurrency 16 --duration 20s\n  svc bench --gateway http://10.0.0.7:8080 --concurrency 64"
+    )]
+    Bench(BenchArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -98,6 +109,19 @@ pub struct StatusArgs {
         default_value = "http://127.0.0.1:7700"
     )]
     pub registries: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Gateway base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub gateway: String,
+    /// Orders in flight at any time.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// How long to place orders (humantime, e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,12 +7,22 @@ use crate::roles;
 pub fn run() -> ExitCode {
     let catalog = roles::catalog();
     println!(
-        "{:<14} {:<6} {:<9} {:<34} {:<34} {}",
-        "ROLE", "PORT", "STATEFUL", "CALLS", "PUBLISHES", "CONSUMES"
+        "{:<14} {:<6} {:<9} {:<34} {:<34} CONSUMES",
+        "ROLE", "PORT", "STATEFUL", "CALLS", "PUBLISHES"
     );
-    let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(",") };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(",")
+        }
+    };
     for m in catalog.iter() {
-        let port = if m.port == 0 { "any".to_string() } else { m.port.to_string() };
+        let port = if m.port == 0 {
+            "any".to_string()
+        } else {
+            m.port.to_string()
+        };
         println!(
             "{:<14} {:<6} {:<9} {:<34} {:<34} {}",
             m.name,

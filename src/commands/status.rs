@@ -9,7 +9,10 @@ use crate::platform::registry_api::now_ms;
 use crate::platform::registry_client::RegistryClient;
 
 pub fn run(args: StatusArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
@@ -25,8 +28,8 @@ pub fn run(args: StatusArgs) -> ExitCode {
     };
     println!("registry {url} (index {})", catalog.index);
     println!(
-        "{:<14} {:<22} {:<28} {:>9} {:>13} {}",
-        "ROLE", "INSTANCE", "ADDRESS", "AGE", "LAST RENEWAL", "VERSION"
+        "{:<14} {:<22} {:<28} {:>9} {:>13} VERSION",
+        "ROLE", "INSTANCE", "ADDRESS", "AGE", "LAST RENEWAL"
     );
     let now = now_ms();
     for instances in catalog.roles.values() {

@@ -68,7 +68,10 @@ async fn renew(state: State, path: web::Path<(String, String)>) -> Result<HttpRe
     }
 }
 
-async fn deregister(state: State, path: web::Path<(String, String)>) -> Result<HttpResponse, Problem> {
+async fn deregister(
+    state: State,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Problem> {
     let (role, id) = path.into_inner();
     let state = state.into_inner();
     let removed = web::block(move || {
@@ -103,8 +106,9 @@ struct WatchQuery {
 /// Waits for the index to differ from `query.index`, bounded by `wait` and `max_wait`.
 async fn wait_for_change(state: &RegistryState, query: &WatchQuery) -> Result<(), Problem> {
     let wait = match &query.wait {
-        Some(w) => humantime::parse_duration(w)
-            .map_err(|e| Problem::bad_request(format!("wait: `{w}` is not a duration ({e}); e.g. 30s")))?,
+        Some(w) => humantime::parse_duration(w).map_err(|e| {
+            Problem::bad_request(format!("wait: `{w}` is not a duration ({e}); e.g. 30s"))
+        })?,
         None => Duration::from_secs(30),
     };
     let Some(seen) = query.index else {
@@ -112,7 +116,10 @@ async fn wait_for_change(state: &RegistryState, query: &WatchQuery) -> Result<()
     };
     let wait = wait.min(state.settings.max_wait);
     let mut rx = state.index.subscribe();
-    let _ = tokio::time::timeout(wait, rx.wait_for(|current| *current != seen)).await;
+    tokio::select! {
+        _ = tokio::time::timeout(wait, rx.wait_for(|current| *current != seen)) => {}
+        _ = state.shutdown.wait() => {}
+    }
     Ok(())
 }
 

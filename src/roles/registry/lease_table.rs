@@ -189,9 +189,7 @@ pub fn validate(reg: &Registration, known_roles: &[String]) -> Result<(), String
         ));
     }
     if reg.metadata.len() > MAX_METADATA_ENTRIES {
-        return Err(format!(
-            "metadata: at most {MAX_METADATA_ENTRIES} entries"
-        ));
+        return Err(format!("metadata: at most {MAX_METADATA_ENTRIES} entries"));
     }
     for (k, v) in &reg.metadata {
         if k.is_empty() || k.len() > MAX_METADATA_KEY || v.len() > MAX_METADATA_VALUE {
@@ -223,12 +221,18 @@ mod tests {
     fn register_moves_index_renew_does_not() {
         let mut t = LeaseTable::new(TTL);
         let now = Instant::now();
-        assert!(t.register(reg("orders", "a", "http://h:1"), now, 1).is_some());
+        assert!(t
+            .register(reg("orders", "a", "http://h:1"), now, 1)
+            .is_some());
         assert_eq!(t.index(), 1);
-        assert!(t.register(reg("orders", "a", "http://h:1"), now, 2).is_none());
+        assert!(t
+            .register(reg("orders", "a", "http://h:1"), now, 2)
+            .is_none());
         assert!(t.renew("orders", "a", now, 3));
         assert_eq!(t.index(), 1);
-        assert!(t.register(reg("orders", "a", "http://h:2"), now, 4).is_some());
+        assert!(t
+            .register(reg("orders", "a", "http://h:2"), now, 4)
+            .is_some());
         assert_eq!(t.index(), 2);
     }
 
@@ -239,7 +243,9 @@ mod tests {
         t.register(reg("orders", "a", "http://h:1"), start, 0);
         t.register(reg("orders", "b", "http://h:2"), start, 0);
         assert!(t.renew("orders", "b", start + Duration::from_secs(2), 0));
-        assert!(t.evict_expired(start + Duration::from_millis(2999)).is_empty());
+        assert!(t
+            .evict_expired(start + Duration::from_millis(2999))
+            .is_empty());
         let evicted = t.evict_expired(start + TTL);
         assert_eq!(evicted.len(), 1);
         assert_eq!(evicted[0].instance_id, "a");
@@ -253,12 +259,8 @@ mod tests {
         t.register(reg("orders", "a", "http://h:1"), start, 0);
         let saved = t.catalog();
         let later = start + Duration::from_secs(60);
-        let mut restored = LeaseTable::restore(
-            saved.instances("orders").to_vec(),
-            saved.index,
-            TTL,
-            later,
-        );
+        let mut restored =
+            LeaseTable::restore(saved.instances("orders").to_vec(), saved.index, TTL, later);
         assert!(restored.evict_expired(later + TTL / 2).is_empty());
         assert!(restored.renew("orders", "a", later + TTL / 2, 0));
         assert_eq!(restored.index(), saved.index);

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::platform::config::RegistrySettings;
 use crate::platform::registry_api::{now_ms, Instance};
 use crate::platform::role::{RoleContext, RoleEntry, Routes};
+use crate::platform::shutdown::Shutdown;
 use crate::platform::store::{self, JsonTable, Store, StoreError};
 
 pub use lease_table::LeaseTable;
@@ -38,6 +39,8 @@ pub struct RegistryState {
     index: watch::Sender<u64>,
     settings: RegistrySettings,
     known_roles: Vec<String>,
+    /// Ends blocking queries at shutdown so draining does not wait out their `wait`.
+    shutdown: Shutdown,
 }
 
 /// What a mutation did, for persisting: rows to put and rows to delete.
@@ -48,7 +51,12 @@ struct Delta {
 }
 
 impl RegistryState {
-    fn open(store: Arc<Store>, settings: RegistrySettings, known_roles: Vec<String>) -> Result<Self, StoreError> {
+    fn open(
+        store: Arc<Store>,
+        settings: RegistrySettings,
+        known_roles: Vec<String>,
+        shutdown: Shutdown,
+    ) -> Result<Self, StoreError> {
         let instances: Vec<Instance> = store.scan_json(INSTANCES)?;
         let index: u64 = store.get_json(META, INDEX_KEY)?.unwrap_or(0);
         if !instances.is_empty() {
@@ -66,6 +74,7 @@ impl RegistryState {
             index: watch::channel(index).0,
             settings,
             known_roles,
+            shutdown,
         })
     }
 
@@ -94,7 +103,10 @@ impl RegistryState {
         {
             let mut rows = tx.open_table(INSTANCES)?;
             for i in &delta.put {
-                rows.insert(key(&i.role, &i.instance_id).as_str(), store::encode(i).as_slice())?;
+                rows.insert(
+                    key(&i.role, &i.instance_id).as_str(),
+                    store::encode(i).as_slice(),
+                )?;
             }
             for i in &delta.delete {
                 rows.remove(key(&i.role, &i.instance_id).as_str())?;
@@ -128,14 +140,16 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
         ctx.store.clone(),
         ctx.config.registry.clone(),
         known_roles,
+        ctx.shutdown.clone(),
     )?);
     spawn_evictor(state.clone(), ctx.shutdown.clone());
     Ok(Arc::new(move |cfg| http::routes(cfg, state.clone())))
 }
 
 /// Checks leases often enough that an eviction is late by at most a small slice of TTL.
-fn spawn_evictor(state: Arc<RegistryState>, shutdown: crate::platform::shutdown::Shutdown) {
-    let period = (state.settings.lease_ttl / 10).clamp(Duration::from_millis(20), Duration::from_millis(250));
+fn spawn_evictor(state: Arc<RegistryState>, shutdown: Shutdown) {
+    let period = (state.settings.lease_ttl / 10)
+        .clamp(Duration::from_millis(20), Duration::from_millis(250));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
@@ -151,7 +165,9 @@ fn spawn_evictor(state: Arc<RegistryState>, shutdown: crate::platform::shutdown:
                         tracing::warn!(role = %i.role, instance = %i.instance_id, silent_ms, "lease expired; instance evicted");
                     }
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "could not persist evictions; will retry"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "could not persist evictions; will retry")
+                }
                 Err(e) => tracing::error!(error = %e, "eviction task failed"),
             }
         }
