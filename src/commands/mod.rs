@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a runtime failure (cannot bind, store locked, registry down),
 //! 2 a usage or configuration error (unknown role, bad config value).
 
+mod bench;
 mod config_check;
 mod dev;
 mod roles;
@@ -22,6 +23,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Status(args) => status::run(args),
         Command::Roles => roles::run(),
+        Command::Bench(args) => bench::run(args),
         Command::Config(ConfigCommand::Check { config }) => config_check::run(&config),
     }
 }

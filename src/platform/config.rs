@@ -396,18 +396,7 @@ impl Config {
 
 /// An instance id names files and URL segments: keep it to a safe alphabet.
 pub fn check_instance_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{id}` is not a valid instance id: expected 1 to 64 characters of A-Z a-z 0-9 - _ ."
-        ))
-    }
+    super::ids::check_id("instance id", id)
 }
 
 /// A base URL such as `http://10.0.0.5:7700`: scheme, host, port, nothing else.

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod ids;
 pub mod lease_keeper;
 pub mod lifecycle;
 pub mod manifest;

@@ -15,6 +15,7 @@ use crate::platform::client::ServiceClient;
 use crate::platform::problem::Problem;
 use crate::platform::role::{RoleContext, RoleEntry, Routes};
 
+use crate::platform::ids;
 use forward::{forward, Target};
 
 pub const ENTRY: RoleEntry = RoleEntry {
@@ -50,18 +51,8 @@ type Body = web::Json<serde_json::Value>;
 
 /// Path ids are passed into internal URLs: only a safe alphabet gets through.
 fn id(value: &str) -> Result<&str, Problem> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(value)
-    } else {
-        Err(Problem::bad_request(format!(
-            "`{value}` is not a valid id: expected 1 to 64 characters of A-Z a-z 0-9 - _ ."
-        )))
-    }
+    ids::check_id("id", value).map_err(Problem::bad_request)?;
+    Ok(value)
 }
 
 fn with_query(path: String, req: &HttpRequest) -> String {

@@ -1,18 +1,28 @@
-//! The inventory role: owns products, stock and (with the order flow) reservations.
+//! The inventory role: owns products, their stock, and the reservations orders make.
 //!
-//! Handlers parse, call the domain functions in [`products`], and map the result.
+//! - [`products`]: the catalogue and its stock buckets (available, reserved, sold).
+//! - [`reserve_request`]: what a reserve request must hold, checked at the edge.
+//! - [`reservations`]: hold, commit and release stock for an order, all idempotent.
+//! - [`expiry`]: gives back the stock of holds never committed.
+//! - [`http`]: the `/v1/` API, thin handlers over the above.
+//! - [`error`]: every refusal, typed.
+//!
+//! Every change is one redb write transaction over products and reservations together,
+//! so for every product `available + reserved + sold` is all stock ever added.
 
+mod error;
+mod expiry;
+mod http;
 mod products;
+mod reservations;
+mod reserve_request;
+
+#[cfg(test)]
+mod domain_tests;
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
-
-use crate::platform::problem::Problem;
 use crate::platform::role::{RoleContext, RoleEntry, Routes};
-use crate::platform::store::Store;
-
-use products::{NewProduct, ProductError};
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/inventory.yaml"),
@@ -20,48 +30,15 @@ pub const ENTRY: RoleEntry = RoleEntry {
 };
 
 fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
-    let store = ctx.store.clone();
-    Ok(Arc::new(move |cfg| {
-        cfg.app_data(web::Data::new(store.clone()))
-            .route("/v1/products", web::get().to(list))
-            .route("/v1/products", web::post().to(create))
-            .route("/v1/products/{sku}", web::get().to(get));
-    }))
-}
-
-impl From<ProductError> for Problem {
-    fn from(e: ProductError) -> Self {
-        match e {
-            ProductError::Invalid(m) => Problem::bad_request(m),
-            ProductError::Exists(_) => Problem::conflict(e.to_string()),
-            ProductError::Store(e) => e.into(),
-        }
-    }
-}
-
-async fn create(
-    store: web::Data<Arc<Store>>,
-    body: web::Json<NewProduct>,
-) -> Result<HttpResponse, Problem> {
-    let product = body.into_inner().parse()?;
-    let store = store.into_inner();
-    let saved = product.clone();
-    web::block(move || products::create_product(&store, &saved))
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))??;
-    Ok(HttpResponse::Created()
-        .insert_header(("location", format!("/v1/products/{}", product.sku)))
-        .json(product))
-}
-
-async fn get(store: web::Data<Arc<Store>>, sku: web::Path<String>) -> Result<HttpResponse, Problem> {
-    products::check_sku(&sku).map_err(Problem::bad_request)?;
-    products::get_product(&store, &sku)?
-        .map(|p| HttpResponse::Ok().json(p))
-        .ok_or_else(|| Problem::not_found(format!("no product `{sku}`")))
-}
-
-async fn list(store: web::Data<Arc<Store>>) -> Result<HttpResponse, Problem> {
-    let all = products::list_products(&store)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "products": all })))
+    let settings = &ctx.config.inventory;
+    expiry::spawn(
+        ctx.store.clone(),
+        settings.expiry_sweep,
+        ctx.shutdown.clone(),
+    );
+    let state = Arc::new(http::Inventory {
+        store: ctx.store.clone(),
+        reservation_ttl_ms: u64::try_from(settings.reservation_ttl.as_millis()).unwrap_or(u64::MAX),
+    });
+    Ok(Arc::new(move |cfg| http::routes(cfg, state.clone())))
 }

@@ -11,6 +11,7 @@
 //!             └──────────────┴─────────────┴→ compensate ─done→ CANCELLED
 //! ```
 
+use crate::platform::ids;
 use serde::{Deserialize, Serialize};
 
 pub const MAX_LINES: usize = 50;
@@ -132,18 +133,7 @@ impl NewOrder {
 
 /// Ids (order ids, SKUs) travel in URLs: a safe alphabet only.
 pub fn check_id(value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{value}` is not valid: expected 1 to 64 characters of A-Z a-z 0-9 - _ ."
-        ))
-    }
+    ids::check_id("id", value)
 }
 
 /// What happened when the saga ran a step.

@@ -1,0 +1,135 @@
+//! The payments HTTP API under `/v1/`: thin handlers over the domain functions.
+//!
+//! Each handler parses (path id, body) into checked values, calls one domain function,
+//! and maps the result. Writes run on the blocking pool because they commit to redb.
+//! Every refusal is a `problem+json` whose status is decided here and nowhere else; a
+//! decline is a stored outcome answered as 402 with its reason as the detail.
+
+use std::sync::Arc;
+
+use actix_web::{http::StatusCode, web, HttpResponse};
+use serde::Serialize;
+
+use super::error::PaymentError;
+use super::ledger;
+use super::payment::{check_order_id, AuthorizeRequest, Payment};
+use super::transitions::{self, Authorized};
+use crate::platform::problem::Problem;
+use crate::platform::registry_api::now_ms;
+use crate::platform::store::Store;
+
+/// What every handler shares.
+pub struct Payments {
+    pub store: Arc<Store>,
+    /// Authorizations above this amount are declined.
+    pub decline_above_minor: u64,
+}
+
+type State = web::Data<Payments>;
+
+pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<Payments>) {
+    cfg.app_data(web::Data::from(state))
+        .route("/v1/payments", web::get().to(list))
+        .route("/v1/payments/{order_id}", web::get().to(get))
+        .route(
+            "/v1/payments/{order_id}/authorize",
+            web::post().to(authorize),
+        )
+        .route("/v1/payments/{order_id}/capture", web::post().to(capture))
+        .route("/v1/payments/{order_id}/void", web::post().to(void))
+        .route("/v1/ledger", web::get().to(ledger));
+}
+
+impl From<PaymentError> for Problem {
+    fn from(e: PaymentError) -> Self {
+        use PaymentError as E;
+        match e {
+            E::Invalid(m) => Problem::bad_request(m),
+            E::UnknownPayment(_) => Problem::not_found(e.to_string()),
+            E::Voided(_)
+            | E::Declined { .. }
+            | E::AlreadyCaptured(_)
+            | E::DifferentAmount { .. } => Problem::conflict(e.to_string()),
+            E::Inconsistent(_) => {
+                tracing::error!(error = %e, "payments state is inconsistent");
+                Problem::internal(e.to_string())
+            }
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Runs a write on the blocking pool: redb commits wait for the disk.
+async fn blocking<T: Send + 'static>(
+    write: impl FnOnce() -> Result<T, PaymentError> + Send + 'static,
+) -> Result<T, Problem> {
+    Ok(web::block(write)
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))??)
+}
+
+fn order_id_from(path: web::Path<String>) -> Result<String, Problem> {
+    let id = path.into_inner();
+    check_order_id(&id)?;
+    Ok(id)
+}
+
+async fn authorize(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<AuthorizeRequest>,
+) -> Result<HttpResponse, Problem> {
+    let order_id = order_id_from(path)?;
+    let auth = body.into_inner().parse()?;
+    let store = state.store.clone();
+    let limit = state.decline_above_minor;
+    let done =
+        blocking(move || transitions::authorize(&store, &order_id, &auth, limit, now_ms())).await?;
+    match done {
+        Authorized::Created(p) => {
+            tracing::info!(order_id = %p.order_id, amount_minor = p.amount_minor, "payment authorized");
+            Ok(HttpResponse::Created().json(p))
+        }
+        Authorized::Existing(p) => Ok(HttpResponse::Ok().json(p)),
+        Authorized::Declined(p) => {
+            let reason = p.reason.unwrap_or_else(|| "declined".into());
+            tracing::info!(order_id = %p.order_id, %reason, "payment declined");
+            Err(Problem::new(StatusCode::PAYMENT_REQUIRED, reason))
+        }
+    }
+}
+
+async fn capture(state: State, path: web::Path<String>) -> Result<HttpResponse, Problem> {
+    let order_id = order_id_from(path)?;
+    let store = state.store.clone();
+    let p = blocking(move || transitions::capture(&store, &order_id, now_ms())).await?;
+    Ok(HttpResponse::Ok().json(p))
+}
+
+async fn void(state: State, path: web::Path<String>) -> Result<HttpResponse, Problem> {
+    let order_id = order_id_from(path)?;
+    let store = state.store.clone();
+    let p = blocking(move || transitions::void(&store, &order_id, now_ms())).await?;
+    Ok(HttpResponse::Ok().json(p))
+}
+
+async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, Problem> {
+    let order_id = order_id_from(path)?;
+    transitions::get_payment(&state.store, &order_id)?
+        .map(|p| HttpResponse::Ok().json(p))
+        .ok_or_else(|| PaymentError::UnknownPayment(order_id).into())
+}
+
+async fn list(state: State) -> Result<HttpResponse, Problem> {
+    /// A typed body keeps each payment's fields in their declared order.
+    #[derive(Serialize)]
+    struct List {
+        payments: Vec<Payment>,
+    }
+    let payments = transitions::list_payments(&state.store)?;
+    Ok(HttpResponse::Ok().json(List { payments }))
+}
+
+async fn ledger(state: State) -> Result<HttpResponse, Problem> {
+    Ok(HttpResponse::Ok().json(ledger::read(&state.store)?))
+}

@@ -1,0 +1,34 @@
+//! The payments role: owns the payment of each order and the ledger of their changes.
+//!
+//! - [`payment`]: what a payment is, what an authorize request must hold, when it is
+//!   declined. No storage.
+//! - [`transitions`]: authorize, capture, void; idempotent, one transaction each.
+//! - [`ledger`]: the append-only record of every change, and totals replayed from it.
+//! - [`http`]: the `/v1/` API, thin handlers over the above.
+//! - [`error`]: every refusal, typed.
+
+mod error;
+mod http;
+mod ledger;
+mod payment;
+mod transitions;
+
+#[cfg(test)]
+mod domain_tests;
+
+use std::sync::Arc;
+
+use crate::platform::role::{RoleContext, RoleEntry, Routes};
+
+pub const ENTRY: RoleEntry = RoleEntry {
+    manifest_source: include_str!("../../../roles/payments.yaml"),
+    start,
+};
+
+fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
+    let state = Arc::new(http::Payments {
+        store: ctx.store.clone(),
+        decline_above_minor: ctx.config.payments.decline_above_minor,
+    });
+    Ok(Arc::new(move |cfg| http::routes(cfg, state.clone())))
+}

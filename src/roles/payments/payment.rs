@@ -1,0 +1,174 @@
+//! A payment and the rules that decide it, with no storage: what one order's payment
+//! looks like, what an authorize request must contain, and when it is declined.
+//!
+//! An [`AuthorizeRequest`] is parsed once at the edge into an [`Authorization`], so an
+//! out-of-range amount or a malformed card never reaches the store. The card number is
+//! used only to decide a decline and is never stored.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::PaymentError;
+use crate::platform::ids;
+
+pub const MAX_AMOUNT_MINOR: u64 = 1_000_000_000_000;
+/// The card number that is always declined, to exercise the compensation path.
+pub const DECLINED_TEST_CARD: &str = "4000000000000002";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentStatus {
+    Authorized,
+    Captured,
+    Voided,
+    Declined,
+}
+
+/// The payment of one order. At most one per order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub order_id: String,
+    pub amount_minor: u64,
+    pub status: PaymentStatus,
+    /// Why it was declined; only on declined payments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub updated_at_ms: u64,
+}
+
+/// The body of an authorize request, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeRequest {
+    pub amount_minor: u64,
+    #[serde(default)]
+    pub card: Option<String>,
+}
+
+/// An authorize request that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    pub amount_minor: u64,
+    /// Digits only.
+    card: Option<String>,
+}
+
+/// Order ids travel in URLs and name rows: a safe alphabet only.
+pub fn check_order_id(id: &str) -> Result<(), PaymentError> {
+    ids::check_id("order_id", id).map_err(PaymentError::Invalid)
+}
+
+impl AuthorizeRequest {
+    pub fn parse(self) -> Result<Authorization, PaymentError> {
+        if !(1..=MAX_AMOUNT_MINOR).contains(&self.amount_minor) {
+            return Err(PaymentError::Invalid(format!(
+                "amount_minor: expected 1 to {MAX_AMOUNT_MINOR}"
+            )));
+        }
+        let card = match self.card {
+            None => None,
+            Some(card) => Some(card_digits(&card).ok_or_else(|| {
+                PaymentError::Invalid(
+                    "card: expected 12 to 19 digits (spaces and dashes allowed)".into(),
+                )
+            })?),
+        };
+        Ok(Authorization {
+            amount_minor: self.amount_minor,
+            card,
+        })
+    }
+}
+
+/// The digits of a card number written with optional spaces or dashes.
+fn card_digits(card: &str) -> Option<String> {
+    if card.len() > 32 {
+        return None;
+    }
+    let mut digits = String::with_capacity(19);
+    for c in card.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' => {}
+            _ => return None,
+        }
+    }
+    (12..=19).contains(&digits.len()).then_some(digits)
+}
+
+impl Authorization {
+    /// Why this authorization is declined, if it is. Deterministic, so tests and the
+    /// order flow can make a payment fail on purpose.
+    pub fn decline_reason(&self, limit_minor: u64) -> Option<String> {
+        if self.amount_minor > limit_minor {
+            return Some(format!(
+                "declined: amount {} exceeds the limit of {limit_minor}",
+                self.amount_minor
+            ));
+        }
+        if self.card.as_deref() == Some(DECLINED_TEST_CARD) {
+            return Some(format!("declined: test card {DECLINED_TEST_CARD}"));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(amount: u64, card: Option<&str>) -> Result<Authorization, PaymentError> {
+        AuthorizeRequest {
+            amount_minor: amount,
+            card: card.map(String::from),
+        }
+        .parse()
+    }
+
+    #[test]
+    fn amounts_and_cards_are_checked() {
+        assert!(auth(1, None).is_ok());
+        assert!(auth(MAX_AMOUNT_MINOR, None).is_ok());
+        assert!(auth(0, None).is_err());
+        assert!(auth(MAX_AMOUNT_MINOR + 1, None).is_err());
+        assert!(auth(5, Some("4242 4242-4242 4242")).is_ok());
+        assert!(auth(5, Some("4242")).is_err());
+        assert!(auth(5, Some("4242x4242x4242x4242")).is_err());
+        assert!(auth(5, Some(&"4".repeat(20))).is_err());
+    }
+
+    #[test]
+    fn declines_are_deterministic() {
+        assert_eq!(
+            auth(1_000_000, None).unwrap().decline_reason(1_000_000),
+            None
+        );
+        assert_eq!(
+            auth(1_500_000, None)
+                .unwrap()
+                .decline_reason(1_000_000)
+                .as_deref(),
+            Some("declined: amount 1500000 exceeds the limit of 1000000")
+        );
+        assert_eq!(
+            auth(5, Some("4000 0000 0000 0002"))
+                .unwrap()
+                .decline_reason(1_000_000)
+                .as_deref(),
+            Some("declined: test card 4000000000000002")
+        );
+        assert_eq!(
+            auth(5, Some("4242424242424242"))
+                .unwrap()
+                .decline_reason(1_000_000),
+            None
+        );
+    }
+
+    #[test]
+    fn order_ids_are_checked() {
+        assert!(check_order_id("ord-0-01HZ.x_y").is_ok());
+        assert!(check_order_id("").is_err());
+        assert!(check_order_id("a/b").is_err());
+        assert!(check_order_id(&"a".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! Every change of a payment: authorize, capture, void. Plain Rust over the redb file.
+//!
+//! Guarantees:
+//! - Each change reads the payment, checks, writes the payment and appends its ledger
+//!   entry in ONE write transaction, so the ledger and the payment rows never disagree
+//!   and two concurrent requests for one order cannot both act.
+//! - Each operation is idempotent per order id: repeating it answers the same payment
+//!   and writes nothing (no second ledger entry).
+//! - A void for an order never authorized leaves a voided tombstone (amount 0), so an
+//!   authorize that arrives after its compensation is refused instead of holding money.
+
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::error::PaymentError;
+use super::ledger::{self, EntryKind};
+use super::payment::{Authorization, Payment, PaymentStatus};
+use crate::platform::store::{self, JsonTable, Store, StoreError};
+
+const PAYMENTS: JsonTable = TableDefinition::new("payments");
+
+/// What [`authorize`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorized {
+    /// A new authorization.
+    Created(Payment),
+    /// The order's earlier authorization (possibly since captured).
+    Existing(Payment),
+    /// Declined, now or before; `reason` says why.
+    Declined(Payment),
+}
+
+/// Authorizes `auth` for the order, or records that it was declined.
+pub fn authorize(
+    store: &Store,
+    order_id: &str,
+    auth: &Authorization,
+    decline_above_minor: u64,
+    now_ms: u64,
+) -> Result<Authorized, PaymentError> {
+    in_write(store, |tx| {
+        let mut payments = tx.open_table(PAYMENTS)?;
+        if let Some(existing) = load(&payments, order_id)? {
+            // Checked before the amount: a tombstone's amount (0) means nothing.
+            if existing.status == PaymentStatus::Voided {
+                return Err(PaymentError::Voided(order_id.to_string()));
+            }
+            if existing.amount_minor != auth.amount_minor {
+                return Err(PaymentError::DifferentAmount {
+                    order_id: order_id.to_string(),
+                    stored_minor: existing.amount_minor,
+                    asked_minor: auth.amount_minor,
+                });
+            }
+            return Ok(match existing.status {
+                PaymentStatus::Declined => Authorized::Declined(existing),
+                _ => Authorized::Existing(existing),
+            });
+        }
+        let reason = auth.decline_reason(decline_above_minor);
+        let (status, kind) = match reason {
+            Some(_) => (PaymentStatus::Declined, EntryKind::Decline),
+            None => (PaymentStatus::Authorized, EntryKind::Authorize),
+        };
+        let payment = Payment {
+            order_id: order_id.to_string(),
+            amount_minor: auth.amount_minor,
+            status,
+            reason,
+            updated_at_ms: now_ms,
+        };
+        save(&mut payments, &payment)?;
+        ledger::append(tx, order_id, kind, payment.amount_minor, now_ms)?;
+        Ok(match status {
+            PaymentStatus::Declined => Authorized::Declined(payment),
+            _ => Authorized::Created(payment),
+        })
+    })
+}
+
+/// Takes the authorized money. Capturing twice is one capture.
+pub fn capture(store: &Store, order_id: &str, now_ms: u64) -> Result<Payment, PaymentError> {
+    in_write(store, |tx| {
+        let mut payments = tx.open_table(PAYMENTS)?;
+        let mut payment = load(&payments, order_id)?
+            .ok_or_else(|| PaymentError::UnknownPayment(order_id.to_string()))?;
+        match payment.status {
+            PaymentStatus::Authorized => {
+                payment.status = PaymentStatus::Captured;
+                payment.updated_at_ms = now_ms;
+                save(&mut payments, &payment)?;
+                ledger::append(
+                    tx,
+                    order_id,
+                    EntryKind::Capture,
+                    payment.amount_minor,
+                    now_ms,
+                )?;
+                Ok(payment)
+            }
+            PaymentStatus::Captured => Ok(payment),
+            PaymentStatus::Voided => Err(PaymentError::Voided(order_id.to_string())),
+            PaymentStatus::Declined => Err(PaymentError::Declined {
+                order_id: order_id.to_string(),
+                reason: payment.reason.unwrap_or_else(|| "declined".into()),
+            }),
+        }
+    })
+}
+
+/// Lets the authorized money go. Voiding twice, or voiding a declined payment, changes
+/// nothing; voiding an order never authorized leaves a tombstone (see the file comment).
+pub fn void(store: &Store, order_id: &str, now_ms: u64) -> Result<Payment, PaymentError> {
+    in_write(store, |tx| {
+        let mut payments = tx.open_table(PAYMENTS)?;
+        let existing = load(&payments, order_id)?;
+        let Some(mut payment) = existing else {
+            let tombstone = Payment {
+                order_id: order_id.to_string(),
+                amount_minor: 0,
+                status: PaymentStatus::Voided,
+                reason: None,
+                updated_at_ms: now_ms,
+            };
+            save(&mut payments, &tombstone)?;
+            ledger::append(tx, order_id, EntryKind::Void, 0, now_ms)?;
+            return Ok(tombstone);
+        };
+        match payment.status {
+            PaymentStatus::Authorized => {
+                payment.status = PaymentStatus::Voided;
+                payment.updated_at_ms = now_ms;
+                save(&mut payments, &payment)?;
+                ledger::append(tx, order_id, EntryKind::Void, payment.amount_minor, now_ms)?;
+                Ok(payment)
+            }
+            PaymentStatus::Voided | PaymentStatus::Declined => Ok(payment),
+            PaymentStatus::Captured => Err(PaymentError::AlreadyCaptured(order_id.to_string())),
+        }
+    })
+}
+
+pub fn get_payment(store: &Store, order_id: &str) -> Result<Option<Payment>, StoreError> {
+    store.get_json(PAYMENTS, order_id)
+}
+
+/// Every payment (tombstones included), in order id order.
+pub fn list_payments(store: &Store) -> Result<Vec<Payment>, StoreError> {
+    store.scan_json(PAYMENTS)
+}
+
+/// Runs `change` in one write transaction: committed if it returns `Ok`, abandoned (so
+/// nothing it wrote survives) if it returns `Err`.
+fn in_write<T>(
+    store: &Store,
+    change: impl FnOnce(&WriteTransaction) -> Result<T, PaymentError>,
+) -> Result<T, PaymentError> {
+    let tx = store.db().begin_write()?;
+    match change(&tx) {
+        Ok(out) => {
+            tx.commit()?;
+            Ok(out)
+        }
+        Err(e) => {
+            // The refusal is the answer; a failed abort only means redb drops the
+            // transaction itself.
+            if let Err(abort) = tx.abort() {
+                tracing::warn!(error = %abort, "cannot abort a refused transaction");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn load(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    order_id: &str,
+) -> Result<Option<Payment>, StoreError> {
+    match table.get(order_id)? {
+        Some(v) => store::decode(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn save(
+    table: &mut Table<'_, &'static str, &'static [u8]>,
+    payment: &Payment,
+) -> Result<(), StoreError> {
+    table.insert(payment.order_id.as_str(), store::encode(payment).as_slice())?;
+    Ok(())
+}
