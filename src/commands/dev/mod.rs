@@ -1,0 +1,120 @@
+//! `svc dev`: the whole system on one machine, one child process per instance.
+//!
+//! Starts the registry, then every other role, waits until all are ready and
+//! registered, prints where everything is, and supervises (restarting crashed children)
+//! until SIGINT or SIGTERM. Then it stops the other roles, then the registry, and exits
+//! 0 with no child left behind. A start-up failure stops whatever was started and
+//! exits 1; a bad flag exits 2 before anything starts.
+
+mod backoff;
+mod child;
+mod console;
+mod fleet;
+mod plan;
+mod process;
+mod ready;
+mod replicas;
+mod seed;
+mod signals;
+mod startup;
+mod summary;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::{fail, EXIT_FAILURE, EXIT_USAGE};
+use crate::cli::DevArgs;
+use crate::roles;
+use child::Launcher;
+use fleet::Fleet;
+use plan::Plan;
+use signals::StopSignals;
+use startup::{Outcome, StartupError, Watch};
+
+/// Generous for a debug build on a loaded laptop; a healthy start takes about a second.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn run(args: DevArgs) -> ExitCode {
+    let plan = match plan::build(&args, &roles::catalog()) {
+        Ok(plan) => plan,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot find the svc executable: {e}")),
+    };
+    // Current-thread on purpose: PR_SET_PDEATHSIG fires when the *thread* that forked a
+    // child exits, so every child is spawned from the main thread, which lives as long
+    // as svc dev does.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(dev(plan, exe)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_FAILURE, e),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DevError {
+    #[error("cannot watch SIGINT/SIGTERM: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+}
+
+async fn dev(plan: Plan, exe: PathBuf) -> Result<(), DevError> {
+    let started = Instant::now();
+    let mut signals = StopSignals::install().map_err(DevError::Signals)?;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let launcher = Launcher {
+        exe,
+        label_width: plan.all().map(|s| s.instance_id.len()).max().unwrap_or(0),
+        events: events_tx,
+    };
+    let mut fleet = Fleet::default();
+    let mut watch = Watch {
+        events: &mut events,
+        signals: &mut signals,
+        started,
+        timeout: STARTUP_TIMEOUT,
+    };
+    let outcome = startup::start(&plan, &launcher, &mut fleet, &mut watch).await;
+    // Ready lines of restarted children need no reader.
+    drop(events);
+
+    let signal = match outcome {
+        Ok(Outcome::Ready(ready)) => {
+            let rows: Vec<_> = plan
+                .all()
+                .filter_map(|spec| ready.get(&spec.instance_id).map(|line| (spec, line)))
+                .collect();
+            if let Some((_, edge)) = rows.iter().find(|(spec, _)| spec.edge) {
+                let created = seed::load(&edge.address).await;
+                console::note(format!("seed catalog: {created} new products"));
+            }
+            console::print(&summary::render(&plan, &rows, started.elapsed()));
+            signals.recv().await
+        }
+        Ok(Outcome::Interrupted(signal)) => signal,
+        Err(e) => {
+            // The error itself is printed last, by the caller, where it is seen.
+            console::note("start-up failed; stopping what was started");
+            fleet.stop(&mut signals).await;
+            return Err(e.into());
+        }
+    };
+    console::note(format!(
+        "{signal}: stopping the other roles, then the registry"
+    ));
+    fleet.stop(&mut signals).await;
+    console::note("all stopped");
+    Ok(())
+}

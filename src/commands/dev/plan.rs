@@ -1,0 +1,275 @@
+//! Which instances `svc dev` starts, and the exact `svc run` arguments of each.
+//!
+//! Roles are told apart by their manifests, never by name: the role that does not
+//! register is the registry; a registering role with a fixed default port is a public
+//! edge (the gateway) and takes `--gateway-port`, then the next ports; every other role
+//! takes a free port from the OS. A spec is fixed for the whole run, so a restarted child
+//! comes back with the same instance id, port and data dir.
+
+use std::ffi::OsString;
+
+use clap::ValueEnum as _;
+
+use super::replicas::{self, ReplicasError};
+use crate::cli::DevArgs;
+use crate::platform::manifest::{Manifest, RoleCatalog};
+
+/// The role every other instance registers with: the only one that does not register.
+pub fn is_registry(manifest: &Manifest) -> bool {
+    !manifest.registers
+}
+
+/// A public edge: users call it on a well-known port, so it needs a predictable one.
+pub fn is_edge(manifest: &Manifest) -> bool {
+    manifest.registers && manifest.port != 0
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Replicas(#[from] ReplicasError),
+    #[error("--registry-port must not be 0: every child is given the registry's address before it starts")]
+    RegistryPortZero,
+    #[error("--gateway-port {first}: {count} gateway instances do not fit below port 65536")]
+    EdgePortOverflow { first: u16, count: usize },
+    #[error(
+        "--registry-port {port} is also one of the gateway ports (from --gateway-port {first})"
+    )]
+    PortCollision { port: u16, first: u16 },
+    #[error("the role catalog must have exactly one role with `registers: false` (the registry), found {found}")]
+    RegistryRole { found: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    pub role: String,
+    pub instance_id: String,
+    /// 0 lets the OS pick; the child reports the bound address in its ready line.
+    pub port: u16,
+    /// Whether the instance must show up in the registry's catalog.
+    pub registers: bool,
+    pub edge: bool,
+    /// Arguments after the executable, starting with `run`.
+    pub args: Vec<OsString>,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub registry: InstanceSpec,
+    pub others: Vec<InstanceSpec>,
+    pub registry_url: String,
+}
+
+impl Plan {
+    /// Every instance, the registry first, then in catalog order.
+    pub fn all(&self) -> impl Iterator<Item = &InstanceSpec> {
+        std::iter::once(&self.registry).chain(&self.others)
+    }
+}
+
+pub fn build(args: &DevArgs, catalog: &RoleCatalog) -> Result<Plan, PlanError> {
+    let replicas = replicas::parse(&args.replicas, catalog)?;
+    let registries = catalog.iter().filter(|m| is_registry(m)).count();
+    if registries != 1 {
+        return Err(PlanError::RegistryRole { found: registries });
+    }
+    if args.registry_port == 0 {
+        return Err(PlanError::RegistryPortZero);
+    }
+    let registry_url = format!("http://127.0.0.1:{}", args.registry_port);
+
+    let edges: usize = catalog
+        .iter()
+        .filter(|m| is_edge(m))
+        .map(|m| replicas.count(&m.name))
+        .sum();
+    let mut edge_ports = edge_ports(args, edges)?;
+
+    let mut registry = None;
+    let mut others = Vec::new();
+    for manifest in catalog.iter() {
+        for n in 0..replicas.count(&manifest.name) {
+            let port = if is_registry(manifest) {
+                args.registry_port
+            } else if is_edge(manifest) {
+                // edge_ports() yields exactly as many ports as there are edge instances.
+                edge_ports.next().unwrap_or(0)
+            } else {
+                0
+            };
+            let spec = spec(args, manifest, n, port, &registry_url);
+            if is_registry(manifest) {
+                registry = Some(spec);
+            } else {
+                others.push(spec);
+            }
+        }
+    }
+    let registry = registry.ok_or(PlanError::RegistryRole { found: 0 })?;
+    Ok(Plan {
+        registry,
+        others,
+        registry_url,
+    })
+}
+
+/// The ports of the edge instances: `--gateway-port` and up, or all 0 when it is 0.
+fn edge_ports(args: &DevArgs, count: usize) -> Result<impl Iterator<Item = u16>, PlanError> {
+    let first = args.gateway_port;
+    let ports: Vec<u16> = if first == 0 {
+        vec![0; count]
+    } else {
+        (0..count)
+            .map(|n| u16::try_from(usize::from(first) + n).ok())
+            .collect::<Option<_>>()
+            .ok_or(PlanError::EdgePortOverflow { first, count })?
+    };
+    if ports.contains(&args.registry_port) {
+        return Err(PlanError::PortCollision {
+            port: args.registry_port,
+            first,
+        });
+    }
+    Ok(ports.into_iter())
+}
+
+fn spec(
+    args: &DevArgs,
+    manifest: &Manifest,
+    n: usize,
+    port: u16,
+    registry_url: &str,
+) -> InstanceSpec {
+    let instance_id = format!("{}-{n}", manifest.name);
+    let log_format = args
+        .log_format
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    let mut argv: Vec<OsString> = vec![
+        "run".into(),
+        "--role".into(),
+        manifest.name.clone().into(),
+        "--instance-id".into(),
+        instance_id.clone().into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}").into(),
+        "--data-dir".into(),
+        args.data_dir.clone().into(),
+        "--registry".into(),
+        registry_url.into(),
+        "--log-format".into(),
+        log_format.into(),
+    ];
+    if let Some(config) = &args.config {
+        argv.push("--config".into());
+        argv.push(config.clone().into());
+    }
+    InstanceSpec {
+        role: manifest.name.clone(),
+        instance_id,
+        port,
+        registers: manifest.registers,
+        edge: is_edge(manifest),
+        args: argv,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::platform::config::LogFormat;
+    use crate::roles;
+
+    fn dev_args(replicas: &[&str]) -> DevArgs {
+        DevArgs {
+            replicas: replicas.iter().map(|s| s.to_string()).collect(),
+            data_dir: PathBuf::from("data/dev"),
+            config: None,
+            registry_port: 7700,
+            gateway_port: 8080,
+            log_format: LogFormat::Json,
+        }
+    }
+
+    fn ports_of(plan: &Plan, role: &str) -> Vec<u16> {
+        plan.all()
+            .filter(|s| s.role == role)
+            .map(|s| s.port)
+            .collect()
+    }
+
+    #[test]
+    fn one_of_each_role_by_default() {
+        let catalog = roles::catalog();
+        let plan = build(&dev_args(&[]), &catalog).unwrap();
+        assert_eq!(plan.all().count(), catalog.names().len());
+        assert_eq!(plan.registry.port, 7700);
+        assert_eq!(plan.registry_url, "http://127.0.0.1:7700");
+        assert_eq!(ports_of(&plan, "gateway"), [8080]);
+        assert_eq!(ports_of(&plan, "orders"), [0]);
+        assert!(plan.others.iter().all(|s| s.registers));
+    }
+
+    #[test]
+    fn gateways_take_consecutive_ports_and_ids() {
+        let plan = build(&dev_args(&["gateway=3"]), &roles::catalog()).unwrap();
+        assert_eq!(ports_of(&plan, "gateway"), [8080, 8081, 8082]);
+        let ids: Vec<_> = plan
+            .all()
+            .filter(|s| s.role == "gateway")
+            .map(|s| s.instance_id.as_str())
+            .collect();
+        assert_eq!(ids, ["gateway-0", "gateway-1", "gateway-2"]);
+    }
+
+    #[test]
+    fn child_arguments_name_everything_svc_dev_decides() {
+        let mut args = dev_args(&[]);
+        args.config = Some(PathBuf::from("config/dev.yaml"));
+        let plan = build(&args, &roles::catalog()).unwrap();
+        let orders = plan.all().find(|s| s.role == "orders").unwrap();
+        let argv: Vec<String> = orders
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            argv.join(" "),
+            "run --role orders --instance-id orders-0 --listen 127.0.0.1:0 --data-dir data/dev \
+             --registry http://127.0.0.1:7700 --log-format json --config config/dev.yaml"
+        );
+    }
+
+    #[test]
+    fn port_problems_are_usage_errors() {
+        let mut args = dev_args(&["gateway=2"]);
+        args.registry_port = 8081;
+        assert!(matches!(
+            build(&args, &roles::catalog()),
+            Err(PlanError::PortCollision { .. })
+        ));
+        let mut args = dev_args(&["gateway=2"]);
+        args.gateway_port = 65535;
+        assert!(matches!(
+            build(&args, &roles::catalog()),
+            Err(PlanError::EdgePortOverflow { .. })
+        ));
+        let mut args = dev_args(&[]);
+        args.registry_port = 0;
+        assert!(matches!(
+            build(&args, &roles::catalog()),
+            Err(PlanError::RegistryPortZero)
+        ));
+    }
+
+    #[test]
+    fn gateway_port_zero_lets_the_os_pick() {
+        let mut args = dev_args(&["gateway=2"]);
+        args.gateway_port = 0;
+        let plan = build(&args, &roles::catalog()).unwrap();
+        assert_eq!(ports_of(&plan, "gateway"), [0, 0]);
+    }
+}
