@@ -27,7 +27,10 @@ mod tests {
     fn accepts_the_alphabet_only() {
         assert!(check_id("sku", "tea-1_b.2").is_ok());
         for bad in ["", "a/b", "a b", "ü", "..%2f", &"x".repeat(65)] {
-            assert!(check_id("sku", bad).unwrap_err().starts_with("sku:"), "{bad}");
+            assert!(
+                check_id("sku", bad).unwrap_err().starts_with("sku:"),
+                "{bad}"
+            );
         }
     }
 }
