@@ -90,7 +90,14 @@ async fn dev_starts_every_role_ready_and_stops_without_leftovers() {
         .await
         .expect("svc dev became ready within 60 s")
         .expect("stdout reader");
-    let roles = ["registry", "gateway", "orders", "inventory", "payments", "notifications"];
+    let roles = [
+        "registry",
+        "gateway",
+        "orders",
+        "inventory",
+        "payments",
+        "notifications",
+    ];
     for role in roles {
         assert!(
             table.iter().any(|l| l.starts_with(role)),
@@ -103,7 +110,10 @@ async fn dev_starts_every_role_ready_and_stops_without_leftovers() {
     let registry = format!("http://127.0.0.1:{registry_port}");
     let catalog = get_json(&format!("{registry}/v1/catalog")).await;
     for role in &roles[1..] {
-        let instances = catalog["roles"][role].as_array().cloned().unwrap_or_default();
+        let instances = catalog["roles"][role]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(instances.len(), 1, "{role} registered once: {catalog}");
         let address = instances[0]["address"].as_str().expect("address");
         let ready = http()
@@ -117,7 +127,9 @@ async fn dev_starts_every_role_ready_and_stops_without_leftovers() {
     // The seed catalog is there, through the gateway on its fixed port.
     let products = get_json(&format!("http://127.0.0.1:{gateway_port}/api/v1/products")).await;
     assert!(
-        products["products"].as_array().is_some_and(|p| p.len() >= 3),
+        products["products"]
+            .as_array()
+            .is_some_and(|p| p.len() >= 3),
         "seed catalog loaded: {products}"
     );
     assert!(!processes_mentioning(&data_dir).is_empty());
@@ -129,7 +141,10 @@ async fn dev_starts_every_role_ready_and_stops_without_leftovers() {
         if let Some(status) = guard.child.try_wait().expect("wait") {
             break status;
         }
-        assert!(Instant::now() < deadline, "svc dev did not stop within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "svc dev did not stop within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "svc dev exit status: {status}");

@@ -54,12 +54,14 @@ pub struct Event {
     pub payload: serde_json::Value,
 }
 
-/// Adds an event to the outbox inside the caller's transaction.
+/// Adds an event to the outbox inside the caller's transaction. `traceparent` is the
+/// trace the delivery continues (pass the one of the work that caused the event).
 pub fn append(
     tx: &WriteTransaction,
     producer: &str,
     kind: &str,
     payload: serde_json::Value,
+    traceparent: Option<String>,
 ) -> Result<Event, StoreError> {
     let mut meta = tx.open_table(OUTBOX_META)?;
     let seq = meta.get(NEXT_SEQ)?.map(|v| v.value()).unwrap_or(1);
@@ -70,7 +72,7 @@ pub fn append(
         producer: producer.to_string(),
         seq,
         occurred_at_ms: now_ms(),
-        traceparent: trace_context::current().map(|c| c.traceparent()),
+        traceparent,
         payload,
     };
     tx.open_table(OUTBOX)?

@@ -88,7 +88,12 @@ impl OrderBook {
     }
 
     /// Stores a new `pending` order, or returns the one `key` created before.
-    pub fn create(&self, req: OrderRequest, key: Option<&str>) -> Result<Created, BookError> {
+    pub fn create(
+        &self,
+        req: OrderRequest,
+        key: Option<&str>,
+        traceparent: Option<String>,
+    ) -> Result<Created, BookError> {
         let fingerprint = fingerprint(&req);
         let tx = self.store.db().begin_write()?;
         let order = {
@@ -124,6 +129,7 @@ impl OrderBook {
                 cancel_requested: false,
                 created_at_ms: now,
                 updated_at_ms: now,
+                traceparent,
             };
             orders.insert(order.id.as_str(), store::encode(&order).as_slice())?;
             if let Some(key) = key {
@@ -224,7 +230,7 @@ impl OrderBook {
                     // Another driver got there first; never end a saga twice.
                     return Ok(false);
                 }
-                next.cancel_requested |= stored.cancel_requested;
+                next = next.with_cancel_request_of(&stored);
             }
             orders.insert(next.id.as_str(), store::encode(&next).as_slice())?;
             if next.is_final() {
@@ -241,7 +247,7 @@ impl OrderBook {
                     "lines": next.lines,
                 });
                 drop(orders);
-                events::append(&tx, &self.producer, kind, payload)?;
+                events::append(&tx, &self.producer, kind, payload, next.traceparent.clone())?;
                 evented = true;
             }
         }
@@ -258,19 +264,18 @@ impl OrderBook {
                 Some(v) => store::decode(v.value())?,
                 None => return Err(BookError::NotFound(id.to_string())),
             };
-            match (order.status, order.step) {
-                (Status::Cancelled, _) => return Ok(order),
-                (Status::Confirmed, _) => {
-                    return Err(BookError::Conflict(format!(
-                        "order `{id}` is confirmed and can no longer be cancelled"
-                    )))
-                }
-                (_, Step::Capture) => {
-                    return Err(BookError::Conflict(format!(
-                        "order `{id}` is being confirmed and can no longer be cancelled"
-                    )))
-                }
-                _ => {}
+            if order.status == Status::Cancelled {
+                return Ok(order);
+            }
+            if order.status == Status::Confirmed {
+                return Err(BookError::Conflict(format!(
+                    "order `{id}` is confirmed and can no longer be cancelled"
+                )));
+            }
+            if !order.cancellable() {
+                return Err(BookError::Conflict(format!(
+                    "order `{id}` is being confirmed and can no longer be cancelled"
+                )));
             }
             order.cancel_requested = true;
             order.updated_at_ms = now_ms();

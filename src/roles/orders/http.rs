@@ -17,6 +17,7 @@ use super::order::{check_id, NewOrder, Order};
 use super::saga::SagaRunner;
 use crate::platform::client::{Call, ServiceClient};
 use crate::platform::problem::Problem;
+use crate::platform::trace_context;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_PAGE: usize = 1000;
@@ -172,7 +173,8 @@ async fn new_order(
     request: super::order::OrderRequest,
     key: Option<String>,
 ) -> Result<(Order, bool), Problem> {
-    match blocking(move || book.create(request, key.as_deref())).await? {
+    let traceparent = trace_context::current().map(|c| c.traceparent());
+    match blocking(move || book.create(request, key.as_deref(), traceparent)).await? {
         Created::New(order) => {
             tracing::info!(order_id = %order.id, "order created");
             Ok((order, true))

@@ -61,6 +61,10 @@ pub struct Order {
     pub cancel_requested: bool,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// Trace of the request that created the order: every saga call and the final
+    /// event continue it, so one trace id covers the whole order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The body of `POST /v1/orders`, before validation.
@@ -155,15 +159,30 @@ impl Order {
         self.status != Status::Pending
     }
 
-    /// The step to run next, taking a customer's cancel request into account: it is
-    /// honoured until the commit of the stock starts, after which the order goes through.
+    /// Whether a customer's cancel can still be honoured. Not once the step is commit:
+    /// a commit may be in flight, and stock once committed cannot be released.
+    pub fn cancellable(&self) -> bool {
+        self.status == Status::Pending && matches!(self.step, Step::Reserve | Step::Authorize)
+    }
+
+    /// The step to run next, taking a customer's cancel request into account.
     pub fn next_step(&self) -> Step {
         match self.step {
-            Step::Reserve | Step::Authorize | Step::Commit if self.cancel_requested => {
-                Step::Compensate
-            }
+            Step::Reserve | Step::Authorize if self.cancel_requested => Step::Compensate,
             step => step,
         }
+    }
+
+    /// Keeps a cancel request that reached the store while a step ran. If that step was
+    /// the authorization, the commit has not been sent yet, so the cancel still wins.
+    pub fn with_cancel_request_of(mut self, stored: &Order) -> Order {
+        if stored.cancel_requested && !self.cancel_requested {
+            self.cancel_requested = true;
+            if self.status == Status::Pending && self.step == Step::Commit {
+                self.step = Step::Compensate;
+            }
+        }
+        self
     }
 
     /// The order after `step` ended with `outcome`.
@@ -230,6 +249,7 @@ mod tests {
             cancel_requested: false,
             created_at_ms: 0,
             updated_at_ms: 0,
+            traceparent: None,
         }
     }
 
@@ -270,10 +290,27 @@ mod tests {
         let mut o = pending();
         o.cancel_requested = true;
         assert_eq!(o.next_step(), Step::Compensate);
-        o.step = Step::Commit;
+        o.step = Step::Authorize;
+        assert!(o.cancellable());
         assert_eq!(o.next_step(), Step::Compensate);
-        o.step = Step::Capture;
-        assert_eq!(o.next_step(), Step::Capture);
+        o.step = Step::Commit;
+        assert!(!o.cancellable());
+        assert_eq!(o.next_step(), Step::Commit);
+    }
+
+    #[test]
+    fn a_cancel_that_arrived_during_authorize_wins_over_the_commit() {
+        let mut stored = pending();
+        stored.step = Step::Authorize;
+        stored.cancel_requested = true;
+        let mut authorized = stored.clone();
+        authorized.cancel_requested = false;
+        let next = authorized
+            .after(Step::Authorize, Outcome::Done, 1)
+            .with_cancel_request_of(&stored);
+        assert_eq!(next.step, Step::Compensate);
+        let done = next.after(Step::Compensate, Outcome::Done, 2);
+        assert_eq!(done.reason.as_deref(), Some("cancelled by the customer"));
     }
 
     #[test]

@@ -21,6 +21,8 @@ use crate::platform::client::{Call, CallResponse, ServiceClient};
 use crate::platform::events::OutboxSignal;
 use crate::platform::registry_api::now_ms;
 use crate::platform::shutdown::Shutdown;
+use crate::platform::trace_context::{self, TraceContext};
+use tracing::Instrument;
 
 const RETRY_MIN: Duration = Duration::from_millis(100);
 
@@ -105,6 +107,9 @@ impl SagaRunner {
     async fn run(&self, id: &str) {
         let mut retry = RETRY_MIN;
         loop {
+            if let Some(delay) = self.step_delay {
+                tokio::time::sleep(delay).await;
+            }
             let order = match self.book.get(id) {
                 Ok(Some(order)) => order,
                 Ok(None) => return,
@@ -119,10 +124,23 @@ impl SagaRunner {
                 return;
             }
             let step = order.next_step();
-            if let Some(delay) = self.step_delay {
-                tokio::time::sleep(delay).await;
-            }
-            match self.perform(&order, step).await {
+            // Each step is a child span of the trace that created the order.
+            let trace = order
+                .traceparent
+                .as_deref()
+                .and_then(TraceContext::parse_traceparent)
+                .map(|t| t.child())
+                .unwrap_or_else(TraceContext::new_root);
+            let span = tracing::info_span!(
+                "saga",
+                order_id = %order.id,
+                trace_id = %trace.trace_id_hex(),
+                span_id = %trace.span_id_hex(),
+            );
+            let performed = trace_context::scope(trace, self.perform(&order, step))
+                .instrument(span)
+                .await;
+            match performed {
                 Ok(outcome) => {
                     let next = order.after(step, outcome, now_ms());
                     let book = self.book.clone();
