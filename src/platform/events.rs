@@ -292,6 +292,7 @@ mod tests {
             "orders-0",
             "order.confirmed",
             serde_json::json!({"n": 1}),
+            None,
         )
         .unwrap();
         let b = append(
@@ -299,6 +300,7 @@ mod tests {
             "orders-0",
             "order.cancelled",
             serde_json::json!({"n": 2}),
+            None,
         )
         .unwrap();
         tx.commit().unwrap();
