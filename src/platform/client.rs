@@ -16,8 +16,8 @@ use super::trace_context::{self, REQUEST_ID, TRACEPARENT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("no instance of `{role}` is known")]
-    NoInstance { role: String },
+    #[error("no instance of `{role}`{} is known", shard.map(|s| format!(" owning shard {s}")).unwrap_or_default())]
+    NoInstance { role: String, shard: Option<u32> },
     #[error("`{role}` instance {instance} did not answer within {timeout:?}")]
     Timeout {
         role: String,
@@ -39,6 +39,8 @@ pub struct Call<'a> {
     pub path: String,
     pub body: Option<&'a serde_json::Value>,
     pub headers: Vec<(&'static str, String)>,
+    /// Only instances owning this shard may serve the call (calls about an entity).
+    pub shard: Option<u32>,
 }
 
 impl<'a> Call<'a> {
@@ -48,6 +50,7 @@ impl<'a> Call<'a> {
             path: path.into(),
             body: None,
             headers: Vec::new(),
+            shard: None,
         }
     }
     pub fn get(path: impl Into<String>) -> Self {
@@ -58,6 +61,11 @@ impl<'a> Call<'a> {
     }
     pub fn json(mut self, body: &'a serde_json::Value) -> Self {
         self.body = Some(body);
+        self
+    }
+    /// Sends the call to the instance owning `shard`.
+    pub fn shard(mut self, shard: u32) -> Self {
+        self.shard = Some(shard);
         self
     }
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -94,6 +102,11 @@ impl CallResponse {
     }
 }
 
+/// The shard an instance owns, from its registration metadata.
+pub fn shard_of(instance: &super::registry_api::Instance) -> Option<u32> {
+    instance.metadata.get("shard").and_then(|s| s.parse().ok())
+}
+
 #[derive(Clone)]
 pub struct ServiceClient {
     http: reqwest::Client,
@@ -119,10 +132,14 @@ impl ServiceClient {
 
     /// Makes `call` on one instance of `role`.
     pub async fn call(&self, role: &str, call: Call<'_>) -> Result<CallResponse, CallError> {
-        let instances = self.peers.instances(role);
+        let mut instances = self.peers.instances(role);
+        if let Some(shard) = call.shard {
+            instances.retain(|i| shard_of(i) == Some(shard));
+        }
         if instances.is_empty() {
             return Err(CallError::NoInstance {
                 role: role.to_string(),
+                shard: call.shard,
             });
         }
         let pick = self.next.fetch_add(1, Ordering::Relaxed) % instances.len();
