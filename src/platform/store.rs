@@ -48,6 +48,23 @@ storage_error_from!(
     redb::StorageError
 );
 
+/// Lets a role's error type take redb errors with `?`, as storage failures: the type
+/// needs `From<StoreError>` (usually a `Store(#[from] StoreError)` variant).
+macro_rules! redb_errors_into {
+    ($target:ty) => {
+        $crate::platform::store::redb_errors_into!(@each $target;
+            redb::TransactionError, redb::TableError, redb::CommitError, redb::StorageError);
+    };
+    (@each $target:ty; $($t:ty),*) => {$(
+        impl From<$t> for $target {
+            fn from(e: $t) -> Self {
+                <$target>::from($crate::platform::store::StoreError::from(e))
+            }
+        }
+    )*};
+}
+pub(crate) use redb_errors_into;
+
 /// One open redb file. Cheap to share behind an `Arc`; redb serialises writers itself.
 pub struct Store {
     db: Database,
@@ -76,6 +93,29 @@ impl Store {
 
     pub fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// Runs `change` in one write transaction: committed if it returns `Ok`, abandoned
+    /// (so nothing it wrote survives) if it returns `Err`.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        change: impl FnOnce(&redb::WriteTransaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self.db.begin_write().map_err(StoreError::from)?;
+        match change(&tx) {
+            Ok(out) => {
+                tx.commit().map_err(StoreError::from)?;
+                Ok(out)
+            }
+            Err(e) => {
+                // The refusal is the answer; a failed abort only means redb drops the
+                // transaction itself.
+                if let Err(abort) = tx.abort() {
+                    tracing::warn!(error = %abort, "cannot abort a refused transaction");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Reads one JSON document.

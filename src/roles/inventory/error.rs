@@ -63,22 +63,7 @@ fn shortages_text(shortages: &[Shortage]) -> String {
         .join("; ")
 }
 
-// Domain code uses `?` on redb calls directly; each such failure is a storage failure.
-macro_rules! store_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for InventoryError {
-            fn from(e: $t) -> Self {
-                InventoryError::Store(StoreError::from(e))
-            }
-        }
-    )*};
-}
-store_error_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::CommitError,
-    redb::StorageError
-);
+crate::platform::store::redb_errors_into!(InventoryError);
 
 #[cfg(test)]
 mod tests {

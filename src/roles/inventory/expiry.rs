@@ -123,7 +123,7 @@ fn due(
 /// Expires one hold found by [`due`]. `None` when it is no longer held (committed or
 /// released since it was listed) or not yet due: then nothing changes.
 fn expire(store: &Store, hold: &Hold, now_ms: u64) -> Result<Option<Reservation>, InventoryError> {
-    reservations::in_write(store, |tx| {
+    store.write(|tx| {
         let stored = reservations::stored(tx, &hold.order_id)?;
         match stored {
             Some(mut r)

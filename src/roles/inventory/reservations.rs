@@ -100,7 +100,7 @@ pub fn reserve(
     now_ms: u64,
     ttl_ms: u64,
 ) -> Result<Reserved, InventoryError> {
-    in_write(store, |tx| {
+    store.write(|tx| {
         let mut reservations = tx.open_table(RESERVATIONS)?;
         if let Some(existing) = load(&reservations, order.order_id())? {
             // A tombstone is the answer to a reserve that lost the race with its own
@@ -172,7 +172,7 @@ pub fn reserve(
 
 /// Turns the held units of the order into sold ones. Committing twice is one commit.
 pub fn commit(store: &Store, order_id: &str) -> Result<Reservation, InventoryError> {
-    in_write(store, |tx| {
+    store.write(|tx| {
         let mut reservation = load(&tx.open_table(RESERVATIONS)?, order_id)?
             .ok_or_else(|| InventoryError::UnknownReservation(order_id.to_string()))?;
         match reservation.status {
@@ -194,7 +194,7 @@ pub fn commit(store: &Store, order_id: &str) -> Result<Reservation, InventoryErr
 /// Gives the held units back. Releasing twice, or after expiry, is one release; releasing
 /// an order never reserved leaves a tombstone (see the file comment).
 pub fn release(store: &Store, order_id: &str, now_ms: u64) -> Result<Reservation, InventoryError> {
-    in_write(store, |tx| {
+    store.write(|tx| {
         let existing = load(&tx.open_table(RESERVATIONS)?, order_id)?;
         let Some(mut reservation) = existing else {
             let tombstone = Reservation::tombstone(order_id, now_ms);
@@ -265,29 +265,6 @@ pub(super) fn end_hold(
     reservation.status = to;
     save(&mut tx.open_table(RESERVATIONS)?, reservation)?;
     Ok(())
-}
-
-/// Runs `change` in one write transaction: committed if it returns `Ok`, abandoned (so
-/// nothing it wrote survives) if it returns `Err`.
-pub(super) fn in_write<T>(
-    store: &Store,
-    change: impl FnOnce(&WriteTransaction) -> Result<T, InventoryError>,
-) -> Result<T, InventoryError> {
-    let tx = store.db().begin_write()?;
-    match change(&tx) {
-        Ok(out) => {
-            tx.commit()?;
-            Ok(out)
-        }
-        Err(e) => {
-            // The refusal is the answer; a failed abort only means redb drops the
-            // transaction itself.
-            if let Err(abort) = tx.abort() {
-                tracing::warn!(error = %abort, "cannot abort a refused transaction");
-            }
-            Err(e)
-        }
-    }
 }
 
 /// The stored reservation of `order_id`, read inside the caller's transaction.

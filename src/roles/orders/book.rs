@@ -36,21 +36,7 @@ pub enum BookError {
     Store(#[from] StoreError),
 }
 
-macro_rules! store_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for BookError {
-            fn from(e: $t) -> Self {
-                BookError::Store(StoreError::from(e))
-            }
-        }
-    )*};
-}
-store_error_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::CommitError,
-    redb::StorageError
-);
+crate::platform::store::redb_errors_into!(BookError);
 
 /// What an idempotency key remembers: the order and the request that created it.
 #[derive(Debug, Serialize, Deserialize)]

@@ -32,19 +32,4 @@ pub enum PaymentError {
     Store(#[from] StoreError),
 }
 
-// Domain code uses `?` on redb calls directly; each such failure is a storage failure.
-macro_rules! store_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for PaymentError {
-            fn from(e: $t) -> Self {
-                PaymentError::Store(StoreError::from(e))
-            }
-        }
-    )*};
-}
-store_error_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::CommitError,
-    redb::StorageError
-);
+crate::platform::store::redb_errors_into!(PaymentError);

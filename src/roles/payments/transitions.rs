@@ -9,7 +9,7 @@
 //! - A void for an order never authorized leaves a voided tombstone (amount 0), so an
 //!   authorize that arrives after its compensation is refused instead of holding money.
 
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, Table, TableDefinition};
 
 use super::error::PaymentError;
 use super::ledger::{self, EntryKind};
@@ -37,7 +37,7 @@ pub fn authorize(
     decline_above_minor: u64,
     now_ms: u64,
 ) -> Result<Authorized, PaymentError> {
-    in_write(store, |tx| {
+    store.write(|tx| {
         let mut payments = tx.open_table(PAYMENTS)?;
         if let Some(existing) = load(&payments, order_id)? {
             // Checked before the amount: a tombstone's amount (0) means nothing.
@@ -79,7 +79,7 @@ pub fn authorize(
 
 /// Takes the authorized money. Capturing twice is one capture.
 pub fn capture(store: &Store, order_id: &str, now_ms: u64) -> Result<Payment, PaymentError> {
-    in_write(store, |tx| {
+    store.write(|tx| {
         let mut payments = tx.open_table(PAYMENTS)?;
         let mut payment = load(&payments, order_id)?
             .ok_or_else(|| PaymentError::UnknownPayment(order_id.to_string()))?;
@@ -110,7 +110,7 @@ pub fn capture(store: &Store, order_id: &str, now_ms: u64) -> Result<Payment, Pa
 /// Lets the authorized money go. Voiding twice, or voiding a declined payment, changes
 /// nothing; voiding an order never authorized leaves a tombstone (see the file comment).
 pub fn void(store: &Store, order_id: &str, now_ms: u64) -> Result<Payment, PaymentError> {
-    in_write(store, |tx| {
+    store.write(|tx| {
         let mut payments = tx.open_table(PAYMENTS)?;
         let existing = load(&payments, order_id)?;
         let Some(mut payment) = existing else {
@@ -146,29 +146,6 @@ pub fn get_payment(store: &Store, order_id: &str) -> Result<Option<Payment>, Sto
 /// Every payment (tombstones included), in order id order.
 pub fn list_payments(store: &Store) -> Result<Vec<Payment>, StoreError> {
     store.scan_json(PAYMENTS)
-}
-
-/// Runs `change` in one write transaction: committed if it returns `Ok`, abandoned (so
-/// nothing it wrote survives) if it returns `Err`.
-fn in_write<T>(
-    store: &Store,
-    change: impl FnOnce(&WriteTransaction) -> Result<T, PaymentError>,
-) -> Result<T, PaymentError> {
-    let tx = store.db().begin_write()?;
-    match change(&tx) {
-        Ok(out) => {
-            tx.commit()?;
-            Ok(out)
-        }
-        Err(e) => {
-            // The refusal is the answer; a failed abort only means redb drops the
-            // transaction itself.
-            if let Err(abort) = tx.abort() {
-                tracing::warn!(error = %abort, "cannot abort a refused transaction");
-            }
-            Err(e)
-        }
-    }
 }
 
 fn load(
