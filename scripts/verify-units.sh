@@ -11,7 +11,7 @@ for role in $(./target/release/svc roles | awk 'NR>1 && NF==0 {exit} NR>1 {print
   sed "s#/usr/local/bin/svc#$PWD/target/release/svc#" systemd/svc@.service > "$work/svc@.service"
   cp systemd/svc.target "$work/"
   cp "$work/svc@.service" "$work/svc@$role.service"
-  out=$(cd "$work" && systemd-analyze verify --man=no "./svc@$role.service" ./svc.target 2>&1 || true)
+  out=$(cd "$work" && { systemd-analyze verify --man=no "./svc@$role.service" ./svc.target 2>&1 || true; })
   # Lines about the host (no svc user on a build machine) are not unit errors.
   problems=$(printf '%s\n' "$out" | grep -v -e 'User=svc' -e '^$' || true)
   if [ -n "$problems" ]; then

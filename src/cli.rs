@@ -15,7 +15,7 @@ use crate::platform::config::LogFormat;
     name = "svc",
     version,
     about = "One executable that runs any role of an order-processing backend split into microservices.",
-    after_help = "Examples:\n  svc dev                                   # the whole system on this machine\n  svc run --role orders --registry http://10.0.0.2:7700\n  svc status --registry http://127.0.0.1:7700\n  svc roles\n  svc config check --config /etc/svc/svc.yaml"
+    after_help = "Examples:\n  svc dev                                   # the whole system on this machine\n  svc run --role orders --registry http://10.0.0.2:7700\n  svc status --registry http://127.0.0.1:7700\n  svc trace 4bf92f3577b34da6a3ce929d0e0e4736   # one request across every service\n  svc roles\n  svc config check --config /etc/svc/svc.yaml"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -26,19 +26,26 @@ pub struct Cli {
 pub enum Command {
     /// Run one instance of one role (what a systemd unit starts).
     #[command(
-        after_help = "Examples:\n  svc run --role registry --listen 0.0.0.0:7700 --data-dir /var/lib/svc/registry\n  svc run --role orders --config /etc/svc/svc.yaml --instance-id orders-0\n  SVC_REGISTRY=http://10.0.0.2:7700,http://10.0.0.3:7700 svc run --role gateway"
+        after_help = "Examples:\n  svc run --role registry --listen 0.0.0.0:7700 --data-dir /var/lib/svc/registry\n  svc run --role orders --config /etc/svc/svc.yaml --instance-id orders-0\n  svc run --role orders --instance-id orders-1 --shard 1 --shards orders=2\n  SVC_REGISTRY=http://10.0.0.2:7700,http://10.0.0.3:7700 svc run --role gateway"
     )]
     Run(RunArgs),
     /// Run the whole system on this machine: a registry and every role, as child processes.
     #[command(
-        after_help = "The registry listens on 127.0.0.1:7700 and the gateway on 127.0.0.1:8080\n(then 8081, ... for more gateways); other roles take free ports.\n\nExamples:\n  svc dev\n  svc dev --replicas gateway=2,orders=1 --data-dir /tmp/svc-dev"
+        after_help = "The registry listens on 127.0.0.1:7700 and the gateway on 127.0.0.1:8080\n(then 8081, ... for more gateways); other roles take free ports.\n\nExamples:\n  svc dev\n  svc dev --replicas gateway=2,orders=1 --data-dir /tmp/svc-dev\n  svc dev --replicas gateway=2,orders=2,inventory=2,payments=2   # 2 shards each"
     )]
     Dev(DevArgs),
-    /// Show the registered instances, as the registry sees them.
+    /// Show every role's instances: shard, health, lease, and live request rate, 5xx count
+    /// and p99 latency from each instance's /metrics.
     #[command(
-        after_help = "Examples:\n  svc status\n  svc status --registry http://10.0.0.2:7700,http://10.0.0.3:7700"
+        after_help = "Requests/s and p99 come from two scrapes of each instance's /metrics, --window\napart (probes and scrapes, svc status's own included, are left out); 5XX counts\nsince the instance started.\n\nExamples:\n  svc status\n  svc status --registry http://10.0.0.2:7700,http://10.0.0.3:7700\n  svc status --json --window 5s"
     )]
     Status(StatusArgs),
+    /// Print the log lines of one trace from every instance's JSON log file, as a tree of
+    /// calls in time order.
+    #[command(
+        after_help = "The id is the trace id (what x-request-id echoes), a traceparent, or a request id\nthe client chose. Log files: what --log-file / log_file writes; svc dev writes\n<data-dir>/logs/<instance>.jsonl.\n\nExamples:\n  svc trace 0af7651916cd43dd8448eb211c80319c\n  svc trace 0af7651916cd43dd8448eb211c80319c --logs /tmp/collected --flat"
+    )]
+    Trace(TraceArgs),
     /// List the roles and their manifests.
     #[command(after_help = "Example:\n  svc roles")]
     Roles,
@@ -75,11 +82,22 @@ pub struct RunArgs {
     /// Log line format on stderr.
     #[arg(long, env = "SVC_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Also append every log line as JSON to this file (read by `svc trace`).
+    #[arg(long, env = "SVC_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Shard of its role this instance owns (stateful roles); below its role's --shards.
+    #[arg(long, env = "SVC_SHARD")]
+    pub shard: Option<u32>,
+    /// Shards per stateful role, comma separated, e.g. `orders=2,inventory=2`; the same on
+    /// every instance. Roles not named keep the config file's count (default 1).
+    #[arg(long, env = "SVC_SHARDS", value_delimiter = ',')]
+    pub shards: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct DevArgs {
-    /// Instances per role, e.g. `gateway=2,orders=1` (default: one of each).
+    /// Instances per role, e.g. `gateway=2,orders=1` (default: one of each). Instances of
+    /// a stateful role are its shards: `orders=2` runs shards 0 and 1.
     #[arg(long, value_delimiter = ',')]
     pub replicas: Vec<String>,
     /// Directory for every instance's redb file.
@@ -109,6 +127,24 @@ pub struct StatusArgs {
         default_value = "http://127.0.0.1:7700"
     )]
     pub registries: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Time between the two /metrics scrapes that give requests/s and p99 (humantime).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub window: std::time::Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TraceArgs {
+    /// Trace id (32 hex digits), traceparent, or request id.
+    pub id: String,
+    /// Directory of JSON log files (*.jsonl, searched recursively).
+    #[arg(long, default_value = "data/dev/logs")]
+    pub logs: PathBuf,
+    /// One line per log line in time order, instead of the tree.
+    #[arg(long)]
+    pub flat: bool,
 }
 
 #[derive(Debug, Args, Clone)]

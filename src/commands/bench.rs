@@ -1,8 +1,9 @@
 //! `svc bench`: a load generator that places orders through a running gateway.
 //!
-//! It creates its own product with ample stock (so it measures the full saga, not
-//! refusals), keeps `--concurrency` orders in flight for `--duration`, and prints
-//! confirmed orders per second and latency percentiles. Anyone can run it against
+//! It creates its own products with ample stock (so it measures the full saga, not
+//! refusals), several of them so that orders spread over every inventory shard (a SKU
+//! lives on the shard it hashes to), keeps `--concurrency` orders in flight for
+//! `--duration`, and prints confirmed orders per second and latency percentiles. Anyone can run it against
 //! `svc dev` to reproduce the figures in docs/ARCHITECTURE.md.
 
 use std::process::ExitCode;
@@ -13,6 +14,9 @@ use parking_lot::Mutex;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::BenchArgs;
+
+/// Products the orders cycle through: enough that every shard of a few gets some.
+const PRODUCTS: usize = 16;
 
 #[derive(Default)]
 struct Tally {
@@ -43,18 +47,21 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let base = args.gateway.trim_end_matches('/').to_string();
-    let sku = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
-    let created = http
-        .post(format!("{base}/api/v1/products"))
-        .json(&serde_json::json!({"sku": sku, "name": "Benchmark item", "price_minor": 100, "stock": 1_000_000_000u64}))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("gateway {base} cannot be reached (is `svc dev` running?): {e}"))?;
-    if !created.status().is_success() {
-        anyhow::bail!(
-            "could not create the benchmark product: {}",
-            created.text().await.unwrap_or_default()
-        );
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let skus: Vec<String> = (0..PRODUCTS).map(|i| format!("bench-{run}-{i}")).collect();
+    for sku in &skus {
+        let created = http
+            .post(format!("{base}/api/v1/products"))
+            .json(&serde_json::json!({"sku": sku, "name": "Benchmark item", "price_minor": 100, "stock": 1_000_000_000u64}))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("gateway {base} cannot be reached (is `svc dev` running?): {e}"))?;
+        if !created.status().is_success() {
+            anyhow::bail!(
+                "could not create the benchmark product {sku}: {}",
+                created.text().await.unwrap_or_default()
+            );
+        }
     }
     println!(
         "placing orders through {base} for {} at concurrency {}",
@@ -64,10 +71,13 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();
     let deadline = started + args.duration;
-    let workers = (0..args.concurrency).map(|_| {
-        let (http, base, sku, tally) = (http.clone(), base.clone(), sku.clone(), tally.clone());
+    let workers = (0..args.concurrency).map(|worker| {
+        let (http, base, skus, tally) = (http.clone(), base.clone(), skus.clone(), tally.clone());
         tokio::spawn(async move {
+            let mut next = worker;
             while Instant::now() < deadline {
+                let sku = &skus[next % skus.len()];
+                next += 1;
                 let t0 = Instant::now();
                 let res = http
                     .post(format!("{base}/api/v1/orders"))

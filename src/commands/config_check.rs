@@ -5,9 +5,13 @@ use std::process::ExitCode;
 
 use super::{fail, EXIT_USAGE};
 use crate::platform::config::Config;
+use crate::roles;
 
 pub fn run(path: &Path) -> ExitCode {
-    match Config::load(Some(path)) {
+    let origin = path.display().to_string();
+    let checked =
+        Config::load(Some(path)).and_then(|c| c.check_catalog(&origin, &roles::catalog()));
+    match checked {
         Ok(_) => {
             println!("{}: ok", path.display());
             ExitCode::SUCCESS

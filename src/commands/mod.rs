@@ -9,6 +9,7 @@ mod dev;
 mod roles;
 mod run;
 mod status;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Dev(args) => dev::run(args),
         Command::Status(args) => status::run(args),
+        Command::Trace(args) => trace::run(args),
         Command::Roles => roles::run(),
         Command::Bench(args) => bench::run(args),
         Command::Config(ConfigCommand::Check { config }) => config_check::run(&config),

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::RunArgs;
-use crate::platform::config::{Config, Overrides};
+use crate::platform::config::{Config, ConfigError, Overrides};
+use crate::platform::shards::ShardCounts;
 use crate::platform::{lifecycle, telemetry};
 use crate::roles;
 
@@ -13,15 +14,46 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(found) => found,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let config = Config::load(args.config.as_deref()).and_then(|c| {
-        c.apply(Overrides {
-            listen: args.listen,
-            data_dir: args.data_dir,
-            registries: args.registries,
-            instance_id: args.instance_id,
-            log_format: args.log_format,
+    let flags_origin = "command line / SVC_* environment";
+    let shards = match args
+        .shards
+        .as_deref()
+        .map(ShardCounts::parse_list)
+        .transpose()
+    {
+        Ok(shards) => shards,
+        Err(reason) => {
+            return fail(
+                EXIT_USAGE,
+                ConfigError {
+                    file: flags_origin.to_string(),
+                    key: "shards".to_string(),
+                    reason,
+                },
+            )
+        }
+    };
+    // Which roles are sharded, and whether this shard exists, only the catalog knows.
+    let origin = args
+        .config
+        .as_ref()
+        .map(|p| format!("{} + {flags_origin}", p.display()))
+        .unwrap_or_else(|| flags_origin.to_string());
+    let catalog = roles::catalog();
+    let config = Config::load(args.config.as_deref())
+        .and_then(|c| {
+            c.apply(Overrides {
+                listen: args.listen,
+                data_dir: args.data_dir,
+                registries: args.registries,
+                instance_id: args.instance_id,
+                log_format: args.log_format,
+                log_file: args.log_file,
+                shard: args.shard,
+                shards,
+            })
         })
-    });
+        .and_then(|c| c.check_for_role(&origin, &manifest, &catalog).map(|()| c));
     let config = match config {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
@@ -30,11 +62,16 @@ pub fn run(args: RunArgs) -> ExitCode {
         .instance_id
         .clone()
         .unwrap_or_else(lifecycle::default_instance_id);
-    telemetry::init(config.log_format, &manifest.name, &instance_id);
+    let log_file = match config.log_file.as_deref().map(telemetry::open_log_file) {
+        Some(Err(e)) => return fail(EXIT_FAILURE, e),
+        Some(Ok(file)) => Some(file),
+        None => None,
+    };
+    telemetry::init(config.log_format, &manifest.name, &instance_id, log_file);
     let result = actix_web::rt::System::new().block_on(lifecycle::run(
         entry,
         manifest,
-        roles::catalog(),
+        catalog,
         config,
         instance_id,
     ));

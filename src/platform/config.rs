@@ -6,11 +6,15 @@
 //! handled by clap (each flag names its `SVC_*` variable) and applied on top through
 //! [`Overrides`].
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::manifest::{Manifest, RoleCatalog};
+use super::shards::{ShardCounts, MAX_SHARDS};
 
 /// Where a value came from, for error messages: a file path, or "flags/environment".
 const OVERRIDES_ORIGIN: &str = "command line / SVC_* environment";
@@ -64,7 +68,13 @@ pub struct Config {
     pub instance_id: Option<String>,
     /// Which shard of its role this instance owns; ids it creates carry it (`ord-0-…`).
     pub shard: u32,
+    /// Shards per stateful role, the same on every instance of the cluster (default 1
+    /// each): where an entity keyed by a SKU, an order id or an idempotency key lives.
+    pub shards: ShardCounts,
     pub log_format: LogFormat,
+    /// Also append every log line, as JSON, to this file (what `svc trace` reads). Its
+    /// directory is created. Unset: stderr only.
+    pub log_file: Option<PathBuf>,
     /// actix-web worker threads.
     pub workers: usize,
     pub registry: RegistrySettings,
@@ -74,6 +84,8 @@ pub struct Config {
     pub orders: OrdersSettings,
     pub inventory: InventorySettings,
     pub payments: PaymentsSettings,
+    /// Calls to other roles: timeouts, retries, ejection, concurrency, per dependency.
+    pub client: ClientSettings,
 }
 
 impl Default for Config {
@@ -86,7 +98,9 @@ impl Default for Config {
             registries: vec!["http://127.0.0.1:7700".to_string()],
             instance_id: None,
             shard: 0,
+            shards: ShardCounts::default(),
             log_format: LogFormat::Pretty,
+            log_file: None,
             workers: 2,
             registry: RegistrySettings::default(),
             discovery: DiscoverySettings::default(),
@@ -95,6 +109,7 @@ impl Default for Config {
             orders: OrdersSettings::default(),
             inventory: InventorySettings::default(),
             payments: PaymentsSettings::default(),
+            client: ClientSettings::default(),
         }
     }
 }
@@ -150,16 +165,17 @@ impl Default for DiscoverySettings {
 pub struct HttpSettings {
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
-    /// Timeout of an outgoing call to another role.
-    #[serde(with = "humantime_serde")]
-    pub call_timeout: Duration,
+    /// Deprecated: the former name of `client.defaults.timeout`, still honoured (it
+    /// wins over that key when set) so older config files keep working.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub call_timeout: Option<Duration>,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
-            call_timeout: Duration::from_secs(5),
+            call_timeout: None,
         }
     }
 }
@@ -239,6 +255,181 @@ impl Default for PaymentsSettings {
     }
 }
 
+/// How this instance calls other roles (see `src/platform/client/`). `defaults`
+/// applies to every dependency; `dependencies.<role>` changes any of its keys for calls
+/// to that role only (the role must exist, checked at start-up).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSettings {
+    pub defaults: CallPolicy,
+    pub dependencies: BTreeMap<String, CallPolicyOverrides>,
+}
+
+/// The resilience policy of calls to one dependency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallPolicy {
+    /// Deadline of a whole call, retries included; what is left of it is passed on to
+    /// the callee, which stops working when it runs out.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Limit of one attempt that another may follow (an idempotent call with attempts
+    /// left), so a stalled instance costs this much before the call moves on. The last
+    /// possible attempt always gets whatever is left of `timeout`. Unset: no separate
+    /// limit, each attempt may use all that is left.
+    #[serde(with = "humantime_serde")]
+    pub attempt_timeout: Option<Duration>,
+    /// Attempts per call, the first included (1: never retry).
+    pub max_attempts: u32,
+    /// Retries may add at most this share of the calls of the last 10 s...
+    pub retry_budget_ratio: f64,
+    /// ...plus this many per second, so a quiet dependency may still retry.
+    pub retry_budget_floor_per_s: f64,
+    /// Pause before the first retry (jittered), doubling per retry up to `backoff_max`.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Consecutive failures (no connection, timeout, 500/502/504) that eject an
+    /// instance; a refused connection ejects it at once.
+    pub eject_after_failures: u32,
+    /// How long the first ejection lasts; then one call probes the instance, and each
+    /// failed probe doubles the time, up to `eject_max`.
+    #[serde(with = "humantime_serde")]
+    pub eject_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub eject_max: Duration,
+    /// Calls in flight to the dependency; beyond it a call fails at once (503 at the edge).
+    pub max_concurrency: usize,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            attempt_timeout: None,
+            max_attempts: 3,
+            retry_budget_ratio: 0.2,
+            retry_budget_floor_per_s: 3.0,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(500),
+            eject_after_failures: 5,
+            eject_base: Duration::from_secs(1),
+            eject_max: Duration::from_secs(30),
+            max_concurrency: 256,
+        }
+    }
+}
+
+/// Per-dependency changes to [`CallPolicy`]: every key optional, the rest inherited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallPolicyOverrides {
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub attempt_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_budget_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_budget_floor_per_s: Option<f64>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub backoff_base: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub backoff_max: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eject_after_failures: Option<u32>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub eject_base: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub eject_max: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
+}
+
+impl CallPolicy {
+    /// This policy with the keys `o` sets replaced.
+    pub fn with(&self, o: &CallPolicyOverrides) -> CallPolicy {
+        CallPolicy {
+            timeout: o.timeout.unwrap_or(self.timeout),
+            attempt_timeout: o.attempt_timeout.or(self.attempt_timeout),
+            max_attempts: o.max_attempts.unwrap_or(self.max_attempts),
+            retry_budget_ratio: o.retry_budget_ratio.unwrap_or(self.retry_budget_ratio),
+            retry_budget_floor_per_s: o
+                .retry_budget_floor_per_s
+                .unwrap_or(self.retry_budget_floor_per_s),
+            backoff_base: o.backoff_base.unwrap_or(self.backoff_base),
+            backoff_max: o.backoff_max.unwrap_or(self.backoff_max),
+            eject_after_failures: o.eject_after_failures.unwrap_or(self.eject_after_failures),
+            eject_base: o.eject_base.unwrap_or(self.eject_base),
+            eject_max: o.eject_max.unwrap_or(self.eject_max),
+            max_concurrency: o.max_concurrency.unwrap_or(self.max_concurrency),
+        }
+    }
+
+    /// Checks the values; `prefix` is the key of this policy, e.g. `client.defaults`.
+    fn check(&self, origin: &str, prefix: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, reason: String| {
+            Err(ConfigError::new(origin, &format!("{prefix}.{key}"), reason))
+        };
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        if self.timeout.is_zero() {
+            return err("timeout", "expected more than 0".into());
+        }
+        if self.attempt_timeout.is_some_and(|t| t.is_zero()) {
+            return err("attempt_timeout", "expected more than 0".into());
+        }
+        if !(1..=10).contains(&self.max_attempts) {
+            return err("max_attempts", "expected 1 to 10".into());
+        }
+        if !(0.0..=1.0).contains(&self.retry_budget_ratio) {
+            return err("retry_budget_ratio", "expected 0 to 1".into());
+        }
+        if !(0.0..=1000.0).contains(&self.retry_budget_floor_per_s) {
+            return err("retry_budget_floor_per_s", "expected 0 to 1000".into());
+        }
+        if self.backoff_base.is_zero() {
+            return err("backoff_base", "expected more than 0".into());
+        }
+        if self.backoff_max < self.backoff_base {
+            let base = show(self.backoff_base);
+            return err(
+                "backoff_max",
+                format!("expected at least backoff_base ({base})"),
+            );
+        }
+        if self.eject_after_failures == 0 {
+            return err("eject_after_failures", "expected at least 1".into());
+        }
+        if self.eject_base.is_zero() {
+            return err("eject_base", "expected more than 0".into());
+        }
+        if self.eject_max < self.eject_base {
+            let base = show(self.eject_base);
+            return err(
+                "eject_max",
+                format!("expected at least eject_base ({base})"),
+            );
+        }
+        if !(1..=100_000).contains(&self.max_concurrency) {
+            return err("max_concurrency", "expected 1 to 100000".into());
+        }
+        Ok(())
+    }
+}
+
+impl ClientSettings {
+    /// The policy of calls to `role`.
+    pub fn policy(&self, role: &str) -> CallPolicy {
+        match self.dependencies.get(role) {
+            Some(o) => self.defaults.with(o),
+            None => self.defaults.clone(),
+        }
+    }
+}
+
 /// Values from flags or `SVC_*` variables; each one set replaces the file's value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -247,6 +438,10 @@ pub struct Overrides {
     pub registries: Option<Vec<String>>,
     pub instance_id: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub log_file: Option<PathBuf>,
+    pub shard: Option<u32>,
+    /// Counts for the roles named; the file's counts stay for the others.
+    pub shards: Option<ShardCounts>,
 }
 
 impl Config {
@@ -293,6 +488,15 @@ impl Config {
         if let Some(format) = overrides.log_format {
             self.log_format = format;
         }
+        if let Some(file) = overrides.log_file {
+            self.log_file = Some(file);
+        }
+        if let Some(shard) = overrides.shard {
+            self.shard = shard;
+        }
+        if let Some(shards) = overrides.shards {
+            self.shards.merge(&shards);
+        }
         self.validate(OVERRIDES_ORIGIN)?;
         Ok(self)
     }
@@ -317,8 +521,21 @@ impl Config {
         if let Some(id) = &self.instance_id {
             check_instance_id(id).map_err(|r| ConfigError::new(origin, "instance_id", r))?;
         }
-        if self.shard > 1023 {
-            return Err(ConfigError::new(origin, "shard", "expected 0 to 1023"));
+        if self.shard >= MAX_SHARDS {
+            return Err(ConfigError::new(
+                origin,
+                "shard",
+                format!("expected 0 to {}", MAX_SHARDS - 1),
+            ));
+        }
+        for (role, count) in self.shards.iter() {
+            if count == 0 || count > MAX_SHARDS {
+                return Err(ConfigError::new(
+                    origin,
+                    &format!("shards.{role}"),
+                    format!("expected 1 to {MAX_SHARDS}"),
+                ));
+            }
         }
         if self.workers == 0 || self.workers > 256 {
             return Err(ConfigError::new(origin, "workers", "expected 1 to 256"));
@@ -383,12 +600,115 @@ impl Config {
                 "expected more than 0",
             ));
         }
-        if self.http.call_timeout.is_zero() {
+        if self.http.call_timeout.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::new(
                 origin,
                 "http.call_timeout",
                 "expected more than 0",
             ));
+        }
+        self.check_client(origin)?;
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks what only the role catalog can tell, for an instance of `role`: the
+    /// checks of [`Config::check_catalog`], and that a stateful role's `shard` is one of
+    /// its `shards` (else its ids would route to a shard nobody runs).
+    pub fn check_for_role(
+        &self,
+        origin: &str,
+        role: &Manifest,
+        catalog: &RoleCatalog,
+    ) -> Result<(), ConfigError> {
+        self.check_catalog(origin, catalog)?;
+        let count = self.shards.count(&role.name);
+        if role.stateful && role.registers && self.shard >= count {
+            return Err(ConfigError::new(
+                origin,
+                "shard",
+                format!(
+                    "shard {} of {}: expected 0 to {} (shards.{} is {count})",
+                    self.shard,
+                    role.name,
+                    count - 1,
+                    role.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the role names the config uses against the catalog, whatever role runs:
+    /// `client.dependencies` names callable roles, `shards` names stateful ones.
+    pub fn check_catalog(&self, origin: &str, catalog: &RoleCatalog) -> Result<(), ConfigError> {
+        self.check_client_dependencies(origin, catalog)?;
+        for (name, _) in self.shards.iter() {
+            let sharded = catalog.get(name).is_some_and(|m| m.stateful && m.registers);
+            if !sharded {
+                let valid: Vec<&str> = catalog
+                    .iter()
+                    .filter(|m| m.stateful && m.registers)
+                    .map(|m| m.name.as_str())
+                    .collect();
+                return Err(ConfigError::new(
+                    origin,
+                    &format!("shards.{name}"),
+                    format!("not a sharded role; sharded roles: {}", valid.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The client settings in force: `client`, with the deprecated `http.call_timeout`
+    /// (when set) as the default timeout.
+    pub fn client_settings(&self) -> ClientSettings {
+        let mut settings = self.client.clone();
+        if let Some(timeout) = self.http.call_timeout {
+            settings.defaults.timeout = timeout;
+        }
+        settings
+    }
+
+    /// Checks every call policy, as it applies after inheritance.
+    fn check_client(&self, origin: &str) -> Result<(), ConfigError> {
+        let settings = self.client_settings();
+        settings.defaults.check(origin, "client.defaults")?;
+        for role in settings.dependencies.keys() {
+            let prefix = format!("client.dependencies.{role}");
+            super::ids::check_id("role name", role)
+                .map_err(|reason| ConfigError::new(origin, &prefix, reason))?;
+            settings.policy(role).check(origin, &prefix)?;
+        }
+        Ok(())
+    }
+
+    /// Each `client.dependencies` key must name a role that can be called.
+    pub fn check_client_dependencies(
+        &self,
+        origin: &str,
+        catalog: &RoleCatalog,
+    ) -> Result<(), ConfigError> {
+        for role in self.client.dependencies.keys() {
+            if !catalog.get(role).is_some_and(|m| m.registers) {
+                let callable: Vec<&str> = catalog
+                    .iter()
+                    .filter(|m| m.registers)
+                    .map(|m| m.name.as_str())
+                    .collect();
+                return Err(ConfigError::new(
+                    origin,
+                    &format!("client.dependencies.{role}"),
+                    format!(
+                        "not a role that can be called; roles: {}",
+                        callable.join(", ")
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -474,6 +794,60 @@ mod tests {
             .unwrap();
         assert_eq!(c.instance_id.as_deref(), Some("b"));
     }
+
+    #[test]
+    fn shard_counts_are_checked_and_merged_with_flags() {
+        let c = Config::parse("shard: 1\nshards:\n  orders: 2\n  inventory: 3\n", "f").unwrap();
+        c.validate("f").unwrap();
+        assert_eq!(
+            (c.shards.count("orders"), c.shards.count("payments")),
+            (2, 1)
+        );
+        let flags = crate::platform::shards::ShardCounts::parse_list(&["orders=4".into()]).ok();
+        let c = c
+            .apply(Overrides {
+                shard: Some(3),
+                shards: flags,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!((c.shard, c.shards.count("orders")), (3, 4));
+        assert_eq!(
+            c.shards.count("inventory"),
+            3,
+            "the file's other counts stay"
+        );
+        let zero = Config::parse("shards:\n  orders: 0\n", "f").unwrap();
+        assert_eq!(zero.validate("f").unwrap_err().key, "shards.orders");
+    }
+
+    fn manifest(name: &str, stateful: bool) -> Manifest {
+        Manifest {
+            name: name.into(),
+            description: String::new(),
+            port: 0,
+            stateful,
+            registers: true,
+            calls: Vec::new(),
+            publishes: Vec::new(),
+            consumes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_shard_must_be_one_of_its_roles_shards() {
+        let (orders, gateway) = (manifest("orders", true), manifest("gateway", false));
+        let catalog = RoleCatalog::new(vec![orders.clone(), gateway.clone()]).unwrap();
+        let c = Config::parse("shard: 2\nshards:\n  orders: 2\n", "f").unwrap();
+        let e = c.check_for_role("f", &orders, &catalog).unwrap_err();
+        assert_eq!(e.key, "shard");
+        assert!(e.reason.contains("expected 0 to 1"), "{e}");
+        // A stateless role ignores its shard.
+        c.check_for_role("f", &gateway, &catalog).unwrap();
+        let c = Config::parse("shards:\n  gateway: 2\n", "f").unwrap();
+        let e = c.check_for_role("f", &orders, &catalog).unwrap_err();
+        assert_eq!(e.key, "shards.gateway");
+    }
 }
 
 #[cfg(test)]
@@ -507,5 +881,117 @@ mod shipped_files {
             serde_json::to_value(&file).unwrap(),
             serde_json::to_value(&built_in).unwrap()
         );
+    }
+}
+
+#[cfg(test)]
+mod client_settings {
+    use super::*;
+
+    #[test]
+    fn dependencies_inherit_the_defaults_and_change_what_they_set() {
+        let c = Config::parse(
+            "client:\n  defaults:\n    timeout: 2s\n    max_attempts: 2\n  dependencies:\n    inventory: { timeout: 1s, attempt_timeout: 300ms }\n",
+            "f",
+        )
+        .unwrap();
+        c.validate("f").unwrap();
+        let s = c.client_settings();
+        let inventory = s.policy("inventory");
+        assert_eq!(inventory.timeout, Duration::from_secs(1));
+        assert_eq!(inventory.attempt_timeout, Some(Duration::from_millis(300)));
+        assert_eq!(inventory.max_attempts, 2, "inherited from defaults");
+        assert_eq!(s.policy("payments").timeout, Duration::from_secs(2));
+        assert_eq!(s.policy("payments").attempt_timeout, None);
+    }
+
+    #[test]
+    fn the_old_call_timeout_still_sets_the_default_timeout() {
+        let c = Config::parse("http:\n  call_timeout: 500ms\n", "f").unwrap();
+        c.validate("f").unwrap();
+        let s = c.client_settings();
+        assert_eq!(s.policy("inventory").timeout, Duration::from_millis(500));
+        assert_eq!(
+            Config::default().client_settings().defaults.timeout,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (yaml, key) in [
+            (
+                "client:\n  defaults:\n    timeout: 0s\n",
+                "client.defaults.timeout",
+            ),
+            (
+                "client:\n  defaults:\n    max_attempts: 0\n",
+                "client.defaults.max_attempts",
+            ),
+            (
+                "client:\n  defaults:\n    retry_budget_ratio: 1.5\n",
+                "client.defaults.retry_budget_ratio",
+            ),
+            (
+                "client:\n  dependencies:\n    orders: { backoff_max: 10ms }\n",
+                "client.dependencies.orders.backoff_max",
+            ),
+            (
+                "client:\n  dependencies:\n    orders: { eject_base: 1m }\n",
+                "client.dependencies.orders.eject_max",
+            ),
+            (
+                "client:\n  dependencies:\n    orders: { max_concurrency: 0 }\n",
+                "client.dependencies.orders.max_concurrency",
+            ),
+        ] {
+            let c = Config::parse(yaml, "f").unwrap();
+            assert_eq!(c.validate("f").unwrap_err().key, key, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_roles_are_errors() {
+        let e = Config::parse(
+            "client:\n  dependencies:\n    orders: { timout: 1s }\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.key.starts_with("client.dependencies.orders"), "{e}");
+        assert!(e.reason.contains("unknown field `timout`"), "{e}");
+
+        let manifest = |name: &str| Manifest {
+            name: name.into(),
+            description: String::new(),
+            port: 0,
+            stateful: false,
+            registers: name != "registry",
+            calls: Vec::new(),
+            publishes: Vec::new(),
+            consumes: Vec::new(),
+        };
+        let catalog = RoleCatalog::new(vec![
+            manifest("registry"),
+            manifest("gateway"),
+            manifest("orders"),
+        ])
+        .unwrap();
+        let c = Config::parse(
+            "client:\n  dependencies:\n    ordres: { timeout: 1s }\n",
+            "f",
+        )
+        .unwrap();
+        let e = c
+            .check_for_role("f", &manifest("gateway"), &catalog)
+            .unwrap_err();
+        assert_eq!(e.key, "client.dependencies.ordres");
+        assert!(e.reason.contains("gateway, orders"), "{e}");
+        let c = Config::parse(
+            "client:\n  dependencies:\n    orders: { timeout: 1s }\n",
+            "f",
+        )
+        .unwrap();
+        c.check_for_role("f", &manifest("gateway"), &catalog)
+            .unwrap();
     }
 }

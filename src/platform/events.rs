@@ -7,6 +7,12 @@
 //! backoff while the subscriber is down; a cursor only moves after a 2xx. The consumer
 //! calls [`inbox_first_delivery`] inside the transaction of its effect, so a redelivered
 //! event is recognised and dropped: at-least-once delivery, exactly-once effect.
+//!
+//! A sharded subscriber gets each event on one shard only, the one owning the event's
+//! `key` (`fnv1a64(key) % shards(role)`, e.g. the order id), so an order's events are
+//! recorded once and found where a reader of that order looks. The relay runs one loop
+//! and one cursor per (subscriber role, shard): a shard that is down delays only its
+//! own events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +24,7 @@ use tokio::sync::watch;
 use super::client::{Call, ServiceClient};
 use super::manifest::{Manifest, RoleCatalog};
 use super::registry_api::now_ms;
+use super::shards::{shard_for_key, ShardCounts};
 use super::shutdown::Shutdown;
 use super::store::{self, Store, StoreError};
 use super::trace_context::{self, TraceContext};
@@ -51,17 +58,29 @@ pub struct Event {
     /// Trace of the request that caused the event, continued by the delivery.
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// What the event is about (e.g. the order id): decides the subscriber's shard.
+    /// Without one, the event goes to shard 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub payload: serde_json::Value,
 }
 
-/// Adds an event to the outbox inside the caller's transaction. `traceparent` is the
-/// trace the delivery continues (pass the one of the work that caused the event).
+/// What [`append`] adds besides its kind and payload.
+#[derive(Debug, Clone, Default)]
+pub struct EventContext {
+    /// The trace the delivery continues (the one of the work that caused the event).
+    pub traceparent: Option<String>,
+    /// The entity the event is about; picks the subscriber's shard.
+    pub key: Option<String>,
+}
+
+/// Adds an event to the outbox inside the caller's transaction.
 pub fn append(
     tx: &WriteTransaction,
     producer: &str,
     kind: &str,
     payload: serde_json::Value,
-    traceparent: Option<String>,
+    context: EventContext,
 ) -> Result<Event, StoreError> {
     let mut meta = tx.open_table(OUTBOX_META)?;
     let seq = meta.get(NEXT_SEQ)?.map(|v| v.value()).unwrap_or(1);
@@ -72,7 +91,8 @@ pub fn append(
         producer: producer.to_string(),
         seq,
         occurred_at_ms: now_ms(),
-        traceparent,
+        traceparent: context.traceparent,
+        key: context.key,
         payload,
     };
     tx.open_table(OUTBOX)?
@@ -101,12 +121,86 @@ impl OutboxSignal {
     }
 }
 
+/// One delivery stream: a subscribing role, or one shard of a sharded one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Subscriber {
+    role: String,
+    kinds: Vec<String>,
+    /// `Some` for a stateful role: this stream's shard of `shards` in all.
+    shard: Option<(u32, u32)>,
+}
+
+impl Subscriber {
+    /// Whether `event` is this stream's to deliver.
+    fn wants(&self, event: &Event) -> bool {
+        self.kinds.contains(&event.kind)
+            && self.shard.is_none_or(|(shard, shards)| {
+                event
+                    .key
+                    .as_deref()
+                    .map_or(0, |key| shard_for_key(key, shards))
+                    == shard
+            })
+    }
+
+    /// Where its cursor is stored. An unsharded or single-shard stream keeps the key
+    /// it had before shards existed, so an upgrade delivers nothing twice.
+    fn cursor_key(&self) -> String {
+        match self.shard {
+            Some((shard, shards)) if shards > 1 => format!("cursor/{}/{shard}", self.role),
+            _ => format!("cursor/{}", self.role),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self.shard {
+            Some((shard, _)) => format!("{}#{shard}", self.role),
+            None => self.role.clone(),
+        }
+    }
+}
+
+/// The delivery streams of what `producer` publishes: one per subscribing role, or one
+/// per shard of a stateful subscribing role.
+fn subscribers(
+    catalog: &RoleCatalog,
+    producer: &Manifest,
+    shards: &ShardCounts,
+) -> Vec<Subscriber> {
+    let mut by_role: Vec<(&Manifest, Vec<String>)> = Vec::new();
+    for kind in &producer.publishes {
+        for consumer in catalog.consumers_of(kind) {
+            match by_role.iter_mut().find(|(m, _)| m.name == consumer.name) {
+                Some((_, kinds)) => kinds.push(kind.clone()),
+                None => by_role.push((consumer, vec![kind.clone()])),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (manifest, kinds) in by_role {
+        if manifest.stateful {
+            let count = shards.count(&manifest.name);
+            out.extend((0..count).map(|shard| Subscriber {
+                role: manifest.name.clone(),
+                kinds: kinds.clone(),
+                shard: Some((shard, count)),
+            }));
+        } else {
+            out.push(Subscriber {
+                role: manifest.name.clone(),
+                kinds,
+                shard: None,
+            });
+        }
+    }
+    out
+}
+
 /// Delivers the outbox of this instance to every subscribing role.
 pub struct OutboxRelay {
     store: Arc<Store>,
     client: ServiceClient,
-    /// (subscriber role, kinds it consumes) for each role consuming what we publish.
-    subscribers: Vec<(String, Vec<String>)>,
+    subscribers: Vec<Subscriber>,
     signal: OutboxSignal,
 }
 
@@ -116,20 +210,12 @@ impl OutboxRelay {
         client: ServiceClient,
         catalog: &RoleCatalog,
         producer: &Manifest,
+        shards: &ShardCounts,
     ) -> OutboxRelay {
-        let mut subscribers: Vec<(String, Vec<String>)> = Vec::new();
-        for kind in &producer.publishes {
-            for consumer in catalog.consumers_of(kind) {
-                match subscribers.iter_mut().find(|(r, _)| r == &consumer.name) {
-                    Some((_, kinds)) => kinds.push(kind.clone()),
-                    None => subscribers.push((consumer.name.clone(), vec![kind.clone()])),
-                }
-            }
-        }
         OutboxRelay {
             store,
             client,
-            subscribers,
+            subscribers: subscribers(catalog, producer, shards),
             signal: OutboxSignal(Arc::new(watch::channel(0).0)),
         }
     }
@@ -138,26 +224,28 @@ impl OutboxRelay {
         self.signal.clone()
     }
 
-    /// Starts one delivery loop per subscribing role.
+    /// Starts one delivery loop per subscriber stream.
     pub fn spawn(self, shutdown: Shutdown) {
         let relay = Arc::new(self);
-        for (role, kinds) in relay.subscribers.clone() {
+        for subscriber in relay.subscribers.clone() {
             let relay = relay.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = relay.deliver_forever(&role, &kinds) => {}
+                    _ = relay.deliver_forever(&subscriber) => {}
                     _ = shutdown.wait() => {}
                 }
             });
         }
     }
 
-    async fn deliver_forever(&self, role: &str, kinds: &[String]) {
+    async fn deliver_forever(&self, sub: &Subscriber) {
         let mut wake = self.signal.0.subscribe();
         let mut retry = RETRY_MIN;
+        let role = sub.label();
+        let role = role.as_str();
         loop {
-            let next = match self.next_for(role, kinds) {
+            let next = match self.next_for(sub) {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!(subscriber = role, error = %e, "cannot read the outbox");
@@ -169,7 +257,7 @@ impl OutboxRelay {
                 Next::Deliver(event) => event,
                 Next::Skip(seq) => {
                     // Only kinds this subscriber ignores: move past them.
-                    if let Err(e) = self.advance(role, seq) {
+                    if let Err(e) = self.advance(sub, seq) {
                         tracing::error!(subscriber = role, error = %e, "cannot store the delivery cursor");
                     }
                     continue;
@@ -180,10 +268,10 @@ impl OutboxRelay {
                     continue;
                 }
             };
-            match self.deliver(role, &event).await {
+            match self.deliver(sub, &event).await {
                 Ok(()) => {
                     retry = RETRY_MIN;
-                    if let Err(e) = self.advance(role, event.seq) {
+                    if let Err(e) = self.advance(sub, event.seq) {
                         tracing::error!(subscriber = role, error = %e, "cannot store the delivery cursor; the event will be delivered again");
                     }
                 }
@@ -196,12 +284,12 @@ impl OutboxRelay {
         }
     }
 
-    /// The first undelivered event of a kind `role` consumes.
-    fn next_for(&self, role: &str, kinds: &[String]) -> Result<Next, StoreError> {
+    /// The first undelivered event for `sub`.
+    fn next_for(&self, sub: &Subscriber) -> Result<Next, StoreError> {
         let tx = self.store.db().begin_read()?;
         let cursor = match tx.open_table(OUTBOX_META) {
             Ok(meta) => meta
-                .get(cursor_key(role).as_str())?
+                .get(sub.cursor_key().as_str())?
                 .map(|v| v.value())
                 .unwrap_or(0),
             Err(redb::TableError::TableDoesNotExist(_)) => 0,
@@ -216,7 +304,7 @@ impl OutboxRelay {
         for row in outbox.range(cursor + 1..)? {
             let (seq, bytes) = row?;
             let event: Event = store::decode(bytes.value())?;
-            if kinds.contains(&event.kind) {
+            if sub.wants(&event) {
                 return Ok(Next::Deliver(event));
             }
             skipped = Some(seq.value());
@@ -224,14 +312,19 @@ impl OutboxRelay {
         Ok(skipped.map_or(Next::Idle, Next::Skip))
     }
 
-    async fn deliver(&self, role: &str, event: &Event) -> Result<(), String> {
+    async fn deliver(&self, sub: &Subscriber, event: &Event) -> Result<(), String> {
         let ctx = event
             .traceparent
             .as_deref()
             .and_then(TraceContext::parse_traceparent)
             .unwrap_or_else(TraceContext::new_root);
         let body = serde_json::to_value(event).map_err(|e| e.to_string())?;
-        let call = self.client.call(role, Call::post(EVENTS_PATH).json(&body));
+        // The consumer's inbox drops a repeated event: delivery is safe to repeat.
+        let mut call = Call::post(EVENTS_PATH).json(&body).idempotent();
+        if let Some((shard, _)) = sub.shard {
+            call = call.shard(shard);
+        }
+        let call = self.client.call(&sub.role, call);
         match trace_context::scope(ctx, call).await {
             Ok(res) if res.is_success() => Ok(()),
             Ok(res) => Err(format!(
@@ -243,16 +336,16 @@ impl OutboxRelay {
         }
     }
 
-    /// Moves `role`'s cursor past `seq` and drops rows every subscriber has passed.
-    fn advance(&self, role: &str, seq: u64) -> Result<(), StoreError> {
+    /// Moves `sub`'s cursor past `seq` and drops rows every subscriber has passed.
+    fn advance(&self, sub: &Subscriber, seq: u64) -> Result<(), StoreError> {
         let tx = self.store.db().begin_write()?;
         {
             let mut meta = tx.open_table(OUTBOX_META)?;
-            meta.insert(cursor_key(role).as_str(), seq)?;
+            meta.insert(sub.cursor_key().as_str(), seq)?;
             let mut low = u64::MAX;
-            for (r, _) in &self.subscribers {
+            for other in &self.subscribers {
                 let c = meta
-                    .get(cursor_key(r).as_str())?
+                    .get(other.cursor_key().as_str())?
                     .map(|v| v.value())
                     .unwrap_or(0);
                 low = low.min(c);
@@ -274,10 +367,6 @@ enum Next {
     Idle,
 }
 
-fn cursor_key(role: &str) -> String {
-    format!("cursor/{role}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,7 +381,7 @@ mod tests {
             "orders-0",
             "order.confirmed",
             serde_json::json!({"n": 1}),
-            None,
+            EventContext::default(),
         )
         .unwrap();
         let b = append(
@@ -300,7 +389,7 @@ mod tests {
             "orders-0",
             "order.cancelled",
             serde_json::json!({"n": 2}),
-            None,
+            EventContext::default(),
         )
         .unwrap();
         tx.commit().unwrap();
@@ -311,5 +400,82 @@ mod tests {
         assert!(inbox_first_delivery(&tx, &a.id).unwrap());
         assert!(!inbox_first_delivery(&tx, &a.id).unwrap());
         tx.commit().unwrap();
+    }
+
+    fn manifest(name: &str, stateful: bool, publishes: &[&str], consumes: &[&str]) -> Manifest {
+        Manifest {
+            name: name.into(),
+            description: String::new(),
+            port: 0,
+            stateful,
+            registers: true,
+            calls: Vec::new(),
+            publishes: publishes.iter().map(|s| s.to_string()).collect(),
+            consumes: consumes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn event(kind: &str, key: Option<&str>) -> Event {
+        Event {
+            id: "evt-1".into(),
+            kind: kind.into(),
+            producer: "orders-0".into(),
+            seq: 1,
+            occurred_at_ms: 0,
+            traceparent: None,
+            key: key.map(str::to_string),
+            payload: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_sharded_subscriber_gets_each_event_on_exactly_one_shard() {
+        let producer = manifest("orders", true, &["order.confirmed"], &[]);
+        let catalog = RoleCatalog::new(vec![
+            producer.clone(),
+            manifest("notifications", true, &[], &["order.confirmed"]),
+            manifest("audit", false, &[], &["order.confirmed"]),
+        ])
+        .unwrap();
+        let shards = ShardCounts::parse_list(&["notifications=3".into()]).unwrap();
+        let subs = subscribers(&catalog, &producer, &shards);
+        let labels: Vec<String> = subs.iter().map(Subscriber::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "notifications#0",
+                "notifications#1",
+                "notifications#2",
+                "audit"
+            ]
+        );
+        for key in ["ord-0-a", "ord-1-b", "ord-0-c", "x"] {
+            let e = event("order.confirmed", Some(key));
+            let takers: Vec<String> = subs[..3]
+                .iter()
+                .filter(|s| s.wants(&e))
+                .map(Subscriber::label)
+                .collect();
+            assert_eq!(takers.len(), 1, "{key}: {takers:?}");
+            assert!(subs[3].wants(&e), "an unsharded subscriber gets everything");
+        }
+        assert!(
+            subs[0].wants(&event("order.confirmed", None)),
+            "no key: shard 0"
+        );
+        assert!(!subs[0].wants(&event("order.shipped", Some("ord-0-a"))));
+    }
+
+    #[test]
+    fn one_shard_keeps_the_cursor_key_of_before_shards() {
+        let producer = manifest("orders", true, &["order.confirmed"], &[]);
+        let catalog = RoleCatalog::new(vec![
+            producer.clone(),
+            manifest("notifications", true, &[], &["order.confirmed"]),
+        ])
+        .unwrap();
+        let one = subscribers(&catalog, &producer, &ShardCounts::default());
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].cursor_key(), "cursor/notifications");
     }
 }

@@ -4,7 +4,11 @@
 //! interval the registry asks for. A registry that forgot the lease (404) gets a fresh
 //! registration at once; one that is down is retried quietly until it comes back, which
 //! is how a restarted or replaced registry is refilled within one renewal interval.
-//! [`LeaseKeeper::deregister_all`] stops the loops first, so nothing re-registers after.
+//! A registry that refuses the registration (409: another live instance holds our
+//! shard) is an operator's mistake, not an outage: it is logged as an error, repeated
+//! while it lasts, and retried slowly, so this instance takes the shard over once the
+//! other holder is gone. [`LeaseKeeper::deregister_all`] stops the loops first, so
+//! nothing re-registers after.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +21,10 @@ use super::registry_client::{RegistryClient, RegistryError};
 
 /// Retry pause while a registry is unreachable or refuses us.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Retry pause while a registry refuses the registration itself (409).
+const REFUSED_PAUSE: Duration = Duration::from_secs(2);
+/// While refused, the error is logged again every this many attempts (about 30 s).
+const REFUSED_REMINDER_EVERY: u32 = 15;
 
 pub struct LeaseKeeper {
     client: RegistryClient,
@@ -93,6 +101,7 @@ async fn keep_lease(
     let mut registered = false;
     let mut renew_every = RETRY_PAUSE;
     let mut healthy = true; // log transitions only, not every failed attempt
+    let mut refusals = 0u32;
     loop {
         if *stop.borrow() {
             return;
@@ -108,6 +117,10 @@ async fn keep_lease(
         }
         let pause = match result {
             Ok(grant) => {
+                if refusals > 0 {
+                    tracing::info!(registry = %url, after = refusals, "registration accepted after being refused");
+                }
+                refusals = 0;
                 if !registered {
                     tracing::info!(registry = %url, index = grant.index, "registered");
                     holding.fetch_add(1, Ordering::Relaxed);
@@ -126,6 +139,22 @@ async fn keep_lease(
                 }
                 registered = false;
                 Duration::ZERO
+            }
+            Err(RegistryError::Conflict { detail, .. }) => {
+                if refusals.is_multiple_of(REFUSED_REMINDER_EVERY) {
+                    tracing::error!(
+                        registry = %url,
+                        %detail,
+                        retry_every = ?REFUSED_PAUSE,
+                        "registry refused this instance; it gets no traffic until the registration is accepted"
+                    );
+                }
+                refusals = refusals.saturating_add(1);
+                if registered {
+                    holding.fetch_sub(1, Ordering::Relaxed);
+                }
+                registered = false;
+                REFUSED_PAUSE
             }
             Err(e) => {
                 if healthy {

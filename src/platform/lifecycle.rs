@@ -4,7 +4,9 @@
 //! Registering only after the server accepts connections means no peer is ever sent to
 //! an address that refuses; deregistering before draining means peers stop sending new
 //! work while in-flight requests finish. When the instance is ready it prints one JSON
-//! line to stdout (`{"event":"ready",...}`), which `svc dev` and the tests wait for.
+//! line to stdout (`{"event":"ready",...}`), which `svc dev` and the tests wait for, and
+//! tells systemd `READY=1`; a stop signal first tells systemd `STOPPING=1`. When systemd
+//! asks for a watchdog, this runtime pings it (see [`super::systemd`]).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -26,6 +28,7 @@ use super::role::{RoleContext, RoleEntry};
 use super::server::{self, PlatformState, Readiness};
 use super::shutdown::Shutdown;
 use super::store::Store;
+use super::systemd::{self, Notifier};
 
 /// The instance id used when none is configured: the host name, which is stable across
 /// restarts on a VM running one instance per role.
@@ -62,6 +65,16 @@ pub async fn run(
     instance_id: String,
 ) -> anyhow::Result<()> {
     let role = manifest.name.clone();
+    let notifier = Notifier::from_env();
+    let watchdog = systemd::watchdog_ping_interval(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    );
+    if let Some(interval) = watchdog {
+        // On this runtime on purpose: if the lifecycle's loop stalls, the pings stop.
+        notifier.spawn_watchdog(interval);
+    }
     let path = store_path(&config, &role, &instance_id);
     let store = Arc::new(Store::open(&path)?);
 
@@ -77,8 +90,8 @@ pub async fn run(
     let registry_client =
         RegistryClient::new(config.registries.clone(), config.discovery.registry_timeout);
     let peers = PeerView::restore(store.clone());
-    let client = ServiceClient::new(peers.clone(), config.http.call_timeout);
     let metrics = Metrics::new(&role, &instance_id);
+    let client = ServiceClient::new(peers.clone(), &config, metrics.registry())?;
     let ctx = RoleContext {
         manifest: manifest.clone(),
         catalog,
@@ -149,15 +162,18 @@ pub async fn run(
     };
 
     readiness.set(true);
-    announce_ready(
-        &role,
-        &instance_id,
-        &address,
-        &path,
-        lease_keeper.as_ref().map(LeaseKeeper::holding),
-    );
+    let registered = lease_keeper.as_ref().map(LeaseKeeper::holding);
+    announce_ready(&role, &instance_id, &address, &path, registered);
+    notifier.ready(&match registered {
+        Some(n) => format!(
+            "serving {role}/{instance_id} at {address}; registered at {n} of {} registries",
+            config.registries.len()
+        ),
+        None => format!("serving {role}/{instance_id} at {address}"),
+    });
 
     let signal_name = wait_for_stop_signal().await?;
+    notifier.stopping(&format!("{signal_name}: deregistering, then draining"));
     tracing::info!(
         signal = signal_name,
         "stopping: deregistering, then draining"

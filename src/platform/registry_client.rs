@@ -14,6 +14,10 @@ pub enum RegistryError {
     Unreachable { url: String, detail: String },
     #[error("registry {url} does not know this instance")]
     UnknownInstance { url: String },
+    /// 409: the registry refuses the registration as it stands (e.g. another live
+    /// instance holds the shard it claims); `detail` says why.
+    #[error("registry {url} refused the registration: {detail}")]
+    Conflict { url: String, detail: String },
     #[error("registry {url} refused the request ({status}): {detail}")]
     Rejected {
         url: String,
@@ -129,6 +133,18 @@ impl RegistryClient {
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(RegistryError::UnknownInstance {
                 url: url.to_string(),
+            });
+        }
+        if status == reqwest::StatusCode::CONFLICT {
+            let body = res.text().await.unwrap_or_default();
+            // The problem's `detail` is the sentence for the log; else the raw body.
+            let detail = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("detail")?.as_str().map(str::to_string))
+                .unwrap_or(body);
+            return Err(RegistryError::Conflict {
+                url: url.to_string(),
+                detail,
             });
         }
         if !status.is_success() {

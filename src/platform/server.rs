@@ -5,13 +5,18 @@
 //! too), and records request count and latency by route pattern. [`configure`] mounts
 //! `/health/live`, `/health/ready`, `/metrics` and `/v1/peers`, and makes every extractor
 //! failure and unknown route a `problem+json` answer.
+//!
+//! The access log line of a request goes to [`telemetry::SPAN_TARGET`]: failures at
+//! warn/info, successes at debug (kept by the log file, so `svc trace` sees every call),
+//! and successes of [`quiet`] answers (probes, scrapes, lease renewals, watches: the
+//! platform's own chatter, counted in the metrics anyway) at trace.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use actix_web::{
-    body::MessageBody,
+    body::{BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::header::{HeaderName, HeaderValue},
     middleware::Next,
@@ -19,10 +24,22 @@ use actix_web::{
 };
 use tracing::Instrument;
 
+use super::client::deadline;
 use super::metrics::Metrics;
 use super::peer_view::PeerView;
 use super::problem::{self, Problem};
+use super::telemetry::SPAN_TARGET;
 use super::trace_context::{self, TraceContext, REQUEST_ID, TRACEPARENT};
+
+/// Marks an answer as routine plumbing: its success is logged at trace, not debug.
+#[derive(Debug, Clone, Copy)]
+pub struct Quiet;
+
+/// Marks `res` as [`Quiet`].
+pub fn quiet(mut res: HttpResponse) -> HttpResponse {
+    res.extensions_mut().insert(Quiet);
+    res
+}
 
 /// Whether the instance should receive traffic: set once registered and serving,
 /// cleared as the first step of shutdown.
@@ -51,6 +68,7 @@ pub struct PlatformState {
 
 /// Mounts the platform endpoints and extractor settings. Call before the role's routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: &PlatformState) {
+    fault_http_500(); // says so at start-up if the test hook is on
     cfg.app_data(web::Data::new(state.clone()))
         .app_data(
             web::JsonConfig::default()
@@ -80,20 +98,20 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, Problem> {
 }
 
 async fn live(state: web::Data<PlatformState>) -> impl Responder {
-    HttpResponse::Ok().json(serde_json::json!({
+    quiet(HttpResponse::Ok().json(serde_json::json!({
         "status": "live",
         "role": state.role,
         "instance": state.instance_id,
-    }))
+    })))
 }
 
 async fn ready(state: web::Data<PlatformState>) -> Result<HttpResponse, Problem> {
     if state.readiness.is_ready() {
-        Ok(HttpResponse::Ok().json(serde_json::json!({
+        Ok(quiet(HttpResponse::Ok().json(serde_json::json!({
             "status": "ready",
             "role": state.role,
             "instance": state.instance_id,
-        })))
+        }))))
     } else {
         Err(Problem::unavailable(
             "not ready: starting up or shutting down",
@@ -103,13 +121,15 @@ async fn ready(state: web::Data<PlatformState>) -> Result<HttpResponse, Problem>
 }
 
 async fn metrics(state: web::Data<PlatformState>) -> impl Responder {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+    quiet(
+        HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(state.metrics.render()),
+    )
 }
 
 async fn peers(state: web::Data<PlatformState>) -> impl Responder {
-    HttpResponse::Ok().json(state.peers.snapshot())
+    quiet(HttpResponse::Ok().json(state.peers.snapshot()))
 }
 
 /// Trace context, request id, span, metrics and an access log line for every request.
@@ -141,24 +161,31 @@ pub async fn observe(
         "request",
         trace_id = %ctx.trace_id_hex(),
         span_id = %ctx.span_id_hex(),
+        parent_span_id = tracing::field::Empty,
         request_id = %ctx.request_id,
     );
+    if ctx.parent_span_id.is_some() {
+        span.record(
+            "parent_span_id",
+            tracing::field::display(ctx.parent_span_id_hex()),
+        );
+    }
     let request_id = ctx.request_id.clone();
     let started = Instant::now();
-    let result = trace_context::scope(ctx, next.call(req))
-        .instrument(span.clone())
-        .await;
+    let result = handle(req, next, ctx).instrument(span.clone()).await;
     let elapsed = started.elapsed();
-    let (status, route) = match &result {
+    let (status, route, quiet) = match &result {
         Ok(res) => (
             res.status().as_u16(),
             res.request()
                 .match_pattern()
                 .unwrap_or_else(|| "unmatched".to_string()),
+            res.response().extensions().get::<Quiet>().is_some(),
         ),
         Err(e) => (
             e.as_response_error().status_code().as_u16(),
             "unmatched".to_string(),
+            false,
         ),
     };
     if let Some(state) = &state {
@@ -166,15 +193,17 @@ pub async fn observe(
             .metrics
             .observe_request(&route, &method, status, elapsed);
     }
-    // Successes at debug: renewals, watches and probes would otherwise drown the log.
+    // Successes below info: a terminal stays readable; the log file keeps debug.
     span.in_scope(|| {
         let ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
         if status >= 500 {
-            tracing::warn!(%method, %path, status, ms, "request failed");
+            tracing::warn!(target: SPAN_TARGET, %method, %path, status, ms, "request failed");
         } else if status >= 400 {
-            tracing::info!(%method, %path, status, ms, "request refused");
+            tracing::info!(target: SPAN_TARGET, %method, %path, status, ms, "request refused");
+        } else if quiet {
+            tracing::trace!(target: SPAN_TARGET, %method, %path, status, ms, "request");
         } else {
-            tracing::debug!(%method, %path, status, ms, "request");
+            tracing::debug!(target: SPAN_TARGET, %method, %path, status, ms, "request");
         }
     });
     result.map(|mut res| {
@@ -184,4 +213,79 @@ pub async fn observe(
         }
         res
     })
+}
+
+/// Runs the rest of the chain for one request with its trace context and, if the caller
+/// sent one, under its deadline ([`deadline::HEADER`]): once it passes, the handler is
+/// dropped (its work stops at the next await) and the answer is 504. The caller has
+/// given up by then, so finishing would only take capacity from callers still waiting.
+/// Calls the handler makes see the deadline through [`deadline::current`].
+async fn handle(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    ctx: TraceContext,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    use actix_web::ResponseError as _;
+    if fault_http_500() && !is_platform_endpoint(req.path()) {
+        let problem = Problem::internal(format!("fault injected by {FAULT_HTTP_500_ENV}"));
+        return Ok(req.into_response(problem.error_response()));
+    }
+    let budget = req
+        .headers()
+        .get(deadline::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(deadline::parse);
+    let Some(budget) = budget else {
+        return trace_context::scope(ctx, next.call(req))
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    let expired = || {
+        Problem::new(
+            actix_web::http::StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the caller's deadline ({} ms) passed before the answer was ready",
+                budget.as_millis()
+            ),
+        )
+    };
+    if budget.is_zero() {
+        return Ok(req.into_response(expired().error_response()));
+    }
+    // No clone of the request may be kept across `next.call`: routing needs the only
+    // reference. So a late answer is an error, which actix turns into its response.
+    let run = deadline::scope(
+        Instant::now() + budget,
+        trace_context::scope(ctx, next.call(req)),
+    );
+    match tokio::time::timeout(budget, run).await {
+        Ok(result) => result.map(ServiceResponse::map_into_boxed_body),
+        Err(_) => Err(expired().into()),
+    }
+}
+
+/// Test hook: with `SVC_FAULT_HTTP_500=1` in its environment, an instance answers 500 to
+/// every request except its platform endpoints (health, metrics, peers), so tests can
+/// make a dependency fail while it stays registered and observable. Read once; never
+/// set in production (start-up says so loudly when it is).
+pub const FAULT_HTTP_500_ENV: &str = "SVC_FAULT_HTTP_500";
+
+fn fault_http_500() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var(FAULT_HTTP_500_ENV).is_ok_and(|v| v == "1");
+        if on {
+            tracing::warn!(
+                "fault injection: every request but health, metrics and peers answers 500"
+            );
+        }
+        on
+    })
+}
+
+fn is_platform_endpoint(path: &str) -> bool {
+    matches!(
+        path,
+        "/health/live" | "/health/ready" | "/metrics" | "/v1/peers"
+    )
 }

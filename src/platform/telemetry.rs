@@ -1,12 +1,23 @@
-//! Logging: tracing to stderr, pretty for people or JSON for machines, one line per event.
+//! Logging: tracing to stderr, pretty for people or JSON for machines, one line per event;
+//! optionally also JSON lines to a file (`log_file`), which `svc trace` reads.
 //!
 //! Every line carries the role and instance of the process and the fields of the spans it
-//! happened in (so the `trace_id` and `span_id` of the request), whichever thread or task
-//! logged it. The span fields are kept by a tiny layer ([`SpanFields`]) so both formats
-//! can print them as real key/values rather than re-parsing formatted text.
+//! happened in (so the `trace_id`, `span_id` and `parent_span_id` of the request),
+//! whichever thread or task logged it. The span fields are kept by a tiny layer
+//! ([`SpanFields`]) so both formats can print them as real key/values rather than
+//! re-parsing formatted text.
+//!
+//! The file keeps one more kind of line than stderr by default: the debug lines of
+//! [`SPAN_TARGET`], one per request served and per saga step. They are what lets
+//! `svc trace` draw every call of a trace, also the successful ones, while a terminal
+//! stays quiet. Renewals, watches, probes and scrapes log at trace level, so they fill
+//! neither.
 
 use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use tracing::{
@@ -14,7 +25,7 @@ use tracing::{
     Event, Subscriber,
 };
 use tracing_subscriber::{
-    fmt::{format::Writer, FmtContext, FormatEvent, FormatFields},
+    fmt::{format::Writer, FmtContext, FormatEvent, FormatFields, MakeWriter},
     layer::{Context, SubscriberExt},
     registry::LookupSpan,
     util::SubscriberInitExt,
@@ -23,26 +34,97 @@ use tracing_subscriber::{
 
 use super::config::LogFormat;
 
-/// Installs the global subscriber. `RUST_LOG` refines the default `info` filter.
-pub fn init(format: LogFormat, role: &str, instance: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,actix_server=warn,actix_web=warn,h2=warn,hyper=warn,reqwest=warn")
-    });
-    let line = LineFormat {
-        json: format == LogFormat::Json,
-        color: format == LogFormat::Pretty && std::io::stderr().is_terminal(),
+/// Target of the one debug line per unit of work (request served, saga step) that the
+/// log file always keeps. `RUST_LOG=svc::span=debug` shows them on stderr too.
+pub const SPAN_TARGET: &str = "svc::span";
+
+const DEFAULT_FILTER: &str =
+    "info,actix_server=warn,actix_web=warn,h2=warn,hyper=warn,reqwest=warn";
+
+/// The log file could not be opened for appending.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open log file {path}: {source}")]
+pub struct LogFileError {
+    path: String,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Opens (creating it and its directory) the file JSON lines are appended to.
+pub fn open_log_file(path: &Path) -> Result<File, LogFileError> {
+    let fail = |source| LogFileError {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(fail)
+}
+
+/// Installs the global subscriber: stderr in `format`, and JSON lines to `log_file` if
+/// given. `RUST_LOG` refines the default `info` filter of both.
+pub fn init(format: LogFormat, role: &str, instance: &str, log_file: Option<File>) {
+    // A second init (tests calling twice) is harmless: keep the first subscriber.
+    let _ = subscriber(format, role, instance, log_file, std::io::stderr).try_init();
+}
+
+/// The subscriber [`init`] installs, with what it calls stderr as a parameter, so the
+/// cost of logging can be measured without a terminal (`tests/observe_cost.rs`).
+pub fn subscriber<W>(
+    format: LogFormat,
+    role: &str,
+    instance: &str,
+    log_file: Option<File>,
+    stderr: W,
+) -> impl Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|d| EnvFilter::try_new(d).is_ok())
+        .unwrap_or_else(|| DEFAULT_FILTER.to_string());
+    let file_directives = if directives.contains(SPAN_TARGET) {
+        directives.clone()
+    } else {
+        format!("{directives},{SPAN_TARGET}=debug")
+    };
+    let line = |json: bool, color: bool| LineFormat {
+        json,
+        color,
         role: role.to_string(),
         instance: instance.to_string(),
     };
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .event_format(line);
-    // A second init (tests calling twice) is harmless: keep the first subscriber.
-    let _ = tracing_subscriber::registry()
-        .with(filter)
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(stderr)
+        .event_format(line(
+            format == LogFormat::Json,
+            format == LogFormat::Pretty && std::io::stderr().is_terminal(),
+        ))
+        .with_filter(EnvFilter::new(&directives));
+    // Whole lines through one `write` each on an O_APPEND file: lines never interleave,
+    // and a crash loses nothing that was logged (no buffer in between).
+    let file = log_file.map(|f| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(Arc::new(f))
+            .event_format(line(true, false))
+    });
+    // The outer filter admits what either output wants; stderr narrows it again.
+    let outer = if file.is_some() {
+        file_directives
+    } else {
+        directives
+    };
+    tracing_subscriber::registry()
+        .with(EnvFilter::new(outer))
         .with(SpanFields)
-        .with(fmt)
-        .try_init();
+        .with(stderr)
+        .with(file)
 }
 
 /// The fields a span was created with, stored in its extensions.

@@ -15,6 +15,10 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct TraceContext {
     pub trace_id: u128,
     pub span_id: u64,
+    /// The span this one was started from, when known: the caller's span for a request
+    /// that came with a `traceparent`. Logged as `parent_span_id`, so `svc trace` can
+    /// nest calls; never sent (the callee learns it from the `traceparent` itself).
+    pub parent_span_id: Option<u64>,
     pub sampled: bool,
     /// The edge's request id, echoed back and passed on; defaults to the trace id.
     pub request_id: String,
@@ -32,6 +36,7 @@ impl TraceContext {
         Self {
             trace_id,
             span_id: rng.gen_range(1..=u64::MAX),
+            parent_span_id: None,
             sampled: true,
             request_id: format!("{trace_id:032x}"),
         }
@@ -64,15 +69,18 @@ impl TraceContext {
         Some(Self {
             trace_id,
             span_id,
+            parent_span_id: None,
             sampled: flags & 1 == 1,
             request_id: format!("{trace_id:032x}"),
         })
     }
 
-    /// A new span in the same trace: what a callee or an outgoing call gets.
+    /// A new span in the same trace, started from this one: what a callee (from the
+    /// caller's `traceparent`) or a saga step (from the order's) runs in.
     pub fn child(&self) -> Self {
         Self {
             span_id: rand::thread_rng().gen_range(1..=u64::MAX),
+            parent_span_id: Some(self.span_id),
             ..self.clone()
         }
     }
@@ -92,6 +100,13 @@ impl TraceContext {
 
     pub fn span_id_hex(&self) -> String {
         format!("{:016x}", self.span_id)
+    }
+
+    /// The parent span id as logged, or an empty string for a root span.
+    pub fn parent_span_id_hex(&self) -> String {
+        self.parent_span_id
+            .map(|p| format!("{p:016x}"))
+            .unwrap_or_default()
     }
 }
 
@@ -144,6 +159,8 @@ mod tests {
         let child = root.child();
         assert_eq!(root.trace_id, child.trace_id);
         assert_ne!(root.span_id, child.span_id);
+        assert_eq!(child.parent_span_id, Some(root.span_id));
+        assert_eq!(root.parent_span_id, None);
     }
 
     #[test]

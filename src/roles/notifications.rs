@@ -3,6 +3,10 @@
 //! Events arrive from the orders outbox at least once; [`record_event`] stores the
 //! notification and the event id (in the platform inbox) in one transaction, so a
 //! redelivered event is recognised and leaves exactly one notification.
+//!
+//! With several shards, the relay sends an order's events to the shard its order id
+//! hashes to (`fnv1a64(order id) % shards(notifications)`), and the gateway reads an
+//! order's notifications there: each shard holds the notifications of its orders.
 
 use std::sync::Arc;
 
@@ -156,6 +160,7 @@ mod tests {
             seq: 1,
             occurred_at_ms: 0,
             traceparent: None,
+            key: Some("ord-0-a".into()),
             payload: serde_json::json!({ "order_id": "ord-0-a", "total_minor": 900 }),
         }
     }

@@ -5,6 +5,11 @@
 //! edge (the gateway) and takes `--gateway-port`, then the next ports; every other role
 //! takes a free port from the OS. A spec is fixed for the whole run, so a restarted child
 //! comes back with the same instance id, port and data dir.
+//!
+//! The instances of a stateful role are its shards: replica `n` runs with `--shard n`,
+//! and every child gets the same `--shards` (each stateful role's replica count), so
+//! all agree on where an entity lives. Flags win over a `--config` file, so the counts
+//! always match what runs.
 
 use std::ffi::OsString;
 
@@ -22,6 +27,11 @@ pub fn is_registry(manifest: &Manifest) -> bool {
 /// A public edge: users call it on a well-known port, so it needs a predictable one.
 pub fn is_edge(manifest: &Manifest) -> bool {
     manifest.registers && manifest.port != 0
+}
+
+/// A role whose instances each own a shard: it keeps state and registers.
+pub fn is_sharded(manifest: &Manifest) -> bool {
+    manifest.stateful && manifest.registers
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +68,8 @@ pub struct Plan {
     pub registry: InstanceSpec,
     pub others: Vec<InstanceSpec>,
     pub registry_url: String,
+    /// Where the children's `--log-file`s go ([`logs_dir`]).
+    pub logs_dir: std::path::PathBuf,
 }
 
 impl Plan {
@@ -84,6 +96,12 @@ pub fn build(args: &DevArgs, catalog: &RoleCatalog) -> Result<Plan, PlanError> {
         .map(|m| replicas.count(&m.name))
         .sum();
     let mut edge_ports = edge_ports(args, edges)?;
+    let shards = catalog
+        .iter()
+        .filter(|m| is_sharded(m))
+        .map(|m| format!("{}={}", m.name, replicas.count(&m.name)))
+        .collect::<Vec<_>>()
+        .join(",");
 
     let mut registry = None;
     let mut others = Vec::new();
@@ -97,7 +115,7 @@ pub fn build(args: &DevArgs, catalog: &RoleCatalog) -> Result<Plan, PlanError> {
             } else {
                 0
             };
-            let spec = spec(args, manifest, n, port, &registry_url);
+            let spec = spec(args, manifest, n, port, &registry_url, &shards);
             if is_registry(manifest) {
                 registry = Some(spec);
             } else {
@@ -110,7 +128,13 @@ pub fn build(args: &DevArgs, catalog: &RoleCatalog) -> Result<Plan, PlanError> {
         registry,
         others,
         registry_url,
+        logs_dir: logs_dir(&args.data_dir),
     })
+}
+
+/// Where every child of `svc dev --data-dir D` appends its JSON log lines: `D/logs`.
+pub fn logs_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("logs")
 }
 
 /// The ports of the edge instances: `--gateway-port` and up, or all 0 when it is 0.
@@ -139,6 +163,7 @@ fn spec(
     n: usize,
     port: u16,
     registry_url: &str,
+    shards: &str,
 ) -> InstanceSpec {
     let instance_id = format!("{}-{n}", manifest.name);
     let log_format = args
@@ -160,10 +185,23 @@ fn spec(
         registry_url.into(),
         "--log-format".into(),
         log_format.into(),
+        // JSON lines for `svc trace`, one file per instance, kept across restarts.
+        "--log-file".into(),
+        logs_dir(&args.data_dir)
+            .join(format!("{instance_id}.jsonl"))
+            .into(),
     ];
     if let Some(config) = &args.config {
         argv.push("--config".into());
         argv.push(config.clone().into());
+    }
+    if !is_registry(manifest) {
+        argv.push("--shards".into());
+        argv.push(shards.into());
+    }
+    if is_sharded(manifest) {
+        argv.push("--shard".into());
+        argv.push(n.to_string().into());
     }
     InstanceSpec {
         role: manifest.name.clone(),
@@ -239,7 +277,9 @@ mod tests {
         assert_eq!(
             argv.join(" "),
             "run --role orders --instance-id orders-0 --listen 127.0.0.1:0 --data-dir data/dev \
-             --registry http://127.0.0.1:7700 --log-format json --config config/dev.yaml"
+             --registry http://127.0.0.1:7700 --log-format json \
+             --log-file data/dev/logs/orders-0.jsonl --config config/dev.yaml \
+             --shards orders=1,inventory=1,payments=1,notifications=1 --shard 0"
         );
     }
 

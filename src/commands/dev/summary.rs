@@ -65,6 +65,12 @@ pub fn render(plan: &Plan, ready: &[(&InstanceSpec, &ReadyLine)], took: Duration
             "  {name:<name_width$}  {url:<url_width$}  try: curl -s {example}"
         );
     }
+    let _ = writeln!(
+        out,
+        "  registry page: {}/ui    status: svc status    logs: {}/*.jsonl (svc trace <trace-id>)",
+        plan.registry_url,
+        plan.logs_dir.display()
+    );
     let _ = writeln!(out, "stop with Ctrl-C (or SIGTERM)");
     out
 }
@@ -113,5 +119,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("data/dev/orders-orders-0.redb"), "{text}");
+        assert!(text.contains("http://127.0.0.1:7700/ui"), "{text}");
+        assert!(text.contains("data/dev/logs/*.jsonl"), "{text}");
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Status, content type and body are relayed unchanged; `Location` is rewritten from
 //! the owner's internal path (`/v1/...`) to the public one (`/api/v1/...`), and
-//! `Retry-After` is kept so clients back off as the owner asked.
-
-use std::time::Duration;
+//! `Retry-After` is kept so clients back off as the owner asked. A request about an
+//! entity names the owning shard; when no instance of it is known, the answer is 503
+//! with `Retry-After`, never a call to another shard.
 
 use actix_web::{http::StatusCode, HttpRequest, HttpResponse};
 
@@ -21,6 +21,7 @@ pub struct Target {
     path: String,
     body: Option<serde_json::Value>,
     pass_headers: Vec<&'static str>,
+    shard: Option<u32>,
 }
 
 impl Target {
@@ -31,6 +32,7 @@ impl Target {
             path: path.into(),
             body: None,
             pass_headers: Vec::new(),
+            shard: None,
         }
     }
 
@@ -43,6 +45,12 @@ impl Target {
 
     pub fn json(mut self, body: serde_json::Value) -> Target {
         self.body = Some(body);
+        self
+    }
+
+    /// Only the instance owning `shard` may answer (a request about an entity).
+    pub fn shard(mut self, shard: Option<u32>) -> Target {
+        self.shard = shard;
         self
     }
 
@@ -62,9 +70,17 @@ pub async fn forward(
     if let Some(body) = &target.body {
         call = call.json(body);
     }
+    if let Some(shard) = target.shard {
+        call = call.shard(shard);
+    }
     for name in target.pass_headers {
         if let Some(value) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
             call = call.header(name, value);
+            // The owner deduplicates a request carrying an Idempotency-Key, so the
+            // client may repeat it after a timeout or a 5xx; without one, never.
+            if name.eq_ignore_ascii_case("idempotency-key") {
+                call = call.idempotent();
+            }
         }
     }
     let res = client
@@ -90,16 +106,17 @@ pub async fn forward(
     Ok(out.body(res.body))
 }
 
-fn call_problem(role: &str, e: CallError) -> Problem {
+pub fn call_problem(role: &str, e: CallError) -> Problem {
     tracing::warn!(%role, error = %e, "call to owner failed");
-    match e {
-        CallError::Timeout { .. } => Problem::new(
+    // Out of time: 504. Nobody able to take it (none known, all ejected, too many
+    // calls in flight, unreachable): 503 with a Retry-After the client can honour.
+    if e.is_timeout() {
+        Problem::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!("`{role}` did not answer in time"),
-        ),
-        _ => Problem::unavailable(
-            format!("`{role}` is not available: {e}"),
-            Duration::from_secs(1),
-        ),
+        )
+    } else {
+        let after = e.retry_after();
+        Problem::unavailable(format!("`{role}` is not available: {e}"), after)
     }
 }

@@ -4,8 +4,15 @@
 //! handler checks the path ids, forwards through the service client (which finds an
 //! instance via discovery and passes the trace context on), and relays the owner's
 //! answer. A missing or failing owner becomes a 503/504 problem, never a hang.
+//!
+//! Stateful roles are sharded (docs/ARCHITECTURE.md, "Shards"): a request about an
+//! entity goes to the shard that owns it (the shard in an order id; the hash of a SKU
+//! or order id for products, payments and notifications), a new order to any live
+//! orders shard unless its `Idempotency-Key` decides, and a listing to every shard
+//! ([`listing`]).
 
 mod forward;
+mod listing;
 
 use std::sync::Arc;
 
@@ -14,9 +21,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::platform::client::ServiceClient;
 use crate::platform::problem::Problem;
 use crate::platform::role::{RoleContext, RoleEntry, Routes};
+use crate::platform::shards::{shard_in_id, ShardCounts};
 
 use crate::platform::ids;
 use forward::{forward, Target};
+use listing::Listing;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/gateway.yaml"),
@@ -25,10 +34,39 @@ pub const ENTRY: RoleEntry = RoleEntry {
 
 const OPENAPI: &str = include_str!("openapi.json");
 
+const ORDERS: &str = "orders";
+const INVENTORY: &str = "inventory";
+const PAYMENTS: &str = "payments";
+const NOTIFICATIONS: &str = "notifications";
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+const PRODUCTS: Listing = Listing {
+    role: INVENTORY,
+    path: "/v1/products",
+    items: "products",
+    key: "sku",
+};
+const ORDER_LIST: Listing = Listing {
+    role: ORDERS,
+    path: "/v1/orders",
+    items: "orders",
+    key: "id",
+};
+
+/// What every handler shares: the client, and the shard counts that say where an
+/// entity lives.
+struct Gateway {
+    client: ServiceClient,
+    shards: ShardCounts,
+}
+
 fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
-    let client = ctx.client.clone();
+    let state = web::Data::new(Gateway {
+        client: ctx.client.clone(),
+        shards: ctx.config.shards.clone(),
+    });
     Ok(Arc::new(move |cfg| {
-        cfg.app_data(web::Data::new(client.clone()))
+        cfg.app_data(state.clone())
             .route("/api/v1/openapi.json", web::get().to(openapi))
             .route("/api/v1/products", web::get().to(list_products))
             .route("/api/v1/products", web::post().to(create_product))
@@ -46,7 +84,7 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
     }))
 }
 
-type Client = web::Data<ServiceClient>;
+type State = web::Data<Gateway>;
 type Body = web::Json<serde_json::Value>;
 
 /// Path ids are passed into internal URLs: only a safe alphabet gets through.
@@ -55,11 +93,11 @@ fn id(value: &str) -> Result<&str, Problem> {
     Ok(value)
 }
 
-fn with_query(path: String, req: &HttpRequest) -> String {
-    match req.uri().query() {
-        Some(q) if !q.is_empty() => format!("{path}?{q}"),
-        _ => path,
-    }
+/// The orders shard that minted `order`; an id of no shard names no order.
+fn order_shard(shards: &ShardCounts, order: &str) -> Result<u32, Problem> {
+    shard_in_id(order)
+        .filter(|shard| *shard < shards.count(ORDERS))
+        .ok_or_else(|| Problem::not_found(format!("no order `{order}`")))
 }
 
 async fn openapi() -> HttpResponse {
@@ -68,92 +106,128 @@ async fn openapi() -> HttpResponse {
         .body(OPENAPI)
 }
 
-async fn list_products(client: Client, req: HttpRequest) -> Result<HttpResponse, Problem> {
-    let path = with_query("/v1/products".into(), &req);
-    forward(&client, Target::get("inventory", path), &req).await
+async fn list_products(state: State, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let shards = state.shards.count(INVENTORY);
+    listing::gather(&state.client, &PRODUCTS, shards, req.query_string()).await
 }
 
 async fn create_product(
-    client: Client,
+    state: State,
     req: HttpRequest,
     body: Body,
 ) -> Result<HttpResponse, Problem> {
-    let target = Target::post("inventory", "/v1/products").json(body.into_inner());
-    forward(&client, target, &req).await
+    // A body without a string SKU goes to any shard, which explains what is wrong.
+    let shard = body
+        .get("sku")
+        .and_then(|s| s.as_str())
+        .map(|sku| state.shards.owner(INVENTORY, sku));
+    let target = Target::post(INVENTORY, "/v1/products")
+        .json(body.into_inner())
+        .shard(shard);
+    forward(&state.client, target, &req).await
 }
 
 async fn get_product(
-    client: Client,
+    state: State,
     req: HttpRequest,
     sku: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let path = format!("/v1/products/{}", id(&sku)?);
-    forward(&client, Target::get("inventory", path), &req).await
+    let sku = id(&sku)?;
+    let target = Target::get(INVENTORY, format!("/v1/products/{sku}"))
+        .shard(Some(state.shards.owner(INVENTORY, sku)));
+    forward(&state.client, target, &req).await
 }
 
 async fn adjust_stock(
-    client: Client,
+    state: State,
     req: HttpRequest,
     sku: web::Path<String>,
     body: Body,
 ) -> Result<HttpResponse, Problem> {
-    let path = format!("/v1/products/{}/stock", id(&sku)?);
-    forward(
-        &client,
-        Target::post("inventory", path).json(body.into_inner()),
-        &req,
-    )
-    .await
-}
-
-async fn list_orders(client: Client, req: HttpRequest) -> Result<HttpResponse, Problem> {
-    let path = with_query("/v1/orders".into(), &req);
-    forward(&client, Target::get("orders", path), &req).await
-}
-
-async fn create_order(
-    client: Client,
-    req: HttpRequest,
-    body: Body,
-) -> Result<HttpResponse, Problem> {
-    let target = Target::post("orders", "/v1/orders")
+    let sku = id(&sku)?;
+    let target = Target::post(INVENTORY, format!("/v1/products/{sku}/stock"))
         .json(body.into_inner())
-        .pass_header("idempotency-key");
-    forward(&client, target, &req).await
+        .shard(Some(state.shards.owner(INVENTORY, sku)));
+    forward(&state.client, target, &req).await
+}
+
+async fn list_orders(state: State, req: HttpRequest) -> Result<HttpResponse, Problem> {
+    let shards = state.shards.count(ORDERS);
+    listing::gather(&state.client, &ORDER_LIST, shards, req.query_string()).await
+}
+
+/// A new order goes to any live orders shard; with an `Idempotency-Key`, always to the
+/// shard the key hashes to, so a retry finds the order the first attempt created (and
+/// gets 503 while that shard is down, never a second order elsewhere).
+async fn create_order(state: State, req: HttpRequest, body: Body) -> Result<HttpResponse, Problem> {
+    let shard = req
+        .headers()
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(|key| state.shards.owner(ORDERS, key));
+    let target = Target::post(ORDERS, "/v1/orders")
+        .json(body.into_inner())
+        .pass_header(IDEMPOTENCY_KEY)
+        .shard(shard);
+    forward(&state.client, target, &req).await
 }
 
 async fn get_order(
-    client: Client,
+    state: State,
     req: HttpRequest,
     order: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let path = format!("/v1/orders/{}", id(&order)?);
-    forward(&client, Target::get("orders", path), &req).await
+    let order = id(&order)?;
+    let shard = order_shard(&state.shards, order)?;
+    let target = Target::get(ORDERS, format!("/v1/orders/{order}")).shard(Some(shard));
+    forward(&state.client, target, &req).await
 }
 
 async fn cancel_order(
-    client: Client,
+    state: State,
     req: HttpRequest,
     order: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let path = format!("/v1/orders/{}/cancel", id(&order)?);
-    forward(&client, Target::post("orders", path), &req).await
+    let order = id(&order)?;
+    let shard = order_shard(&state.shards, order)?;
+    let target = Target::post(ORDERS, format!("/v1/orders/{order}/cancel")).shard(Some(shard));
+    forward(&state.client, target, &req).await
 }
 
 async fn order_payment(
-    client: Client,
+    state: State,
     req: HttpRequest,
     order: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let path = format!("/v1/payments/{}", id(&order)?);
-    forward(&client, Target::get("payments", path), &req).await
+    let order = id(&order)?;
+    let target = Target::get(PAYMENTS, format!("/v1/payments/{order}"))
+        .shard(Some(state.shards.owner(PAYMENTS, order)));
+    forward(&state.client, target, &req).await
 }
 
 async fn order_notifications(
-    client: Client,
+    state: State,
     req: HttpRequest,
     order: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let path = format!("/v1/notifications?order_id={}", id(&order)?);
-    forward(&client, Target::get("notifications", path), &req).await
+    let order = id(&order)?;
+    let target = Target::get(NOTIFICATIONS, format!("/v1/notifications?order_id={order}"))
+        .shard(Some(state.shards.owner(NOTIFICATIONS, order)));
+    forward(&state.client, target, &req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_id_routes_to_the_shard_that_minted_it() {
+        let shards = ShardCounts::parse_list(&["orders=2".to_string()]).unwrap();
+        assert_eq!(order_shard(&shards, "ord-1-01hz").unwrap(), 1);
+        assert_eq!(order_shard(&shards, "ord-0-01hz").unwrap(), 0);
+        for unknown in ["ord-2-01hz", "nosuchorder", "ord-x-1"] {
+            let problem = order_shard(&shards, unknown).unwrap_err();
+            assert_eq!(problem.status, 404, "{unknown}");
+        }
+    }
 }

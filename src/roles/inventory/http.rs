@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::error::InventoryError;
@@ -16,6 +16,7 @@ use super::reservations::{self, Reservation, ReservationStatus, Reserved};
 use super::reserve_request::{check_order_id, ReserveRequest};
 use crate::platform::problem::Problem;
 use crate::platform::registry_api::now_ms;
+use crate::platform::shards::ShardCounts;
 use crate::platform::store::Store;
 
 /// What every handler shares.
@@ -23,6 +24,27 @@ pub struct Inventory {
     pub store: Arc<Store>,
     /// How long a new reservation is held before it expires.
     pub reservation_ttl_ms: u64,
+    /// This role's name, the shard this instance owns, and the shard counts.
+    pub role: String,
+    pub shard: u32,
+    pub shards: ShardCounts,
+}
+
+impl Inventory {
+    /// A product belongs to the shard its SKU hashes to; any other shard refuses it.
+    fn check_owns(&self, sku: &str) -> Result<(), Problem> {
+        let owner = self.shards.owner(&self.role, sku);
+        if owner == self.shard {
+            return Ok(());
+        }
+        Err(Problem::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "sku `{sku}` belongs to shard {owner} of {}; this instance owns shard {}",
+                self.role, self.shard
+            ),
+        ))
+    }
 }
 
 type State = web::Data<Inventory>;
@@ -94,6 +116,7 @@ async fn create_product(
     body: web::Json<NewProduct>,
 ) -> Result<HttpResponse, Problem> {
     let product = body.into_inner().parse()?;
+    state.check_owns(&product.sku)?;
     let store = state.store.clone();
     let saved = product.clone();
     blocking(move || products::create_product(&store, &saved)).await?;

@@ -9,6 +9,10 @@
 //!
 //! Every change is one redb write transaction over products and reservations together,
 //! so for every product `available + reserved + sold` is all stock ever added.
+//!
+//! This instance owns one shard: the products whose SKU hashes to it
+//! (`fnv1a64(sku) % shards(inventory)`), and the reservations of their lines. A create
+//! for a SKU of another shard is refused with 421, so a product can never exist twice.
 
 mod error;
 mod expiry;
@@ -39,6 +43,9 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
     let state = Arc::new(http::Inventory {
         store: ctx.store.clone(),
         reservation_ttl_ms: u64::try_from(settings.reservation_ttl.as_millis()).unwrap_or(u64::MAX),
+        role: ctx.manifest.name.clone(),
+        shard: ctx.config.shard,
+        shards: ctx.config.shards.clone(),
     });
     Ok(Arc::new(move |cfg| http::routes(cfg, state.clone())))
 }

@@ -233,7 +233,13 @@ impl OrderBook {
                     "lines": next.lines,
                 });
                 drop(orders);
-                events::append(&tx, &self.producer, kind, payload, next.traceparent.clone())?;
+                // Keyed by the order: a sharded subscriber records it on the shard
+                // that readers of this order ask.
+                let context = events::EventContext {
+                    traceparent: next.traceparent.clone(),
+                    key: Some(next.id.clone()),
+                };
+                events::append(&tx, &self.producer, kind, payload, context)?;
                 evented = true;
             }
         }

@@ -4,6 +4,10 @@
 //! every product known to inventory), then stored `pending` and handed to the saga; the
 //! answer waits a short while for the saga to end (201 with the final state) and
 //! otherwise says 202 with the pending order and where to poll.
+//!
+//! An `Idempotency-Key` belongs to one shard (`fnv1a64(key) % shards(orders)`), where
+//! the gateway sends it; another shard refuses it with 421 rather than create a second
+//! order for the same key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +18,11 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::book::{BookError, Created, OrderBook};
 use super::order::{check_id, NewOrder, Order};
+use super::placement::INVENTORY;
 use super::saga::SagaRunner;
-use crate::platform::client::{Call, ServiceClient};
+use crate::platform::client::{self, Call, ServiceClient};
 use crate::platform::problem::Problem;
+use crate::platform::shards::ShardCounts;
 use crate::platform::trace_context;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -28,6 +34,10 @@ pub struct OrdersState {
     pub runner: Arc<SagaRunner>,
     pub client: ServiceClient,
     pub create_wait: Duration,
+    /// This role's name and the shard this instance owns.
+    pub role: String,
+    pub shard: u32,
+    pub shards: ShardCounts,
 }
 
 type State = web::Data<OrdersState>;
@@ -84,11 +94,34 @@ async fn blocking<T: Send + 'static>(
         .map_err(Problem::from)
 }
 
-/// Every SKU must be known to inventory before an order is written.
-async fn check_products_exist(client: &ServiceClient, skus: Vec<String>) -> Result<(), Problem> {
-    let lookups = skus
-        .iter()
-        .map(|sku| client.call("inventory", Call::get(format!("/v1/products/{sku}"))));
+/// Refuses a key that hashes to another shard: answering it here could create a second
+/// order for the same key.
+fn check_key_shard(state: &OrdersState, key: Option<&str>) -> Result<(), Problem> {
+    let Some(key) = key else { return Ok(()) };
+    let owner = state.shards.owner(&state.role, key);
+    if owner == state.shard {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        format!(
+            "Idempotency-Key `{key}` belongs to shard {owner} of {}; this instance owns shard {}",
+            state.role, state.shard
+        ),
+    ))
+}
+
+/// Every SKU must be known to inventory (on the shard that owns it) before an order is
+/// written.
+async fn check_products_exist(
+    client: &ServiceClient,
+    shards: &ShardCounts,
+    skus: Vec<String>,
+) -> Result<(), Problem> {
+    let lookups = skus.iter().map(|sku| {
+        let call = Call::get(format!("/v1/products/{sku}")).shard(shards.owner(INVENTORY, sku));
+        client.call(INVENTORY, call)
+    });
     for (sku, res) in skus.iter().zip(futures::future::join_all(lookups).await) {
         match res {
             Ok(r) if r.is_success() => {}
@@ -119,7 +152,9 @@ async fn check_products_exist(client: &ServiceClient, skus: Vec<String>) -> Resu
 async fn settle(state: &OrdersState, id: &str) -> Result<Order, Problem> {
     let mut finished = state.runner.subscribe();
     state.runner.drive(id.to_string());
-    let deadline = tokio::time::Instant::now() + state.create_wait;
+    // Answer 202 before the caller's deadline rather than make it time out.
+    let wait = client::deadline::bounded(state.create_wait);
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let current = state.book.get(id)?;
         match current {
@@ -153,6 +188,7 @@ async fn create(
 ) -> Result<HttpResponse, Problem> {
     let request = body.into_inner().parse().map_err(Problem::bad_request)?;
     let key = idempotency_key(&req)?;
+    check_key_shard(&state, key.as_deref())?;
     // A replay of a known key answers with its order: it writes nothing new.
     let (book, probe, probe_key) = (state.book.clone(), request.clone(), key.clone());
     if let Some(existing) =
@@ -162,7 +198,7 @@ async fn create(
         return Ok(answer(&order, false));
     }
     let skus: Vec<String> = request.lines.iter().map(|l| l.sku.clone()).collect();
-    check_products_exist(&state.client, skus).await?;
+    check_products_exist(&state.client, &state.shards, skus).await?;
     let (order, created) = new_order(state.book.clone(), request, key).await?;
     let order = settle(&state, &order.id).await?;
     Ok(answer(&order, created))

@@ -3,12 +3,17 @@
 //!
 //! - [`order`]: the order, its steps and the transition rules (pure).
 //! - [`book`]: the redb tables and the transactions on them.
+//! - [`placement`]: which inventory and payments shards hold an order's parts (pure).
 //! - [`saga`]: the runner that drives unfinished orders.
 //! - [`http`]: thin handlers.
+//!
+//! This instance owns one shard: the ids it mints carry it (`ord-<shard>-<ulid>`), and
+//! an `Idempotency-Key` is only accepted by the shard it hashes to.
 
 mod book;
 mod http;
 mod order;
+mod placement;
 mod saga;
 
 use std::sync::Arc;
@@ -28,12 +33,16 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
         ctx.client.clone(),
         &ctx.catalog,
         &ctx.manifest,
+        &ctx.config.shards,
     );
     let runner = Arc::new(saga::SagaRunner::new(
         book.clone(),
         ctx.client.clone(),
         relay.signal(),
-        ctx.config.orders.step_retry_max,
+        saga::SagaSettings {
+            retry_max: ctx.config.orders.step_retry_max,
+            shards: ctx.config.shards.clone(),
+        },
         ctx.shutdown.clone(),
     ));
     relay.spawn(ctx.shutdown.clone());
@@ -46,6 +55,9 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
         runner,
         client: ctx.client.clone(),
         create_wait: ctx.config.orders.create_wait,
+        role: ctx.manifest.name.clone(),
+        shard: ctx.config.shard,
+        shards: ctx.config.shards.clone(),
     };
     Ok(Arc::new(move |cfg| http::routes(cfg, state.clone())))
 }

@@ -7,6 +7,13 @@
 //! (timeout, 5xx, no instance) is retried with backoff, forever, because giving up
 //! half-way is the one thing a saga must not do. On start-up every unfinished order is
 //! resumed; a shutdown simply stops the loops, which resume on the next start.
+//!
+//! Every call goes to the shard that owns its part of the order ([`placement`]). Lines
+//! on several inventory shards are reserved on each at once (one reservation per shard,
+//! merged into one outcome) and committed one shard after the other, in shard order: a
+//! refusal on the first shard means nothing was committed and the order is compensated;
+//! a refusal after an earlier shard committed cannot be undone, so it is logged as an
+//! error and retried, like a refused capture.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,10 +24,13 @@ use tokio::sync::broadcast;
 
 use super::book::OrderBook;
 use super::order::{Order, Outcome, Step};
+use super::placement::{self, INVENTORY, PAYMENTS};
 use crate::platform::client::{Call, CallResponse, ServiceClient};
 use crate::platform::events::OutboxSignal;
 use crate::platform::registry_api::now_ms;
+use crate::platform::shards::ShardCounts;
 use crate::platform::shutdown::Shutdown;
+use crate::platform::telemetry::SPAN_TARGET;
 use crate::platform::trace_context::{self, TraceContext};
 use tracing::Instrument;
 
@@ -45,6 +55,14 @@ pub struct SagaRunner {
     retry_max: Duration,
     step_delay: Option<Duration>,
     shutdown: Shutdown,
+    /// Where inventory and payments keep each part of an order.
+    shards: ShardCounts,
+}
+
+/// How the saga runner behaves: retry pacing and where the other roles' shards are.
+pub struct SagaSettings {
+    pub retry_max: Duration,
+    pub shards: ShardCounts,
 }
 
 impl SagaRunner {
@@ -52,7 +70,7 @@ impl SagaRunner {
         book: OrderBook,
         client: ServiceClient,
         outbox: OutboxSignal,
-        retry_max: Duration,
+        settings: SagaSettings,
         shutdown: Shutdown,
     ) -> SagaRunner {
         let step_delay = std::env::var(FAULT_STEP_DELAY_ENV)
@@ -67,9 +85,10 @@ impl SagaRunner {
             active: Mutex::new(HashSet::new()),
             finished: broadcast::channel(1024).0,
             outbox,
-            retry_max,
+            retry_max: settings.retry_max,
             step_delay,
             shutdown,
+            shards: settings.shards,
         }
     }
 
@@ -136,10 +155,18 @@ impl SagaRunner {
                 order_id = %order.id,
                 trace_id = %trace.trace_id_hex(),
                 span_id = %trace.span_id_hex(),
+                parent_span_id = %trace.parent_span_id_hex(),
             );
+            let started = std::time::Instant::now();
             let performed = trace_context::scope(trace, self.perform(&order, step))
-                .instrument(span)
+                .instrument(span.clone())
                 .await;
+            // The step's own line: what `svc trace` hangs the step's calls under.
+            span.in_scope(|| {
+                let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+                let ok = performed.is_ok();
+                tracing::debug!(target: SPAN_TARGET, ?step, ok, ms, "saga step");
+            });
             match performed {
                 Ok(outcome) => {
                     let next = order.after(step, outcome, now_ms());
@@ -172,44 +199,28 @@ impl SagaRunner {
 
     async fn perform(&self, order: &Order, step: Step) -> Result<Outcome, Retry> {
         let id = &order.id;
+        let payments = placement::payments_shard(id, &self.shards);
         match step {
-            Step::Reserve => {
-                let lines: Vec<_> = order
-                    .lines
-                    .iter()
-                    .map(|l| serde_json::json!({ "sku": l.sku, "quantity": l.quantity }))
-                    .collect();
-                let body = serde_json::json!({ "order_id": id, "lines": lines });
-                let res = self
-                    .send("inventory", Call::post("/v1/reservations").json(&body))
-                    .await?;
-                let res = match res {
-                    Ok(res) => res,
-                    Err(refused) => return Ok(refused),
-                };
-                reserved(&res)
-            }
+            Step::Reserve => self.reserve(order).await,
             Step::Authorize => {
                 let body = serde_json::json!({
                     "amount_minor": order.total_minor.unwrap_or(0),
                     "card": order.card,
                 });
                 let path = format!("/v1/payments/{id}/authorize");
+                let call = Call::post(path).json(&body).shard(payments);
                 Ok(self
-                    .send("payments", Call::post(path).json(&body))
+                    .send(PAYMENTS, call)
                     .await?
                     .map_or_else(|refused| refused, |_| Outcome::Done))
             }
-            Step::Commit => {
-                let path = format!("/v1/reservations/{id}/commit");
-                Ok(self
-                    .send("inventory", Call::post(path))
-                    .await?
-                    .map_or_else(|refused| refused, |_| Outcome::Done))
-            }
+            Step::Commit => self.commit(order).await,
             Step::Capture => {
                 let path = format!("/v1/payments/{id}/capture");
-                match self.send("payments", Call::post(path)).await? {
+                match self
+                    .send(PAYMENTS, Call::post(path).shard(payments))
+                    .await?
+                {
                     Ok(_) => Ok(Outcome::Done),
                     // An authorization we hold cannot be refused capture; if it is, a
                     // person must look: keep the order pending and say so loudly.
@@ -224,19 +235,88 @@ impl SagaRunner {
                 // Both calls are idempotent and safe for steps that never ran (they
                 // leave a tombstone), which covers a request lost in flight.
                 let release = format!("/v1/reservations/{id}/release");
-                if let Err(Outcome::Refused(r)) =
-                    self.send("inventory", Call::post(release)).await?
-                {
-                    return Err(Retry::Transient(format!("release refused: {r}")));
+                let shards = placement::lines_by_inventory_shard(&order.lines, &self.shards);
+                let releases = shards
+                    .keys()
+                    .map(|s| self.send(INVENTORY, Call::post(release.as_str()).shard(*s)));
+                for released in futures::future::join_all(releases).await {
+                    if let Err(Outcome::Refused(r)) = released? {
+                        return Err(Retry::Transient(format!("release refused: {r}")));
+                    }
                 }
                 let void = format!("/v1/payments/{id}/void");
-                if let Err(Outcome::Refused(r)) = self.send("payments", Call::post(void)).await? {
+                let call = Call::post(void).shard(payments);
+                if let Err(Outcome::Refused(r)) = self.send(PAYMENTS, call).await? {
                     return Err(Retry::Transient(format!("void refused: {r}")));
                 }
                 Ok(Outcome::Done)
             }
             Step::Done => Ok(Outcome::Done),
         }
+    }
+
+    /// Reserves the order's lines on every inventory shard that holds some, at once.
+    /// A refusal anywhere refuses the order (compensation then releases every shard,
+    /// including one whose answer was lost); otherwise a shard without an answer makes
+    /// the step retry, which the shards that did reserve answer idempotently.
+    async fn reserve(&self, order: &Order) -> Result<Outcome, Retry> {
+        let bodies: Vec<(u32, serde_json::Value)> =
+            placement::lines_by_inventory_shard(&order.lines, &self.shards)
+                .into_iter()
+                .map(|(shard, lines)| {
+                    let lines: Vec<_> = lines
+                        .iter()
+                        .map(|l| serde_json::json!({ "sku": l.sku, "quantity": l.quantity }))
+                        .collect();
+                    let body = serde_json::json!({ "order_id": order.id, "lines": lines });
+                    (shard, body)
+                })
+                .collect();
+        let calls = bodies.iter().map(|(shard, body)| {
+            let call = Call::post("/v1/reservations").json(body).shard(*shard);
+            self.send(INVENTORY, call)
+        });
+        let mut parts = Vec::with_capacity(bodies.len());
+        let mut unanswered = None;
+        for answer in futures::future::join_all(calls).await {
+            match answer.and_then(|sorted| match sorted {
+                Ok(res) => reserved(&res),
+                Err(refused) => Ok(refused),
+            }) {
+                Ok(part) => parts.push(part),
+                Err(retry) => unanswered = Some(retry),
+            }
+        }
+        let refused = parts.iter().any(|p| matches!(p, Outcome::Refused(_)));
+        match unanswered {
+            Some(retry) if !refused => Err(retry),
+            _ => Ok(placement::merge_reservations(parts)),
+        }
+    }
+
+    /// Commits the reservation on each inventory shard of the order, in shard order.
+    async fn commit(&self, order: &Order) -> Result<Outcome, Retry> {
+        let path = format!("/v1/reservations/{}/commit", order.id);
+        let shards = placement::lines_by_inventory_shard(&order.lines, &self.shards);
+        for (i, shard) in shards.keys().enumerate() {
+            let call = Call::post(path.as_str()).shard(*shard);
+            match self.send(INVENTORY, call).await? {
+                Ok(_) => {}
+                // The first shard commits first: its refusal means nothing is sold yet.
+                Err(refused) if i == 0 => return Ok(refused),
+                Err(refused) => {
+                    let reason = match refused {
+                        Outcome::Refused(r) => r,
+                        other => format!("{other:?}"),
+                    };
+                    tracing::error!(order_id = %order.id, shard, %reason, "commit refused after an earlier inventory shard committed");
+                    return Err(Retry::Transient(format!(
+                        "commit refused on inventory shard {shard}: {reason}"
+                    )));
+                }
+            }
+        }
+        Ok(Outcome::Done)
     }
 
     /// Makes a call and sorts the answer: `Ok(Ok(res))` success, `Ok(Err(Refused))` a
@@ -246,9 +326,11 @@ impl SagaRunner {
         role: &str,
         call: Call<'_>,
     ) -> Result<Result<CallResponse, Outcome>, Retry> {
+        // Every step is idempotent per order at the callee (reserve, commit, release,
+        // authorize, capture, void), so the client may repeat a call that timed out.
         let res = self
             .client
-            .call(role, call)
+            .call(role, call.idempotent())
             .await
             .map_err(|e| Retry::Transient(e.to_string()))?;
         match res.status {

@@ -15,6 +15,11 @@ use super::lease_table::{self, LeaseTable};
 use super::{Delta, RegistryState};
 use crate::platform::problem::Problem;
 use crate::platform::registry_api::{now_ms, LeaseGrant, Registration, INDEX_HEADER};
+use crate::platform::server::quiet;
+
+/// The registry's clock on catalog reads, so readers (the `/ui` page, `svc status`) can
+/// compute lease ages without trusting their own clock.
+const TIME_HEADER: &str = "x-svc-time-ms";
 
 type State = web::Data<Arc<RegistryState>>;
 
@@ -24,7 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<RegistryState>) {
         .route("/v1/instances/{role}/{id}/lease", web::put().to(renew))
         .route("/v1/instances/{role}/{id}", web::delete().to(deregister))
         .route("/v1/roles/{role}/instances", web::get().to(list_role))
-        .route("/v1/catalog", web::get().to(catalog));
+        .route("/v1/catalog", web::get().to(catalog))
+        .route("/ui", web::get().to(super::ui::page));
 }
 
 fn grant(state: &RegistryState, table: &LeaseTable) -> LeaseGrant {
@@ -35,32 +41,42 @@ fn grant(state: &RegistryState, table: &LeaseTable) -> LeaseGrant {
     }
 }
 
+/// 200 with the lease grant; 409 if another live instance holds the claimed shard.
 async fn register(state: State, body: web::Json<Registration>) -> Result<HttpResponse, Problem> {
     let reg = body.into_inner();
-    lease_table::validate(&reg, &state.known_roles).map_err(Problem::bad_request)?;
+    lease_table::validate(&reg, &state.known_roles, &state.sharded_roles)
+        .map_err(Problem::bad_request)?;
+    let claimant = reg.instance_id.clone();
     let state = state.into_inner();
-    let grant = web::block(move || {
-        state.mutate(|t| {
-            let changed = t.register(reg, Instant::now(), now_ms());
-            let g = grant(&state, t);
-            let delta = Delta {
-                put: changed.into_iter().collect(),
-                ..Delta::default()
-            };
-            (g, delta)
+    let granted = web::block(move || {
+        state.mutate(|t| match t.register(reg, Instant::now(), now_ms()) {
+            Ok(changed) => {
+                let delta = Delta {
+                    put: changed.into_iter().collect(),
+                    ..Delta::default()
+                };
+                (Ok(grant(&state, t)), delta)
+            }
+            Err(held) => (Err(held), Delta::default()),
         })
     })
     .await
     .map_err(|e| Problem::internal(e.to_string()))?
     .map_err(|e| Problem::internal(e.to_string()))?;
-    Ok(HttpResponse::Ok().json(grant))
+    match granted {
+        Ok(grant) => Ok(HttpResponse::Ok().json(grant)),
+        Err(held) => {
+            tracing::warn!(role = %held.role, shard = held.shard, holder = %held.holder, instance = %claimant, "refused a second holder of a shard");
+            Err(Problem::conflict(held.to_string()))
+        }
+    }
 }
 
 async fn renew(state: State, path: web::Path<(String, String)>) -> Result<HttpResponse, Problem> {
     let (role, id) = path.into_inner();
     let mut table = state.table.lock();
     if table.renew(&role, &id, Instant::now(), now_ms()) {
-        Ok(HttpResponse::Ok().json(grant(&state, &table)))
+        Ok(quiet(HttpResponse::Ok().json(grant(&state, &table))))
     } else {
         Err(Problem::not_found(format!(
             "no lease for {role}/{id}: register again"
@@ -126,9 +142,12 @@ async fn wait_for_change(state: &RegistryState, query: &WatchQuery) -> Result<()
 async fn catalog(state: State, query: web::Query<WatchQuery>) -> Result<HttpResponse, Problem> {
     wait_for_change(&state, &query).await?;
     let catalog = state.table.lock().catalog();
-    Ok(HttpResponse::Ok()
-        .insert_header((INDEX_HEADER, catalog.index.to_string()))
-        .json(catalog))
+    Ok(quiet(
+        HttpResponse::Ok()
+            .insert_header((INDEX_HEADER, catalog.index.to_string()))
+            .insert_header((TIME_HEADER, now_ms().to_string()))
+            .json(catalog),
+    ))
 }
 
 async fn list_role(
@@ -145,7 +164,10 @@ async fn list_role(
     }
     wait_for_change(&state, &query).await?;
     let list = state.table.lock().role(&role);
-    Ok(HttpResponse::Ok()
-        .insert_header((INDEX_HEADER, list.index.to_string()))
-        .json(list))
+    Ok(quiet(
+        HttpResponse::Ok()
+            .insert_header((INDEX_HEADER, list.index.to_string()))
+            .insert_header((TIME_HEADER, now_ms().to_string()))
+            .json(list),
+    ))
 }

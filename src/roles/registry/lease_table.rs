@@ -4,12 +4,22 @@
 //! a registration holds a lease of one TTL, renewed by the instance; a lease not renewed
 //! in time is evicted; every change of membership moves the index forward by one, which
 //! is what blocking queries wait on. Renewals do not move the index: they change no view.
+//!
+//! Stateful roles are sharded: an instance of one claims a shard in `metadata.shard`, and
+//! a shard has at most one live holder. A second instance claiming a shard whose holder
+//! still has a live lease is refused ([`ShardHeld`]); once that lease expires or is
+//! deregistered, the shard is free. Two holders would each mint ids for the same shard
+//! from different files, and calls about those entities would reach either at random.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::platform::config::{check_base_url, check_instance_id};
 use crate::platform::registry_api::{Catalog, Instance, Registration, RoleInstances};
+use crate::platform::shards::MAX_SHARDS;
+
+/// The metadata key an instance of a stateful role names its shard with.
+pub const SHARD_KEY: &str = "shard";
 
 const MAX_METADATA_ENTRIES: usize = 32;
 const MAX_METADATA_KEY: usize = 64;
@@ -22,11 +32,23 @@ struct Lease {
     expires: Instant,
 }
 
+/// A registration refused because another live instance holds the shard it claims.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shard {shard} of {role} is held by {holder} ({address}); stop it or choose another shard")]
+pub struct ShardHeld {
+    pub role: String,
+    pub shard: u32,
+    pub holder: String,
+    pub address: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct LeaseTable {
     leases: BTreeMap<(String, String), Lease>,
     index: u64,
     ttl: Duration,
+    /// Roles whose instances each own one shard (the stateful ones).
+    sharded: BTreeSet<String>,
 }
 
 impl LeaseTable {
@@ -35,7 +57,14 @@ impl LeaseTable {
             leases: BTreeMap::new(),
             index: 0,
             ttl,
+            sharded: BTreeSet::new(),
         }
+    }
+
+    /// Enforces one live holder per shard for `roles`.
+    pub fn with_sharded_roles(mut self, roles: impl IntoIterator<Item = String>) -> Self {
+        self.sharded = roles.into_iter().collect();
+        self
     }
 
     /// Rebuilds the table after a restart. Every lease gets one full TTL of grace, so
@@ -52,7 +81,12 @@ impl LeaseTable {
                 (key, lease)
             })
             .collect();
-        LeaseTable { leases, index, ttl }
+        LeaseTable {
+            leases,
+            index,
+            ttl,
+            sharded: BTreeSet::new(),
+        }
     }
 
     pub fn index(&self) -> u64 {
@@ -65,8 +99,15 @@ impl LeaseTable {
 
     /// Adds or refreshes a registration. Returns the stored instance when membership
     /// changed (new instance, or new address / version / metadata), `None` when it was
-    /// only a renewal in disguise.
-    pub fn register(&mut self, reg: Registration, now: Instant, now_ms: u64) -> Option<Instance> {
+    /// only a renewal in disguise, and [`ShardHeld`] (changing nothing) when another
+    /// live instance holds the shard it claims.
+    pub fn register(
+        &mut self,
+        reg: Registration,
+        now: Instant,
+        now_ms: u64,
+    ) -> Result<Option<Instance>, ShardHeld> {
+        self.check_shard_free(&reg, now)?;
         let key = (reg.role.clone(), reg.instance_id.clone());
         let expires = now + self.ttl;
         if let Some(lease) = self.leases.get_mut(&key) {
@@ -76,13 +117,13 @@ impl LeaseTable {
                 && lease.instance.version == reg.version
                 && lease.instance.metadata == reg.metadata;
             if same {
-                return None;
+                return Ok(None);
             }
             lease.instance.address = reg.address;
             lease.instance.version = reg.version;
             lease.instance.metadata = reg.metadata;
             self.index += 1;
-            return Some(lease.instance.clone());
+            return Ok(Some(lease.instance.clone()));
         }
         let instance = Instance {
             role: reg.role,
@@ -101,7 +142,33 @@ impl LeaseTable {
             },
         );
         self.index += 1;
-        Some(instance)
+        Ok(Some(instance))
+    }
+
+    /// Refuses `reg` if it claims a shard another instance holds with a live lease. A
+    /// lease past its deadline no longer counts, even before the evictor removes it.
+    fn check_shard_free(&self, reg: &Registration, now: Instant) -> Result<(), ShardHeld> {
+        if !self.sharded.contains(&reg.role) {
+            return Ok(());
+        }
+        let Some(shard) = claimed_shard(reg) else {
+            return Ok(());
+        };
+        let holder = self.leases.values().find(|lease| {
+            lease.instance.role == reg.role
+                && lease.instance.instance_id != reg.instance_id
+                && lease.expires > now
+                && shard_in(&lease.instance.metadata) == Some(shard)
+        });
+        match holder {
+            None => Ok(()),
+            Some(lease) => Err(ShardHeld {
+                role: reg.role.clone(),
+                shard,
+                holder: lease.instance.instance_id.clone(),
+                address: lease.instance.address.clone(),
+            }),
+        }
     }
 
     /// Extends a lease. `false` if the registry does not know the instance.
@@ -169,8 +236,24 @@ impl LeaseTable {
     }
 }
 
+/// The shard a registration claims, if it names one. Checked by [`validate`] first.
+fn claimed_shard(reg: &Registration) -> Option<u32> {
+    shard_in(&reg.metadata)
+}
+
+fn shard_in(metadata: &BTreeMap<String, String>) -> Option<u32> {
+    metadata.get(SHARD_KEY).and_then(|s| s.parse().ok())
+}
+
 /// Checks a registration before anything is written; the message says what is wrong.
-pub fn validate(reg: &Registration, known_roles: &[String]) -> Result<(), String> {
+/// An instance of a `sharded` role may name its shard in `metadata.shard` (every `svc`
+/// instance does); a registration without one claims no shard and is only ever sent
+/// calls that are not about an entity.
+pub fn validate(
+    reg: &Registration,
+    known_roles: &[String],
+    sharded: &BTreeSet<String>,
+) -> Result<(), String> {
     if !known_roles.iter().any(|r| r == &reg.role) {
         return Err(format!(
             "unknown role `{}`; valid roles: {}",
@@ -195,6 +278,18 @@ pub fn validate(reg: &Registration, known_roles: &[String]) -> Result<(), String
         if k.is_empty() || k.len() > MAX_METADATA_KEY || v.len() > MAX_METADATA_VALUE {
             return Err(format!(
                 "metadata: keys are 1 to {MAX_METADATA_KEY} bytes, values at most {MAX_METADATA_VALUE}"
+            ));
+        }
+    }
+    if let Some(shard) = reg.metadata.get(SHARD_KEY) {
+        let canonical = shard
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n < MAX_SHARDS && n.to_string() == *shard);
+        if sharded.contains(&reg.role) && canonical.is_none() {
+            return Err(format!(
+                "metadata.shard: `{shard}` is not a shard number from 0 to {}",
+                MAX_SHARDS - 1
             ));
         }
     }
@@ -223,15 +318,18 @@ mod tests {
         let now = Instant::now();
         assert!(t
             .register(reg("orders", "a", "http://h:1"), now, 1)
+            .unwrap()
             .is_some());
         assert_eq!(t.index(), 1);
         assert!(t
             .register(reg("orders", "a", "http://h:1"), now, 2)
+            .unwrap()
             .is_none());
         assert!(t.renew("orders", "a", now, 3));
         assert_eq!(t.index(), 1);
         assert!(t
             .register(reg("orders", "a", "http://h:2"), now, 4)
+            .unwrap()
             .is_some());
         assert_eq!(t.index(), 2);
     }
@@ -240,8 +338,10 @@ mod tests {
     fn unrenewed_lease_is_evicted_after_ttl() {
         let mut t = LeaseTable::new(TTL);
         let start = Instant::now();
-        t.register(reg("orders", "a", "http://h:1"), start, 0);
-        t.register(reg("orders", "b", "http://h:2"), start, 0);
+        t.register(reg("orders", "a", "http://h:1"), start, 0)
+            .unwrap();
+        t.register(reg("orders", "b", "http://h:2"), start, 0)
+            .unwrap();
         assert!(t.renew("orders", "b", start + Duration::from_secs(2), 0));
         assert!(t
             .evict_expired(start + Duration::from_millis(2999))
@@ -256,7 +356,8 @@ mod tests {
     fn restore_grants_a_full_ttl_of_grace() {
         let mut t = LeaseTable::new(TTL);
         let start = Instant::now();
-        t.register(reg("orders", "a", "http://h:1"), start, 0);
+        t.register(reg("orders", "a", "http://h:1"), start, 0)
+            .unwrap();
         let saved = t.catalog();
         let later = start + Duration::from_secs(60);
         let mut restored =
@@ -276,15 +377,109 @@ mod tests {
     #[test]
     fn validation_names_the_problem() {
         let roles = vec!["orders".to_string()];
-        assert!(validate(&reg("orders", "a", "http://h:1"), &roles).is_ok());
-        assert!(validate(&reg("nope", "a", "http://h:1"), &roles)
+        let sharded = BTreeSet::new();
+        assert!(validate(&reg("orders", "a", "http://h:1"), &roles, &sharded).is_ok());
+        assert!(validate(&reg("nope", "a", "http://h:1"), &roles, &sharded)
             .unwrap_err()
             .contains("unknown role"));
-        assert!(validate(&reg("orders", "a/b", "http://h:1"), &roles)
-            .unwrap_err()
-            .starts_with("instance_id"));
-        assert!(validate(&reg("orders", "a", "h:1"), &roles)
+        assert!(
+            validate(&reg("orders", "a/b", "http://h:1"), &roles, &sharded)
+                .unwrap_err()
+                .starts_with("instance_id")
+        );
+        assert!(validate(&reg("orders", "a", "h:1"), &roles, &sharded)
             .unwrap_err()
             .starts_with("address"));
+    }
+
+    fn sharded_reg(role: &str, id: &str, shard: &str) -> Registration {
+        let mut r = reg(role, id, &format!("http://{id}:1"));
+        r.metadata.insert(SHARD_KEY.into(), shard.into());
+        r
+    }
+
+    fn sharded_table() -> LeaseTable {
+        LeaseTable::new(TTL).with_sharded_roles(["orders".to_string()])
+    }
+
+    #[test]
+    fn a_shard_number_must_be_canonical_for_sharded_roles() {
+        let roles = vec!["orders".to_string(), "gateway".to_string()];
+        let sharded: BTreeSet<String> = ["orders".to_string()].into();
+        assert!(validate(&sharded_reg("orders", "a", "1"), &roles, &sharded).is_ok());
+        for bad in ["x", "-1", "01", "+1", "1024", ""] {
+            let e = validate(&sharded_reg("orders", "a", bad), &roles, &sharded).unwrap_err();
+            assert!(e.starts_with("metadata.shard"), "{bad}: {e}");
+        }
+        // Stateless roles may carry any `shard` metadata: it means nothing there.
+        assert!(validate(&sharded_reg("gateway", "g", "x"), &roles, &sharded).is_ok());
+    }
+
+    #[test]
+    fn a_second_live_holder_of_a_shard_is_refused_and_changes_nothing() {
+        let mut t = sharded_table();
+        let now = Instant::now();
+        t.register(sharded_reg("orders", "orders-1", "1"), now, 0)
+            .unwrap();
+        let before = t.catalog();
+        let refused = t
+            .register(sharded_reg("orders", "orders-1b", "1"), now, 0)
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "shard 1 of orders is held by orders-1 (http://orders-1:1); \
+             stop it or choose another shard"
+        );
+        assert_eq!(t.catalog(), before, "a refusal changes nothing");
+        // Other shards, and other roles with the same shard number, are free.
+        assert!(t
+            .register(sharded_reg("orders", "orders-0", "0"), now, 0)
+            .is_ok());
+        assert!(t
+            .register(sharded_reg("payments", "p", "1"), now, 0)
+            .is_ok());
+    }
+
+    #[test]
+    fn the_holder_itself_may_register_again_even_with_a_new_address() {
+        let mut t = sharded_table();
+        let now = Instant::now();
+        t.register(sharded_reg("orders", "orders-1", "1"), now, 0)
+            .unwrap();
+        let mut moved = sharded_reg("orders", "orders-1", "1");
+        moved.address = "http://elsewhere:2".into();
+        assert!(t.register(moved, now, 1).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_shard_is_free_once_its_holder_expires_or_leaves() {
+        let mut t = sharded_table();
+        let start = Instant::now();
+        t.register(sharded_reg("orders", "orders-1", "1"), start, 0)
+            .unwrap();
+        // Expired but not yet evicted: the lease no longer holds the shard.
+        let later = start + TTL;
+        assert!(t
+            .register(sharded_reg("orders", "orders-1b", "1"), later, 0)
+            .is_ok());
+        // Now orders-1b holds it; after it deregisters, orders-1 may take it back.
+        assert!(t
+            .register(sharded_reg("orders", "orders-1", "1"), later, 0)
+            .is_err());
+        t.deregister("orders", "orders-1b");
+        assert!(t
+            .register(sharded_reg("orders", "orders-1", "1"), later, 0)
+            .is_ok());
+    }
+
+    #[test]
+    fn moving_to_a_held_shard_is_refused_too() {
+        let mut t = sharded_table();
+        let now = Instant::now();
+        t.register(sharded_reg("orders", "a", "0"), now, 0).unwrap();
+        t.register(sharded_reg("orders", "b", "1"), now, 0).unwrap();
+        assert!(t.register(sharded_reg("orders", "b", "0"), now, 0).is_err());
+        // A registration naming no shard claims none.
+        assert!(t.register(reg("orders", "c", "http://c:1"), now, 0).is_ok());
     }
 }

@@ -7,7 +7,9 @@
 
 mod http;
 mod lease_table;
+mod ui;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,8 @@ pub struct RegistryState {
     index: watch::Sender<u64>,
     settings: RegistrySettings,
     known_roles: Vec<String>,
+    /// Stateful roles: one live instance per shard (from the manifests).
+    sharded_roles: BTreeSet<String>,
     /// Ends blocking queries at shutdown so draining does not wait out their `wait`.
     shutdown: Shutdown,
 }
@@ -55,6 +59,7 @@ impl RegistryState {
         store: Arc<Store>,
         settings: RegistrySettings,
         known_roles: Vec<String>,
+        sharded_roles: BTreeSet<String>,
         shutdown: Shutdown,
     ) -> Result<Self, StoreError> {
         let instances: Vec<Instance> = store.scan_json(INSTANCES)?;
@@ -67,13 +72,15 @@ impl RegistryState {
                 "restored registrations; every lease has one TTL of grace"
             );
         }
-        let table = LeaseTable::restore(instances, index, settings.lease_ttl, Instant::now());
+        let table = LeaseTable::restore(instances, index, settings.lease_ttl, Instant::now())
+            .with_sharded_roles(sharded_roles.iter().cloned());
         Ok(RegistryState {
             table: Mutex::new(table),
             store,
             index: watch::channel(index).0,
             settings,
             known_roles,
+            sharded_roles,
             shutdown,
         })
     }
@@ -136,10 +143,18 @@ fn key(role: &str, id: &str) -> String {
 
 fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
     let known_roles = ctx.catalog.names().into_iter().map(String::from).collect();
+    // Roles whose instances register and keep state own one shard each.
+    let sharded_roles = ctx
+        .catalog
+        .iter()
+        .filter(|m| m.stateful && m.registers)
+        .map(|m| m.name.clone())
+        .collect();
     let state = Arc::new(RegistryState::open(
         ctx.store.clone(),
         ctx.config.registry.clone(),
         known_roles,
+        sharded_roles,
         ctx.shutdown.clone(),
     )?);
     spawn_evictor(state.clone(), ctx.shutdown.clone());

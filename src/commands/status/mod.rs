@@ -1,0 +1,140 @@
+//! `svc status`: what runs, as the registry sees it, and how each instance is doing.
+//!
+//! The catalog comes from the first registry that answers (exit 1 with a clear message
+//! when none does). Then, for every instance at once: `GET /health/ready` with a short
+//! timeout, and two scrapes of `/metrics` `--window` apart, whose difference gives the
+//! request rate and the p99 latency over the window ([`prom`]); the 5xx count is since
+//! the instance started. Every configured registry is probed too, so a dead one shows.
+//! Roles of the catalog with no instance are listed, so a missing role is seen.
+
+mod prom;
+mod report;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+
+use super::{fail, EXIT_FAILURE};
+use crate::cli::StatusArgs;
+use crate::platform::registry_api::{now_ms, Instance};
+use crate::platform::registry_client::RegistryClient;
+use crate::roles;
+use prom::Figures;
+use report::{InstanceStatus, RegistryStatus, Report};
+
+/// A health probe or scrape that takes longer than this says enough about the instance.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub fn run(args: StatusArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let report = match runtime.block_on(gather(&args)) {
+        Ok(report) => report,
+        Err(message) => return fail(EXIT_FAILURE, message),
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(EXIT_FAILURE, e),
+        }
+    } else {
+        print!("{}", report.table());
+    }
+    ExitCode::SUCCESS
+}
+
+async fn gather(args: &StatusArgs) -> Result<Report, String> {
+    let client = RegistryClient::new(args.registries.clone(), Duration::from_secs(3));
+    let (url, catalog) = client
+        .catalog_from_any()
+        .await
+        .map_err(|e| format!("no registry answered ({}): {e}", args.registries.join(", ")))?;
+    // Lease ages as of the catalog read, not after the scrape window.
+    let read_at = now_ms();
+    let http = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let instances: Vec<&Instance> = catalog.roles.values().flatten().collect();
+
+    let registries = join_all(args.registries.iter().map(|r| probe_registry(&http, r)));
+    let first = join_all(instances.iter().map(|i| first_look(&http, i)));
+    let (registries, first) = futures::join!(registries, first);
+    let started = Instant::now();
+    tokio::time::sleep(args.window).await;
+    let second = join_all(instances.iter().map(|i| scrape(&http, &i.address))).await;
+    let window = started.elapsed();
+
+    let statuses = instances
+        .iter()
+        .zip(first)
+        .zip(second)
+        .map(|((i, (health, before)), after)| {
+            InstanceStatus::new(i, health, before, after, window, read_at)
+        })
+        .collect();
+    let known: Vec<String> = roles::catalog()
+        .iter()
+        .filter(|m| m.registers)
+        .map(|m| m.name.clone())
+        .collect();
+    Ok(Report::new(
+        url,
+        catalog.index,
+        registries,
+        &known,
+        statuses,
+        window,
+    ))
+}
+
+/// Whether the instance answers `/health/ready` with 200, and a first scrape.
+async fn first_look(
+    http: &reqwest::Client,
+    instance: &Instance,
+) -> (Result<(), String>, Result<Figures, String>) {
+    futures::join!(
+        ready(http, &instance.address),
+        scrape(http, &instance.address)
+    )
+}
+
+async fn ready(http: &reqwest::Client, base: &str) -> Result<(), String> {
+    let url = format!("{}/health/ready", base.trim_end_matches('/'));
+    match http.get(&url).send().await {
+        Ok(res) if res.status().is_success() => Ok(()),
+        Ok(res) => Err(format!("not ready ({})", res.status().as_u16())),
+        Err(e) if e.is_timeout() => Err("no answer within 1s".to_string()),
+        Err(_) => Err("unreachable".to_string()),
+    }
+}
+
+async fn scrape(http: &reqwest::Client, base: &str) -> Result<Figures, String> {
+    let url = format!("{}/metrics", base.trim_end_matches('/'));
+    let res = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if !res.status().is_success() {
+        return Err(format!("GET {url}: {}", res.status()));
+    }
+    let text = res.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+    Ok(Figures::from_samples(&prom::parse(&text)))
+}
+
+async fn probe_registry(http: &reqwest::Client, url: &str) -> RegistryStatus {
+    RegistryStatus {
+        url: url.to_string(),
+        health: match ready(http, url).await {
+            Ok(()) => "ready".to_string(),
+            Err(e) => e,
+        },
+    }
+}

@@ -1,0 +1,167 @@
+//! One attempt on the wire: build the request, send it, read the answer, within a budget.
+//!
+//! Every attempt carries the trace context of the work it is done for (its
+//! `traceparent` and the `x-request-id`) and the time the caller will still wait
+//! ([`super::deadline::HEADER`]). The whole exchange (connect, send, headers, body) is
+//! bounded by `budget` here, whatever the HTTP library's own timeouts do. Failures are
+//! sorted into [`FailureKind`]s, because what may be retried depends on whether the
+//! request may have reached the callee.
+
+use std::time::Duration;
+
+use super::call::{Call, CallResponse};
+use super::deadline;
+use super::retry::FailureKind;
+use crate::platform::trace_context::{self, REQUEST_ID, TRACEPARENT};
+
+/// Why an attempt brought no answer.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub detail: String,
+}
+
+/// Sends `call` to the instance at `base` and waits at most `budget` for the whole answer.
+pub async fn send(
+    http: &reqwest::Client,
+    base: &str,
+    call: &Call<'_>,
+    budget: Duration,
+) -> Result<CallResponse, Failure> {
+    let url = format!("{}{}", base.trim_end_matches('/'), call.path);
+    let mut req = http
+        .request(call.method.clone(), &url)
+        .header(deadline::HEADER, deadline::encode(budget));
+    for (name, value) in &call.headers {
+        req = req.header(*name, value.as_str());
+    }
+    if let Some(ctx) = trace_context::current() {
+        // The caller's own span id is the parent the callee logs (`parent_span_id`); a
+        // separate call span would appear in no log, and `svc trace` could not nest the
+        // callee under the caller. The callee starts its own span.
+        req = req
+            .header(TRACEPARENT, ctx.traceparent())
+            .header(REQUEST_ID, ctx.request_id.as_str());
+    }
+    if let Some(body) = call.body {
+        req = req.json(body);
+    }
+    let exchange = async {
+        let res = req.send().await.map_err(classify)?;
+        let status = res.status().as_u16();
+        let header = |name: reqwest::header::HeaderName| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        let location = header(reqwest::header::LOCATION);
+        let retry_after = header(reqwest::header::RETRY_AFTER);
+        let body = res.bytes().await.map_err(classify)?;
+        Ok(CallResponse {
+            status,
+            content_type,
+            location,
+            retry_after,
+            body,
+        })
+    };
+    match tokio::time::timeout(budget, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure {
+            kind: FailureKind::TimedOut,
+            detail: format!("no answer within {}", humantime::format_duration(budget)),
+        }),
+    }
+}
+
+/// Sorts a transport error by whether the request may have reached the callee.
+fn classify(e: reqwest::Error) -> Failure {
+    let kind = if e.is_connect() {
+        if refused(&e) {
+            FailureKind::Refused
+        } else {
+            FailureKind::NotConnected
+        }
+    } else if e.is_timeout() {
+        FailureKind::TimedOut
+    } else {
+        FailureKind::Broken
+    };
+    Failure {
+        kind,
+        detail: error_chain(&e),
+    }
+}
+
+/// Whether the OS said "connection refused" somewhere down the error's causes.
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// The error and its causes on one line: reqwest's own message is often just
+/// "error sending request", the useful part is underneath.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(err) = cause {
+        let text = err.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = err.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_port_is_refused_and_a_stalled_server_times_out() {
+        let http = reqwest::Client::new();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let call = Call::get("/x");
+        let budget = Duration::from_secs(2);
+        let err = send(&http, &format!("http://{addr}"), &call, budget)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Refused, "{}", err.detail);
+
+        // Accepts connections and never answers.
+        let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = stalled.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = stalled.accept().await {
+                held.push(socket);
+            }
+        });
+        let started = std::time::Instant::now();
+        let err = send(
+            &http,
+            &format!("http://{addr}"),
+            &call,
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind, FailureKind::TimedOut, "{}", err.detail);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        hold.abort();
+    }
+}

@@ -1,0 +1,231 @@
+//! systemd's notify protocol: tell the service manager when the instance is ready, when it
+//! starts stopping, and that its event loop is still alive (the watchdog).
+//!
+//! The protocol is one datagram per message, `KEY=VALUE` lines, sent to the unix socket
+//! named by `$NOTIFY_SOCKET` (a leading `@` means the abstract namespace). It is small
+//! enough that a dependency would be larger than the code, so it lives here.
+//!
+//! Without `$NOTIFY_SOCKET` (not under systemd, or `Type=` is not `notify`) every call is
+//! a no-op, so the lifecycle calls it unconditionally. A failed send is logged once and
+//! never stops the instance: systemd is the one that acts on a missing `READY=1` or
+//! watchdog ping, and it will.
+//!
+//! The watchdog pings come from a task on the runtime that runs the lifecycle, at half
+//! of `WatchdogSec`, so a stalled main event loop stops the pings and systemd restarts
+//! the instance.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where to send notifications, from `$NOTIFY_SOCKET`; `None` when it is unset or empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyTarget {
+    Path(PathBuf),
+    /// Linux abstract socket name (without the leading `@`).
+    Abstract(Vec<u8>),
+}
+
+impl NotifyTarget {
+    pub fn parse(value: &str) -> Option<NotifyTarget> {
+        if value.is_empty() {
+            None
+        } else if let Some(name) = value.strip_prefix('@') {
+            Some(NotifyTarget::Abstract(name.as_bytes().to_vec()))
+        } else {
+            Some(NotifyTarget::Path(PathBuf::from(value)))
+        }
+    }
+}
+
+/// The watchdog period systemd asked for, halved as `sd_watchdog_enabled(3)` advises:
+/// `$WATCHDOG_USEC` set and `$WATCHDOG_PID` unset or this process.
+pub fn watchdog_ping_interval(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    my_pid: u32,
+) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
+    if let Some(pid) = pid {
+        if pid.trim().parse::<u32>().ok()? != my_pid {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
+}
+
+/// Sends notify messages to systemd; cheap to clone, a no-op when not under systemd.
+#[derive(Clone)]
+pub struct Notifier {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    target: NotifyTarget,
+    socket: UnixDatagram,
+    /// Whether a failed send was logged already (one warning, not one per ping).
+    warned: AtomicBool,
+}
+
+impl Notifier {
+    /// A notifier for `$NOTIFY_SOCKET`, or a silent one if it is unset or unusable.
+    pub fn from_env() -> Notifier {
+        let target = std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .and_then(|v| NotifyTarget::parse(&v));
+        Notifier::new(target)
+    }
+
+    pub fn new(target: Option<NotifyTarget>) -> Notifier {
+        let inner = target.and_then(|target| match UnixDatagram::unbound() {
+            Ok(socket) => Some(Arc::new(Inner {
+                target,
+                socket,
+                warned: AtomicBool::new(false),
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create the systemd notify socket; not notifying");
+                None
+            }
+        });
+        Notifier { inner }
+    }
+
+    /// Whether a service manager is listening (for log lines only).
+    pub fn is_active(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// `READY=1` with a human status line (`systemctl status` shows it).
+    pub fn ready(&self, status: &str) {
+        self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
+    }
+
+    /// `STOPPING=1`: the unit shows "deactivating" while the instance drains.
+    pub fn stopping(&self, status: &str) {
+        self.send(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
+    }
+
+    pub fn watchdog(&self) {
+        self.send("WATCHDOG=1");
+    }
+
+    /// Sends one message; failures are logged once.
+    pub fn send(&self, message: &str) {
+        let Some(inner) = &self.inner else { return };
+        if let Err(e) = inner.send(message.as_bytes()) {
+            if !inner.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, target = ?inner.target, "cannot notify systemd");
+            }
+        }
+    }
+
+    /// Pings the watchdog every `interval` from the current runtime until the process
+    /// exits (also while draining: systemd may keep enforcing it while the unit stops).
+    /// If this runtime stalls, the pings stop and systemd acts.
+    pub fn spawn_watchdog(&self, interval: Duration) {
+        if self.inner.is_none() {
+            return;
+        }
+        let notifier = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            // A late tick means the loop was stalled: ping once, do not burst.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                notifier.watchdog();
+            }
+        });
+    }
+}
+
+impl Inner {
+    fn send(&self, message: &[u8]) -> std::io::Result<()> {
+        match &self.target {
+            NotifyTarget::Path(path) => self.socket.send_to(message, path).map(drop),
+            NotifyTarget::Abstract(name) => send_abstract(&self.socket, name, message),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn send_abstract(socket: &UnixDatagram, name: &[u8], message: &[u8]) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+    socket.send_to_addr(message, &addr).map(drop)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_abstract(_: &UnixDatagram, _: &[u8], _: &[u8]) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "abstract unix sockets exist only on Linux",
+    ))
+}
+
+/// A status must stay on its line: a newline would start another `KEY=` assignment.
+fn one_line(status: &str) -> String {
+    status.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_socket_forms() {
+        assert_eq!(NotifyTarget::parse(""), None);
+        assert_eq!(
+            NotifyTarget::parse("/run/systemd/notify"),
+            Some(NotifyTarget::Path("/run/systemd/notify".into()))
+        );
+        assert_eq!(
+            NotifyTarget::parse("@svc/notify"),
+            Some(NotifyTarget::Abstract(b"svc/notify".to_vec()))
+        );
+    }
+
+    #[test]
+    fn watchdog_is_half_the_period_and_only_for_us() {
+        let half = Some(Duration::from_millis(100));
+        assert_eq!(watchdog_ping_interval(Some("200000"), None, 7), half);
+        assert_eq!(watchdog_ping_interval(Some("200000"), Some("7"), 7), half);
+        assert_eq!(watchdog_ping_interval(Some("200000"), Some("8"), 7), None);
+        assert_eq!(watchdog_ping_interval(None, None, 7), None);
+        assert_eq!(watchdog_ping_interval(Some("0"), None, 7), None);
+        assert_eq!(watchdog_ping_interval(Some("soon"), None, 7), None);
+    }
+
+    #[test]
+    fn messages_reach_a_path_socket_and_an_abstract_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        Notifier::new(Some(NotifyTarget::Path(path))).ready("serving\non :1");
+        let mut buf = [0u8; 256];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=serving on :1");
+
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            let name = format!("svc-test-{}", std::process::id());
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            let listener = UnixDatagram::bind_addr(&addr).unwrap();
+            Notifier::new(NotifyTarget::parse(&format!("@{name}"))).watchdog();
+            let n = listener.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"WATCHDOG=1");
+        }
+    }
+
+    #[test]
+    fn without_a_socket_nothing_happens() {
+        let n = Notifier::new(None);
+        assert!(!n.is_active());
+        n.ready("x");
+        n.stopping("x");
+    }
+}
