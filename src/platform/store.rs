@@ -136,8 +136,11 @@ impl Store {
         }
     }
 
-    /// Reads every document of a table, in key order.
-    pub fn scan_json<T: DeserializeOwned>(&self, table: JsonTable) -> Result<Vec<T>, StoreError> {
+    /// Reads every document of a table (any key type), in key order.
+    pub fn scan_json<K: redb::Key + 'static, T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<'static, K, &'static [u8]>,
+    ) -> Result<Vec<T>, StoreError> {
         let tx = self.db.begin_read()?;
         let table = match tx.open_table(table) {
             Ok(t) => t,

@@ -80,18 +80,7 @@ pub fn read(store: &Store) -> Result<Ledger, PaymentError> {
 }
 
 fn entries(store: &Store) -> Result<Vec<LedgerEntry>, StoreError> {
-    let tx = store.db().begin_read()?;
-    let table = match tx.open_table(LEDGER) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for row in table.iter()? {
-        let (_, v) = row?;
-        out.push(store::decode(v.value())?);
-    }
-    Ok(out)
+    store.scan_json(LEDGER)
 }
 
 /// `(captured, open)`: replays the entries, tracking each order's open authorization.
