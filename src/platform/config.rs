@@ -86,6 +86,8 @@ pub struct Config {
     pub payments: PaymentsSettings,
     /// Calls to other roles: timeouts, retries, ejection, concurrency, per dependency.
     pub client: ClientSettings,
+    /// Export of spans to an OpenTelemetry collector (OTLP/HTTP); off by default.
+    pub otlp: OtlpSettings,
 }
 
 impl Default for Config {
@@ -110,6 +112,7 @@ impl Default for Config {
             inventory: InventorySettings::default(),
             payments: PaymentsSettings::default(),
             client: ClientSettings::default(),
+            otlp: OtlpSettings::default(),
         }
     }
 }
@@ -252,6 +255,49 @@ impl Default for PaymentsSettings {
         Self {
             decline_above_minor: 1_000_000,
         }
+    }
+}
+
+/// Export of the request and saga-step spans to an OpenTelemetry collector, over
+/// OTLP/HTTP (protobuf), with the trace and span ids the logs carry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpSettings {
+    pub enabled: bool,
+    /// Collector base URL; spans are POSTed to `<endpoint>/v1/traces`.
+    pub endpoint: String,
+    /// Limit of one export request; spans of a failed export are dropped.
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Duration,
+}
+
+impl Default for OtlpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4318".to_string(),
+            export_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl OtlpSettings {
+    /// Where spans are sent: the endpoint with `/v1/traces` appended.
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.endpoint.trim_end_matches('/'))
+    }
+
+    fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        check_collector_url(&self.endpoint)
+            .map_err(|reason| ConfigError::new(origin, "otlp.endpoint", reason))?;
+        if self.export_timeout.is_zero() {
+            return Err(ConfigError::new(
+                origin,
+                "otlp.export_timeout",
+                "expected more than 0",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -608,6 +654,7 @@ impl Config {
             ));
         }
         self.check_client(origin)?;
+        self.otlp.check(origin)?;
         Ok(())
     }
 }
@@ -734,6 +781,26 @@ pub fn check_base_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A collector base URL: http(s), a host, maybe a path prefix; no query or fragment.
+fn check_collector_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("`{url}`: expected an http:// or https:// URL"));
+    }
+    if parsed.host_str().is_none() {
+        return Err(format!("`{url}`: expected a host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("`{url}`: expected no query or fragment"));
+    }
+    if parsed.path().trim_end_matches('/').ends_with("/v1/traces") {
+        return Err(format!(
+            "`{url}`: expected the collector's base URL (`/v1/traces` is appended)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -781,6 +848,33 @@ mod tests {
     fn registry_urls_are_checked() {
         let c = Config::parse("registries: [\"ftp://x\"]\n", "f").unwrap();
         assert_eq!(c.validate("f").unwrap_err().key, "registries[0]");
+    }
+
+    #[test]
+    fn otlp_is_off_by_default_and_its_endpoint_is_checked() {
+        let c = Config::parse("", "f").unwrap();
+        assert!(!c.otlp.enabled);
+        assert_eq!(c.otlp.traces_url(), "http://127.0.0.1:4318/v1/traces");
+        let c = Config::parse(
+            "otlp:\n  enabled: true\n  endpoint: https://otel.example/prefix/\n",
+            "f",
+        )
+        .unwrap();
+        c.validate("f").unwrap();
+        assert_eq!(c.otlp.traces_url(), "https://otel.example/prefix/v1/traces");
+        for bad in [
+            "otlp:\n  endpoint: 127.0.0.1:4318\n",
+            "otlp:\n  endpoint: ftp://collector\n",
+            "otlp:\n  endpoint: http://collector:4318/v1/traces\n",
+            "otlp:\n  endpoint: http://collector:4318?x=1\n",
+        ] {
+            let c = Config::parse(bad, "f").unwrap();
+            assert_eq!(c.validate("f").unwrap_err().key, "otlp.endpoint", "{bad}");
+        }
+        let c = Config::parse("otlp:\n  export_timeout: 0s\n", "f").unwrap();
+        assert_eq!(c.validate("f").unwrap_err().key, "otlp.export_timeout");
+        let e = Config::parse("otlp:\n  enable: true\n", "f").unwrap_err();
+        assert!(e.key.starts_with("otlp"), "{e}");
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Store {
     }
 
     /// Reads every document of a table (any key type), in key order.
-    pub fn scan_json<K: redb::Key + 'static, T: DeserializeOwned>(
+    pub fn scan_json<T: DeserializeOwned, K: redb::Key + 'static>(
         &self,
         table: TableDefinition<'static, K, &'static [u8]>,
     ) -> Result<Vec<T>, StoreError> {

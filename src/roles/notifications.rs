@@ -181,7 +181,7 @@ mod tests {
         let store = Store::open(&dir.path().join("n.redb")).unwrap();
         assert!(record_event(&store, &event("e2", "order.shipped")).is_err());
         assert!(store
-            .scan_json::<Notification>(NOTIFICATIONS)
+            .scan_json::<Notification, _>(NOTIFICATIONS)
             .unwrap()
             .is_empty());
     }

@@ -1,0 +1,163 @@
+//! Export of spans to an OpenTelemetry collector over OTLP/HTTP (protobuf), when
+//! `otlp.enabled`: the `tracing-opentelemetry` layer turns finished spans into OTel
+//! spans, a batch processor (its own thread, a blocking reqwest client) POSTs them to
+//! `<endpoint>/v1/traces` every second.
+//!
+//! The exported ids are svc's own: [`bind`] gives a span the trace id, span id and
+//! parent span id of its [`TraceContext`], the ids its log lines carry and its
+//! `traceparent` passes on, so a collector links the spans of every instance exactly
+//! as `svc trace` does. That takes an [`IdGenerator`] that hands out the ids [`bind`]
+//! puts in a thread-local while it starts the span; other spans get random ids.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SdkTracerProvider,
+};
+use opentelemetry_sdk::Resource;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::platform::config::OtlpSettings;
+use crate::platform::trace_context::TraceContext;
+
+/// How often queued spans are sent.
+const EXPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether the installed subscriber exports: [`bind`] costs nothing when it does not.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The exporter could not be built (an endpoint the HTTP client refuses).
+#[derive(Debug, thiserror::Error)]
+#[error("otlp: cannot export to {url}: {reason}")]
+pub struct ExportError {
+    url: String,
+    reason: String,
+}
+
+/// The tracer provider of an exporting process; [`Export::shutdown`] sends what is queued.
+#[derive(Clone)]
+pub struct Export {
+    provider: SdkTracerProvider,
+    timeout: Duration,
+}
+
+impl Export {
+    pub fn new(settings: &OtlpSettings, role: &str, instance: &str) -> Result<Self, ExportError> {
+        let url = settings.traces_url();
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(url.clone())
+            .with_timeout(settings.export_timeout)
+            .build()
+            .map_err(|e| ExportError {
+                url,
+                reason: e.to_string(),
+            })?;
+        let batches = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_scheduled_delay(EXPORT_INTERVAL)
+                    .build(),
+            )
+            .build();
+        let resource = Resource::builder()
+            .with_service_name(format!("svc-{role}"))
+            .with_attribute(KeyValue::new("service.instance.id", instance.to_string()))
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(batches)
+            .with_id_generator(SvcIds)
+            .with_resource(resource)
+            .build();
+        Ok(Self {
+            provider,
+            timeout: settings.export_timeout,
+        })
+    }
+
+    pub fn tracer(&self) -> opentelemetry_sdk::trace::Tracer {
+        self.provider.tracer("svc")
+    }
+
+    /// From now on [`bind`] gives spans svc's ids (call once the layer is installed).
+    pub fn activate(&self) {
+        EXPORTING.store(true, Ordering::Relaxed);
+    }
+
+    /// Sends every span still queued, waiting at most about one export's time.
+    pub fn shutdown(&self) {
+        EXPORTING.store(false, Ordering::Relaxed);
+        if let Err(e) = self
+            .provider
+            .shutdown_with_timeout(self.timeout + Duration::from_secs(1))
+        {
+            tracing::warn!(error = %e, "otlp: spans still queued at exit may be lost");
+        }
+    }
+}
+
+/// See [`super::bind_trace`].
+pub fn bind(span: &tracing::Span, ctx: &TraceContext) {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return;
+    }
+    let parent = match ctx.parent_span_id {
+        Some(parent) => {
+            let flags = if ctx.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            };
+            Context::new().with_remote_span_context(SpanContext::new(
+                TraceId::from(ctx.trace_id),
+                SpanId::from(parent),
+                flags,
+                true,
+                TraceState::default(),
+            ))
+        }
+        // A root: no parent, and the trace id comes from `SvcIds`.
+        None => Context::new(),
+    };
+    if span.set_parent(parent).is_err() {
+        return; // not exported (filtered out), or already started
+    }
+    NEXT_IDS.with(|ids| ids.set(Some((ctx.trace_id, ctx.span_id))));
+    let _ = span.context(); // starts the OTel span now, taking its ids from `SvcIds`
+    NEXT_IDS.with(|ids| ids.set(None));
+}
+
+thread_local! {
+    /// The (trace id, span id) the span [`bind`] is starting must get.
+    static NEXT_IDS: Cell<Option<(u128, u64)>> = const { Cell::new(None) };
+}
+
+/// Ids for the SDK: those [`bind`] asks for, else random ones.
+#[derive(Debug)]
+struct SvcIds;
+
+impl IdGenerator for SvcIds {
+    fn new_trace_id(&self) -> TraceId {
+        match NEXT_IDS.with(Cell::get) {
+            Some((trace, _)) => TraceId::from(trace),
+            None => RandomIdGenerator::default().new_trace_id(),
+        }
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        match NEXT_IDS.with(Cell::get) {
+            Some((_, span)) => SpanId::from(span),
+            None => RandomIdGenerator::default().new_span_id(),
+        }
+    }
+}
