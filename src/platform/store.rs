@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(store.get_json::<u32>(T, "k").unwrap(), None);
         store.put_json(T, "k", &7u32).unwrap();
         assert_eq!(store.get_json::<u32>(T, "k").unwrap(), Some(7));
-        assert_eq!(store.scan_json::<u32>(T).unwrap(), vec![7]);
+        assert_eq!(store.scan_json::<u32, _>(T).unwrap(), vec![7]);
     }
 
     #[test]
