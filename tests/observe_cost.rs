@@ -7,17 +7,22 @@
 //! - `observe, stderr at info`: as `svc run` by default (the access line is debug, so
 //!   it is filtered; the request span and its fields are still built);
 //! - `observe, + log file`: as `svc run --log-file` / `svc dev`: also one JSON access
-//!   line appended to a file per request.
+//!   line appended to a file per request;
+//! - `observe, + OTLP export`: as `svc run` at info with `otlp.enabled`: the request span
+//!   also becomes an OpenTelemetry span with svc's ids, batched and POSTed (on the
+//!   exporter's own thread) to a collector stub in this process that answers 200.
 //!
 //! Ignored by `cargo test`; run it in release:
 //!
 //!     cargo test --release --test observe_cost -- --ignored --nocapture
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{middleware::from_fn, test, web, App, HttpResponse};
-use svc::platform::config::LogFormat;
+use svc::platform::config::{LogFormat, OtlpSettings};
 use svc::platform::metrics::Metrics;
 use svc::platform::peer_view::PeerView;
 use svc::platform::server::{self, PlatformState, Readiness};
@@ -29,6 +34,45 @@ const PER_ROUND: usize = 500;
 
 async fn thing() -> HttpResponse {
     HttpResponse::Ok().body("ok")
+}
+
+/// A collector stub: answers 200 to every request; returns its base URL.
+fn collector_stub() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.trim_end().to_ascii_lowercase();
+                        if lower.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if writer.write_all(ok.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -66,7 +110,18 @@ async fn cost_of_logging_and_metrics_per_request() {
         "observe, no subscriber",
         "observe, stderr at info",
         "observe, + log file",
+        "observe, + OTLP export",
     ];
+    let export = telemetry::otlp::Export::new(
+        &OtlpSettings {
+            enabled: true,
+            endpoint: collector_stub(),
+            ..Default::default()
+        },
+        "inventory",
+        "inv-bench",
+    )
+    .unwrap();
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
     for _ in 0..ROUNDS {
         for (v, times) in samples.iter_mut().enumerate() {
@@ -86,10 +141,26 @@ async fn cost_of_logging_and_metrics_per_request() {
                     Some(telemetry::open_log_file(&log_path).unwrap()),
                     std::io::sink,
                 ))),
+                4 => {
+                    let layer = telemetry::otlp_layer(&export);
+                    Some(tracing::subscriber::set_default(
+                        tracing_subscriber::layer::SubscriberExt::with(
+                            telemetry::subscriber(
+                                LogFormat::Json,
+                                "inventory",
+                                "inv-bench",
+                                None,
+                                std::io::sink,
+                            ),
+                            layer,
+                        ),
+                    ))
+                }
                 _ => Some(tracing::subscriber::set_default(
                     tracing::subscriber::NoSubscriber::default(),
                 )),
             };
+            export.set_active(v == 4);
             for n in 0..PER_ROUND {
                 let req = test::TestRequest::get()
                     .uri(&format!("/v1/things/{n}"))
@@ -133,6 +204,7 @@ async fn cost_of_logging_and_metrics_per_request() {
             (p50.as_secs_f64() - p50_bare.as_secs_f64()) * 1e6,
         );
     }
+    export.shutdown();
     let text = std::fs::read_to_string(&log_path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(

@@ -67,7 +67,16 @@ pub fn run(args: RunArgs) -> ExitCode {
         Some(Ok(file)) => Some(file),
         None => None,
     };
-    telemetry::init(config.log_format, &manifest.name, &instance_id, log_file);
+    let telemetry = match telemetry::init(
+        config.log_format,
+        &manifest.name,
+        &instance_id,
+        log_file,
+        &config.otlp,
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
     let result = actix_web::rt::System::new().block_on(lifecycle::run(
         entry,
         manifest,
@@ -75,6 +84,8 @@ pub fn run(args: RunArgs) -> ExitCode {
         config,
         instance_id,
     ));
+    // Stopped or failed: what is still queued for the collector goes now.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -28,7 +28,7 @@ use super::client::deadline;
 use super::metrics::Metrics;
 use super::peer_view::PeerView;
 use super::problem::{self, Problem};
-use super::telemetry::SPAN_TARGET;
+use super::telemetry::{self, SPAN_TARGET};
 use super::trace_context::{self, TraceContext, REQUEST_ID, TRACEPARENT};
 
 /// Marks an answer as routine plumbing: its success is logged at trace, not debug.
@@ -170,6 +170,7 @@ pub async fn observe(
             tracing::field::display(ctx.parent_span_id_hex()),
         );
     }
+    telemetry::bind_trace(&span, &ctx);
     let request_id = ctx.request_id.clone();
     let started = Instant::now();
     let result = handle(req, next, ctx).instrument(span.clone()).await;
@@ -201,6 +202,7 @@ pub async fn observe(
         } else if status >= 400 {
             tracing::info!(target: SPAN_TARGET, %method, %path, status, ms, "request refused");
         } else if quiet {
+            telemetry::mark_quiet(&span);
             tracing::trace!(target: SPAN_TARGET, %method, %path, status, ms, "request");
         } else {
             tracing::debug!(target: SPAN_TARGET, %method, %path, status, ms, "request");

@@ -12,6 +12,9 @@
 //! `svc trace` draw every call of a trace, also the successful ones, while a terminal
 //! stays quiet. Renewals, watches, probes and scrapes log at trace level, so they fill
 //! neither.
+//!
+//! With `otlp.enabled`, the same spans also go to an OpenTelemetry collector ([`otlp`]),
+//! with the ids of the log lines: [`bind_trace`] ties a span to its [`TraceContext`].
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -32,7 +35,10 @@ use tracing_subscriber::{
     EnvFilter, Layer,
 };
 
-use super::config::LogFormat;
+use super::config::{LogFormat, OtlpSettings};
+use super::trace_context::TraceContext;
+
+pub mod otlp;
 
 /// Target of the one debug line per unit of work (request served, saga step) that the
 /// log file always keeps. `RUST_LOG=svc::span=debug` shows them on stderr too.
@@ -66,11 +72,69 @@ pub fn open_log_file(path: &Path) -> Result<File, LogFileError> {
         .map_err(fail)
 }
 
-/// Installs the global subscriber: stderr in `format`, and JSON lines to `log_file` if
-/// given. `RUST_LOG` refines the default `info` filter of both.
-pub fn init(format: LogFormat, role: &str, instance: &str, log_file: Option<File>) {
+/// What [`init`] started that must be stopped at exit: the span export, if enabled.
+#[must_use = "call shutdown at exit, or queued spans are lost"]
+pub struct Telemetry {
+    export: Option<otlp::Export>,
+}
+
+impl Telemetry {
+    /// Sends the spans still queued for export (if any) and stops exporting.
+    pub fn shutdown(self) {
+        if let Some(export) = self.export {
+            export.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber: stderr in `format`, JSON lines to `log_file` if
+/// given, and spans to an OTLP collector if `otlp.enabled`. `RUST_LOG` refines the
+/// default `info` filter of all.
+pub fn init(
+    format: LogFormat,
+    role: &str,
+    instance: &str,
+    log_file: Option<File>,
+    otlp: &OtlpSettings,
+) -> Result<Telemetry, otlp::ExportError> {
+    let export = otlp
+        .enabled
+        .then(|| otlp::Export::new(otlp, role, instance))
+        .transpose()?;
     // A second init (tests calling twice) is harmless: keep the first subscriber.
-    let _ = subscriber(format, role, instance, log_file, std::io::stderr).try_init();
+    let installed = subscriber(format, role, instance, log_file, std::io::stderr)
+        .with(export.as_ref().map(otlp_layer))
+        .try_init()
+        .is_ok();
+    if let Some(export) = export.as_ref().filter(|_| installed) {
+        export.set_active(true);
+    }
+    Ok(Telemetry { export })
+}
+
+/// The layer that hands finished spans to `export`'s batch processor.
+pub fn otlp_layer<S>(export: &otlp::Export) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(export.tracer())
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+}
+
+/// Gives `span` (just created, not yet entered) the ids of `ctx` in the OTLP export:
+/// its trace id, its span id, and `parent_span_id` as its remote parent, the same ids
+/// its log lines carry. Nothing happens (an atomic load) when export is off.
+pub fn bind_trace(span: &tracing::Span, ctx: &TraceContext) {
+    otlp::bind(span, ctx);
+}
+
+/// Keeps `span` out of the OTLP export: the span of a [`quiet`](super::server::quiet)
+/// answer, left out as the log file leaves it out.
+pub fn mark_quiet(span: &tracing::Span) {
+    otlp::mark_quiet(span);
 }
 
 /// The subscriber [`init`] installs, with what it calls stderr as a parameter, so the
@@ -81,7 +145,7 @@ pub fn subscriber<W>(
     instance: &str,
     log_file: Option<File>,
     stderr: W,
-) -> impl Subscriber + Send + Sync + 'static
+) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {

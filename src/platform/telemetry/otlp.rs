@@ -8,19 +8,24 @@
 //! `traceparent` passes on, so a collector links the spans of every instance exactly
 //! as `svc trace` does. That takes an [`IdGenerator`] that hands out the ids [`bind`]
 //! puts in a thread-local while it starts the span; other spans get random ids.
+//!
+//! Spans of [`quiet`](crate::platform::server::quiet) answers (probes, scrapes, lease
+//! renewals, watches) are marked by [`mark_quiet`] and never sent, as they are kept out
+//! of the log file.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
-    TracerProvider as _,
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SdkTracerProvider,
+    SpanData, SpanExporter,
 };
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -62,7 +67,7 @@ impl Export {
                 url,
                 reason: e.to_string(),
             })?;
-        let batches = BatchSpanProcessor::builder(exporter)
+        let batches = BatchSpanProcessor::builder(SkipQuiet(exporter))
             .with_batch_config(
                 BatchConfigBuilder::default()
                     .with_scheduled_delay(EXPORT_INTERVAL)
@@ -89,14 +94,15 @@ impl Export {
         self.provider.tracer("svc")
     }
 
-    /// From now on [`bind`] gives spans svc's ids (call once the layer is installed).
-    pub fn activate(&self) {
-        EXPORTING.store(true, Ordering::Relaxed);
+    /// Whether [`bind`] gives spans svc's ids: on once the layer is installed (off
+    /// again only where the layer is not always in use, as in `tests/observe_cost.rs`).
+    pub fn set_active(&self, on: bool) {
+        EXPORTING.store(on, Ordering::Relaxed);
     }
 
     /// Sends every span still queued, waiting at most about one export's time.
     pub fn shutdown(&self) {
-        EXPORTING.store(false, Ordering::Relaxed);
+        self.set_active(false);
         if let Err(e) = self
             .provider
             .shutdown_with_timeout(self.timeout + Duration::from_secs(1))
@@ -135,6 +141,46 @@ pub fn bind(span: &tracing::Span, ctx: &TraceContext) {
     NEXT_IDS.with(|ids| ids.set(Some((ctx.trace_id, ctx.span_id))));
     let _ = span.context(); // starts the OTel span now, taking its ids from `SvcIds`
     NEXT_IDS.with(|ids| ids.set(None));
+}
+
+/// The attribute [`mark_quiet`] sets; spans that have it are not exported.
+const QUIET: &str = "svc.quiet";
+
+/// See [`super::mark_quiet`].
+pub fn mark_quiet(span: &tracing::Span) {
+    if EXPORTING.load(Ordering::Relaxed) {
+        span.set_attribute(QUIET, true);
+    }
+}
+
+/// The OTLP exporter, minus the spans marked [`QUIET`].
+#[derive(Debug)]
+struct SkipQuiet<E>(E);
+
+impl<E: SpanExporter> SpanExporter for SkipQuiet<E> {
+    async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
+        batch.retain(|span| !span.attributes.iter().any(|kv| kv.key.as_str() == QUIET));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.0.export(batch).await
+    }
+
+    fn shutdown_with_timeout(&mut self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn shutdown(&mut self) -> OTelSdkResult {
+        self.0.shutdown()
+    }
+
+    fn force_flush(&mut self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
 }
 
 thread_local! {

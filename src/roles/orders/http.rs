@@ -23,6 +23,7 @@ use super::saga::SagaRunner;
 use crate::platform::client::{self, Call, ServiceClient};
 use crate::platform::problem::Problem;
 use crate::platform::shards::ShardCounts;
+use crate::platform::shutdown::Shutdown;
 use crate::platform::trace_context;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -34,6 +35,9 @@ pub struct OrdersState {
     pub runner: Arc<SagaRunner>,
     pub client: ServiceClient,
     pub create_wait: Duration,
+    /// Triggered when this instance stops: its sagas stop with it (and resume after the
+    /// restart), so a create waiting for one answers at once instead of `create_wait`.
+    pub shutdown: Shutdown,
     /// This role's name and the shard this instance owns.
     pub role: String,
     pub shard: u32,
@@ -148,7 +152,8 @@ async fn check_products_exist(
     Ok(())
 }
 
-/// Waits up to `create_wait` for the saga of `id` to end, then reads the order.
+/// Waits up to `create_wait` for the saga of `id` to end (less if this instance stops),
+/// then reads the order.
 async fn settle(state: &OrdersState, id: &str) -> Result<Order, Problem> {
     let mut finished = state.runner.subscribe();
     state.runner.drive(id.to_string());
@@ -160,12 +165,23 @@ async fn settle(state: &OrdersState, id: &str) -> Result<Order, Problem> {
         match current {
             Some(o) if o.is_final() => return Ok(o),
             None => return Err(Problem::not_found(format!("no order `{id}`"))),
-            Some(o) => match tokio::time::timeout_at(deadline, finished.recv()).await {
-                Err(_) => return Ok(o),
-                Ok(Ok(done)) if done != id => continue,
-                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => continue,
-                Ok(Err(RecvError::Closed)) => return Ok(o),
-            },
+            Some(o) => {
+                let ended = tokio::select! {
+                    ended = tokio::time::timeout_at(deadline, finished.recv()) => ended,
+                    // Stopping (SIGTERM): the saga runner has stopped, so nothing will end
+                    // this saga before the restart; waiting out `create_wait` would only
+                    // hold up the drain (and keep this shard away for that long). 202 now.
+                    () = state.shutdown.wait() => {
+                        return Ok(state.book.get(id)?.unwrap_or(o));
+                    }
+                };
+                match ended {
+                    Err(_) => return Ok(o),
+                    Ok(Ok(done)) if done != id => continue,
+                    Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => continue,
+                    Ok(Err(RecvError::Closed)) => return Ok(o),
+                }
+            }
         }
     }
 }

@@ -55,6 +55,7 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
         runner,
         client: ctx.client.clone(),
         create_wait: ctx.config.orders.create_wait,
+        shutdown: ctx.shutdown.clone(),
         role: ctx.manifest.name.clone(),
         shard: ctx.config.shard,
         shards: ctx.config.shards.clone(),

@@ -157,6 +157,7 @@ impl SagaRunner {
                 span_id = %trace.span_id_hex(),
                 parent_span_id = %trace.parent_span_id_hex(),
             );
+            crate::platform::telemetry::bind_trace(&span, &trace);
             let started = std::time::Instant::now();
             let performed = trace_context::scope(trace, self.perform(&order, step))
                 .instrument(span.clone())
