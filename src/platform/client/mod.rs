@@ -54,6 +54,9 @@ use retry::Outcome;
 /// Longest wait for a TCP (and TLS) connection: one that takes longer goes elsewhere
 /// (a connect failure is always safe to retry).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a call about an entity waits for its shard to get a holder again.
+const OWNER_WAIT: Duration = Duration::from_secs(2);
+const OWNER_POLL: Duration = Duration::from_millis(25);
 
 #[derive(Clone)]
 pub struct ServiceClient {
@@ -158,10 +161,29 @@ impl ServiceClient {
         // The result of the previous attempt, returned if no further attempt can go.
         let mut previous: Option<Result<CallResponse, CallError>> = None;
         let mut attempt = 1;
+        // Whether an attempt of this call found nothing listening (see the owner wait).
+        let mut refused_here = false;
         loop {
             let now = Instant::now();
             let view = self.inner.peers.instances(role);
-            let target = match dependency.pick(&view, call.shard, &tried, now) {
+            let pick = dependency.pick(&view, call.shard, &tried, now);
+            // A shard with no holder, or whose holder just refused this very call, is
+            // usually one being restarted: it deregistered on SIGTERM, or its old
+            // address no longer listens. Wait a little for the new holder, so a rolling
+            // restart is invisible; a dead shard still gets its 503 once the wait is
+            // over, and an instance ejected for failing is not waited for.
+            let owner_may_return = call.shard.is_some()
+                && now < deadline.min(started + OWNER_WAIT)
+                && match &pick {
+                    Pick::NoInstance => true,
+                    Pick::AllEjected { .. } => refused_here,
+                    Pick::Chosen(_) => false,
+                };
+            if owner_may_return {
+                tokio::time::sleep(OWNER_POLL).await;
+                continue;
+            }
+            let target = match pick {
                 Pick::Chosen(target) => target,
                 Pick::NoInstance => {
                     return previous.unwrap_or(Err(CallError::NoInstance {
@@ -196,6 +218,7 @@ impl ServiceClient {
                 Ok(res) => Outcome::Answered(res.status),
                 Err(failure) => Outcome::Failed(failure.kind),
             };
+            refused_here |= matches!(outcome, Outcome::Failed(retry::FailureKind::Refused));
             match &sent {
                 Err(failure) => dependency.metrics.attempt_failed(failure.kind.label()),
                 Ok(res) if res.status >= 500 => dependency.metrics.attempt_failed("status_5xx"),
