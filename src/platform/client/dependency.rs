@@ -62,6 +62,9 @@ pub struct Dependency {
     pub metrics: DependencyMetrics,
     breaker_policy: BreakerPolicy,
     endpoints: Mutex<HashMap<EndpointKey, Endpoint>>,
+    /// When each shard last had a holder in the view: a shard that had one a moment
+    /// ago is probably restarting, one never seen is simply not there.
+    shards_seen: Mutex<HashMap<u32, Instant>>,
 }
 
 /// What [`Dependency::pick`] found.
@@ -94,7 +97,24 @@ impl Dependency {
             policy,
             metrics,
             endpoints: Mutex::new(HashMap::new()),
+            shards_seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Notes which shards have a holder in `view` (as of `now`).
+    pub fn note_shards(&self, view: &[Instance], now: Instant) {
+        let mut seen = self.shards_seen.lock();
+        for shard in view.iter().filter_map(shard_of) {
+            seen.insert(shard, now);
+        }
+    }
+
+    /// Whether `shard` had a holder within `window` before `now`.
+    pub fn shard_seen_recently(&self, shard: u32, now: Instant, window: Duration) -> bool {
+        self.shards_seen
+            .lock()
+            .get(&shard)
+            .is_some_and(|at| now.saturating_duration_since(*at) <= window)
     }
 
     /// Chooses the instance for one attempt among `view` (every instance of the role).

@@ -57,6 +57,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a call about an entity waits for its shard to get a holder again.
 const OWNER_WAIT: Duration = Duration::from_secs(2);
 const OWNER_POLL: Duration = Duration::from_millis(25);
+/// A shard whose holder was in the view this recently is waited for; one not seen for
+/// longer (or never) is answered 503 at once.
+const OWNER_RECENT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct ServiceClient {
@@ -167,12 +170,15 @@ impl ServiceClient {
             let now = Instant::now();
             let view = self.inner.peers.instances(role);
             let pick = dependency.pick(&view, call.shard, &tried, now);
-            // A shard with no holder, or whose holder just refused this very call, is
-            // usually one being restarted: it deregistered on SIGTERM, or its old
-            // address no longer listens. Wait a little for the new holder, so a rolling
+            // A shard that had a holder a moment ago but has none now, or whose holder
+            // just refused this very call, is usually one being restarted: it
+            // deregistered on SIGTERM, or its old address no longer listens. Wait a little for the new holder, so a rolling
             // restart is invisible; a dead shard still gets its 503 once the wait is
             // over, and an instance ejected for failing is not waited for.
-            let owner_may_return = call.shard.is_some()
+            dependency.note_shards(&view, now);
+            let owner_may_return = call
+                .shard
+                .is_some_and(|shard| dependency.shard_seen_recently(shard, now, OWNER_RECENT))
                 && now < deadline.min(started + OWNER_WAIT)
                 && match &pick {
                     Pick::NoInstance => true,
