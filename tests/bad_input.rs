@@ -191,31 +191,6 @@ fn corrupt_state_file_fails_clearly_without_a_panic() {
     assert_eq!(std::fs::read(&store).unwrap(), garbage);
 }
 
-/// Checks that `res` is an `application/problem+json` answer with `status`.
-async fn expect_problem(res: reqwest::Response, status: u16, what: &str) -> Value {
-    let got = res.status().as_u16();
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let text = res.text().await.unwrap_or_default();
-    assert_eq!(got, status, "{what}: {text}");
-    assert!(
-        content_type.starts_with("application/problem+json"),
-        "{what}: content-type {content_type:?}"
-    );
-    let problem: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{what}: problem body is not JSON ({e}): {text}"));
-    assert_eq!(problem["status"], status, "{what}: {problem}");
-    assert!(
-        problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{what}: {problem}"
-    );
-    problem
-}
-
 fn registration(role: &str, id: &str, address: &str) -> Value {
     json!({ "role": role, "instance_id": id, "address": address, "version": "1.0.0" })
 }
@@ -255,7 +230,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
             .send()
             .await
             .unwrap();
-        let problem = expect_problem(res, 400, what).await;
+        let problem = assert_problem(res, 400, what).await;
         let detail = problem["detail"].as_str().unwrap();
         assert!(
             detail.contains(mention),
@@ -311,7 +286,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
         ),
     ];
     for (what, body, mention) in &invalid {
-        let problem = expect_problem(post_json(&url, body).await, 400, what).await;
+        let problem = assert_problem(post_json(&url, body).await, 400, what).await;
         let detail = problem["detail"].as_str().unwrap();
         assert!(
             detail.contains(mention),
@@ -327,7 +302,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
         .send()
         .await
         .unwrap();
-    expect_problem(res, 415, "text/plain body").await;
+    assert_problem(res, 415, "text/plain body").await;
 
     let after = catalog(&registry).await;
     assert_eq!(after, before, "refused requests changed the catalog");
@@ -359,39 +334,39 @@ async fn unknown_routes_and_leases_are_404_problems() {
     let base = &registry.url;
 
     let res = client.get(format!("{base}/v1/nope")).send().await.unwrap();
-    expect_problem(res, 404, "unknown route").await;
+    assert_problem(res, 404, "unknown route").await;
     let res = client.get(format!("{base}/")).send().await.unwrap();
-    expect_problem(res, 404, "root").await;
+    assert_problem(res, 404, "root").await;
     let res = client
         .put(format!("{base}/v1/instances/orders/ghost/lease"))
         .send()
         .await
         .unwrap();
-    expect_problem(res, 404, "renewing an unknown lease").await;
+    assert_problem(res, 404, "renewing an unknown lease").await;
     let res = client
         .delete(format!("{base}/v1/instances/orders/ghost"))
         .send()
         .await
         .unwrap();
-    expect_problem(res, 404, "deregistering an unknown instance").await;
+    assert_problem(res, 404, "deregistering an unknown instance").await;
     let res = client
         .get(format!("{base}/v1/roles/billing/instances"))
         .send()
         .await
         .unwrap();
-    expect_problem(res, 404, "unknown role listing").await;
+    assert_problem(res, 404, "unknown role listing").await;
     let res = client
         .get(format!("{base}/v1/catalog?index=x"))
         .send()
         .await
         .unwrap();
-    expect_problem(res, 400, "non-numeric index").await;
+    assert_problem(res, 400, "non-numeric index").await;
     let res = client
         .get(format!("{base}/v1/catalog?index=0&wait=soon"))
         .send()
         .await
         .unwrap();
-    expect_problem(res, 400, "bad wait").await;
+    assert_problem(res, 400, "bad wait").await;
 
     // Every instance answers unknown routes the same way.
     let inventory = cluster.start("inventory", "inv-1", &registry.url);
@@ -400,7 +375,7 @@ async fn unknown_routes_and_leases_are_404_problems() {
         .send()
         .await
         .unwrap();
-    expect_problem(res, 404, "unknown route on inventory").await;
+    assert_problem(res, 404, "unknown route on inventory").await;
 }
 
 #[tokio::test]
@@ -417,7 +392,7 @@ async fn oversized_body_is_413() {
     )
     .await
     .expect("answer to an oversized body");
-    expect_problem(res, 413, "100 KiB body").await;
+    assert_problem(res, 413, "100 KiB body").await;
     assert_eq!(catalog(&registry).await, before);
 
     // Also on an instance's own routes.
@@ -425,7 +400,7 @@ async fn oversized_body_is_413() {
     let mut big = product("big");
     big["name"] = json!("y".repeat(100 * 1024));
     let res = post_json(&format!("{}/v1/products", inventory.url), &big).await;
-    expect_problem(res, 413, "100 KiB product").await;
+    assert_problem(res, 413, "100 KiB product").await;
 }
 
 #[test]
