@@ -67,11 +67,13 @@ impl From<BookError> for Problem {
     }
 }
 
-/// The order as clients see it: the card number is never echoed.
+/// The order as clients see it: the card number is never echoed, and the stored trace
+/// context is internal (the caller has its own `x-request-id`).
 fn view(order: &Order) -> serde_json::Value {
     let mut v = serde_json::to_value(order).unwrap_or_default();
     if let Some(map) = v.as_object_mut() {
         map.remove("card");
+        map.remove("traceparent");
     }
     v
 }
