@@ -124,11 +124,7 @@ async fn timed_get(client: &reqwest::Client, url: &str) -> (u16, Option<String>,
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = res.status().as_u16();
-    let retry_after = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let retry_after = header(&res, "retry-after");
     let text = res.text().await.unwrap_or_default();
     let took = started.elapsed();
     (
@@ -393,11 +389,7 @@ async fn beyond_max_concurrency_the_gateway_answers_503_at_once() {
     let started = Instant::now();
     let res = http().get(&url).send().await.expect("GET");
     let took = started.elapsed();
-    let retry_after = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let retry_after = header(&res, "retry-after");
     let problem = assert_problem(res, 503, "beyond the limit").await;
     assert_eq!(retry_after.as_deref(), Some("1"), "{problem}");
     assert!(

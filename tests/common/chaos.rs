@@ -268,16 +268,7 @@ impl ChaosCluster {
     pub async fn wait_all_final(&self, timeout: Duration) -> Vec<Value> {
         wait_for("every order to end", timeout, || async {
             let all = self.try_all_orders().await?;
-            let pending: Vec<&str> = all
-                .iter()
-                .filter(|o| o["status"] == "pending")
-                .map(|o| str_of(o, "id"))
-                .collect();
-            if pending.is_empty() {
-                Ok(all)
-            } else {
-                Err(format!("{} pending: {pending:?}", pending.len()))
-            }
+            none_pending(all)
         })
         .await
         .0

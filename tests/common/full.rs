@@ -333,16 +333,7 @@ impl FullCluster {
     pub async fn wait_all_final(&self, timeout: Duration) -> Vec<Value> {
         wait_for("every order to end", timeout, || async {
             let all = self.try_all_orders(1000).await?;
-            let pending: Vec<&str> = all
-                .iter()
-                .filter(|o| o["status"] == "pending")
-                .map(|o| str_of(o, "id"))
-                .collect();
-            if pending.is_empty() {
-                Ok(all)
-            } else {
-                Err(format!("{} pending: {pending:?}", pending.len()))
-            }
+            none_pending(all)
         })
         .await
         .0
@@ -536,11 +527,7 @@ pub async fn place_order_at(
         .await
         .unwrap_or_else(|e| panic!("POST orders {body}: {e}"));
     let status = res.status().as_u16();
-    let location = res
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let location = header(&res, "location");
     let text = res.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("POST orders: {status}: not JSON ({e}): {text}"));
@@ -548,5 +535,19 @@ pub async fn place_order_at(
         status,
         location,
         body,
+    }
+}
+
+/// `all` if no order in it is still pending; else which ones are.
+pub fn none_pending(all: Vec<Value>) -> Result<Vec<Value>, String> {
+    let pending: Vec<&str> = all
+        .iter()
+        .filter(|o| o["status"] == "pending")
+        .map(|o| str_of(o, "id"))
+        .collect();
+    if pending.is_empty() {
+        Ok(all)
+    } else {
+        Err(format!("{} pending: {pending:?}", pending.len()))
     }
 }

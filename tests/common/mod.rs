@@ -603,3 +603,11 @@ pub async fn wait_peers(svc: &Svc, peers: &[&Svc]) -> Value {
 pub fn show(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// A response header as text, if present and printable.
+pub fn header(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}

@@ -235,11 +235,7 @@ impl ShardedCluster {
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         let status = res.status().as_u16();
-        let retry_after = res
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let retry_after = header(&res, "retry-after");
         let text = res.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("GET {url}: {status}: not JSON ({e}): {text}"));
