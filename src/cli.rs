@@ -57,6 +57,13 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Make the cluster's mutual-TLS certificates: the CA, then one certificate per
+    /// instance (and one for operators), each naming its role.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Make API keys for the public API (`gateway.api_keys`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -92,6 +99,13 @@ pub struct RunArgs {
     /// every instance. Roles not named keep the config file's count (default 1).
     #[arg(long, env = "SVC_SHARDS", value_delimiter = ',')]
     pub shards: Option<Vec<String>>,
+    /// Directory with ca.crt and <role>.crt / <role>.key for mutual TLS (see `svc certs`).
+    #[arg(long, env = "SVC_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// YAML file of hashed API keys the gateway accepts (see `svc keys new`); replaces
+    /// gateway.api_keys_file.
+    #[arg(long, env = "SVC_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -124,9 +138,19 @@ pub struct StatusArgs {
         long = "registry",
         env = "SVC_REGISTRY",
         value_delimiter = ',',
-        default_value = "http://127.0.0.1:7700"
+        default_value = "https://127.0.0.1:7700"
     )]
     pub registries: Vec<String>,
+    /// Directory with ca.crt and the certificate of --identity (mutual TLS).
+    #[arg(long, env = "SVC_TLS_DIR", default_value = "tls")]
+    pub tls_dir: PathBuf,
+    /// Whose certificate to present: `operator`, or the role of a certificate on this
+    /// host (every cluster identity may read the catalog, health and metrics).
+    #[arg(long, default_value = "operator")]
+    pub identity: String,
+    /// Plain HTTP, for a cluster running with `tls.insecure`.
+    #[arg(long)]
+    pub insecure: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -158,6 +182,13 @@ pub struct BenchArgs {
     /// How long to place orders (humantime, e.g. 10s).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: std::time::Duration,
+    /// API key with products:write and orders:write (default: what `svc dev` made in
+    /// --api-key-file).
+    #[arg(long, env = "SVC_API_KEY")]
+    pub api_key: Option<String>,
+    /// File holding the API key when --api-key is not given.
+    #[arg(long, default_value = "data/dev/api-key")]
+    pub api_key_file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,4 +199,80 @@ pub enum ConfigCommand {
         #[arg(long, env = "SVC_CONFIG")]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new random API key: prints the key (once; it is stored nowhere) and the
+    /// entry holding its SHA-256 to paste into `gateway.api_keys` or the
+    /// `gateway.api_keys_file`.
+    #[command(
+        after_help = "Scopes: products:read, products:write, orders:read, orders:write.\n\nExamples:\n  svc keys new --name shop --scopes orders:read,orders:write,products:read\n  svc keys new --name bulk-import --scopes products:write --rate-per-second 100 --burst 200"
+    )]
+    New(KeysNewArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct KeysNewArgs {
+    /// Who gets the key (1 to 64 of A-Z a-z 0-9 - _ .); the name logs show.
+    #[arg(long)]
+    pub name: String,
+    /// Scopes the key grants, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scopes: Vec<String>,
+    /// This key's own rate (default: gateway.rate_limit.per_second).
+    #[arg(long)]
+    pub rate_per_second: Option<f64>,
+    /// This key's own burst (default: gateway.rate_limit.burst).
+    #[arg(long)]
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create the cluster CA in DIR: ca.crt (every instance trusts it) and ca.key (signs
+    /// certificates; keep it where you issue them, never on the instances).
+    #[command(
+        after_help = "Writes DIR/ca.crt (0644) and DIR/ca.key (0600); creates DIR (0700) if missing.\nAn ECDSA P-256 CA valid for 10 years. Refuses to replace an existing CA unless\n--force: every certificate it issued stops being trusted.\n\nExample:\n  svc certs init --dir /etc/svc/tls"
+    )]
+    Init(CertsInitArgs),
+    /// Issue DIR/NAME.crt and DIR/NAME.key for one role (or `operator`, for people and
+    /// tools such as `svc status`), signed by the CA in DIR.
+    #[command(
+        after_help = "The certificate names the role as URI spiffe://svc/role/ROLE (what peers check)\nand each --host as a DNS name or IP address (what callers connect to); it serves\nand calls (server and client auth). Copy ca.crt, NAME.crt and NAME.key to the\ninstance's tls.dir.\n\nExamples:\n  svc certs issue --role orders --host vm1.example --host 10.0.0.5 --dir /etc/svc/tls\n  svc certs issue --role orders --name orders-1 --host vm2.example,10.0.0.6 --dir /etc/svc/tls\n  svc certs issue --role operator --valid-for 30d --dir /etc/svc/tls"
+    )]
+    Issue(CertsIssueArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CertsInitArgs {
+    /// Directory of the PKI (created if missing).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Replace an existing CA.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CertsIssueArgs {
+    /// Role the certificate speaks for (see `svc roles`), or `operator`.
+    #[arg(long)]
+    pub role: String,
+    /// DNS name or IP address the instance is reached at; repeat it or separate by
+    /// commas. Required for roles, optional for `operator`.
+    #[arg(long = "host", value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// File name of the certificate and key, without extension. Default: the role.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How long the certificate is valid (humantime, e.g. 90d, 12h).
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    pub valid_for: std::time::Duration,
+    /// Directory of the PKI: holds ca.crt and ca.key, receives NAME.crt and NAME.key.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Replace an existing certificate and key of that name.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -42,7 +42,24 @@ pub fn run(args: BenchArgs) -> ExitCode {
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let key = match &args.api_key {
+        Some(key) => key.clone(),
+        None => std::fs::read_to_string(&args.api_key_file)
+            .map(|k| k.trim().to_string())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "no --api-key, and {} cannot be read: {e}",
+                    args.api_key_file.display()
+                )
+            })?,
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+        .map_err(|_| anyhow::anyhow!("the API key is not a valid header value"))?;
+    bearer.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(30))
         .build()?;

@@ -4,8 +4,10 @@
 //! 2 a usage or configuration error (unknown role, bad config value).
 
 mod bench;
+mod certs;
 mod config_check;
 mod dev;
+mod keys;
 mod roles;
 mod run;
 mod status;
@@ -27,6 +29,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Roles => roles::run(),
         Command::Bench(args) => bench::run(args),
         Command::Config(ConfigCommand::Check { config }) => config_check::run(&config),
+        Command::Certs(command) => certs::run(command),
+        Command::Keys(command) => keys::run(command),
     }
 }
 

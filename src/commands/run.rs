@@ -51,6 +51,8 @@ pub fn run(args: RunArgs) -> ExitCode {
                 log_file: args.log_file,
                 shard: args.shard,
                 shards,
+                tls_dir: args.tls_dir,
+                api_keys_file: args.api_keys_file,
             })
         })
         .and_then(|c| c.check_for_role(&origin, &manifest, &catalog).map(|()| c));

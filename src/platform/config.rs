@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 use super::manifest::{Manifest, RoleCatalog};
 use super::shards::{ShardCounts, MAX_SHARDS};
 
+mod gateway;
+mod tls;
+pub use gateway::*;
+pub use tls::{check_scheme, TlsFiles, TlsSettings};
+
 /// Where a value came from, for error messages: a file path, or "flags/environment".
 const OVERRIDES_ORIGIN: &str = "command line / SVC_* environment";
 
@@ -55,6 +60,9 @@ pub enum LogFormat {
 pub struct Config {
     /// Address to bind. Unset: `bind_host` and the role's manifest port (0 = any free port).
     pub listen: Option<SocketAddr>,
+    /// Where the internal mutual-TLS listener of a role with a public API (the gateway)
+    /// binds; there `listen` is the public one. Unset: `bind_host`, any free port.
+    pub internal_listen: Option<SocketAddr>,
     /// Interface to bind when `listen` is unset.
     pub bind_host: IpAddr,
     /// Host name or IP other instances use to reach this one; the port is the bound one.
@@ -88,16 +96,21 @@ pub struct Config {
     pub client: ClientSettings,
     /// Export of spans to an OpenTelemetry collector (OTLP/HTTP); off by default.
     pub otlp: OtlpSettings,
+    /// The public API's guard: API keys and scopes, rate limits, size and time limits.
+    pub gateway: GatewaySettings,
+    /// Mutual TLS of every internal connection: the CA and this instance's certificate.
+    pub tls: TlsSettings,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: None,
+            internal_listen: None,
             bind_host: IpAddr::from([127, 0, 0, 1]),
             advertise_host: None,
             data_dir: PathBuf::from("data"),
-            registries: vec!["http://127.0.0.1:7700".to_string()],
+            registries: vec!["https://127.0.0.1:7700".to_string()],
             instance_id: None,
             shard: 0,
             shards: ShardCounts::default(),
@@ -113,6 +126,8 @@ impl Default for Config {
             payments: PaymentsSettings::default(),
             client: ClientSettings::default(),
             otlp: OtlpSettings::default(),
+            gateway: GatewaySettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -488,6 +503,8 @@ pub struct Overrides {
     pub shard: Option<u32>,
     /// Counts for the roles named; the file's counts stay for the others.
     pub shards: Option<ShardCounts>,
+    pub tls_dir: Option<PathBuf>,
+    pub api_keys_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -543,6 +560,12 @@ impl Config {
         if let Some(shards) = overrides.shards {
             self.shards.merge(&shards);
         }
+        if let Some(dir) = overrides.tls_dir {
+            self.tls.dir = dir;
+        }
+        if let Some(file) = overrides.api_keys_file {
+            self.gateway.api_keys_file = Some(file);
+        }
         self.validate(OVERRIDES_ORIGIN)?;
         Ok(self)
     }
@@ -551,8 +574,10 @@ impl Config {
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         for (i, url) in self.registries.iter().enumerate() {
             check_base_url(url)
+                .and_then(|()| check_scheme(&self.tls, url))
                 .map_err(|reason| ConfigError::new(origin, &format!("registries[{i}]"), reason))?;
         }
+        self.tls.validate(origin)?;
         if let Some(host) = &self.advertise_host {
             check_base_url(&format!("http://{host}:1"))
                 .map_err(|reason| ConfigError::new(origin, "advertise_host", reason))?;
@@ -655,6 +680,7 @@ impl Config {
         }
         self.check_client(origin)?;
         self.otlp.check(origin)?;
+        self.gateway.check(origin)?;
         Ok(())
     }
 }
@@ -925,6 +951,8 @@ mod tests {
             calls: Vec::new(),
             publishes: Vec::new(),
             consumes: Vec::new(),
+            endpoints: Default::default(),
+            public: false,
         }
     }
 
@@ -1063,6 +1091,8 @@ mod client_settings {
             calls: Vec::new(),
             publishes: Vec::new(),
             consumes: Vec::new(),
+            endpoints: Default::default(),
+            public: false,
         };
         let catalog = RoleCatalog::new(vec![
             manifest("registry"),

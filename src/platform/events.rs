@@ -412,6 +412,8 @@ mod tests {
             calls: Vec::new(),
             publishes: publishes.iter().map(|s| s.to_string()).collect(),
             consumes: consumes.iter().map(|s| s.to_string()).collect(),
+            endpoints: Default::default(),
+            public: false,
         }
     }
 

@@ -12,13 +12,17 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use actix_web::{middleware::from_fn, App, HttpServer};
+use std::time::Duration;
+
+use actix_web::{middleware::from_fn, web, App};
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::access::{self, AccessPolicy};
 use super::client::ServiceClient;
 use super::config::Config;
 use super::lease_keeper::LeaseKeeper;
+use super::listener::{self, Limits, Transport};
 use super::manifest::{Manifest, RoleCatalog};
 use super::metrics::Metrics;
 use super::peer_view::PeerView;
@@ -29,6 +33,7 @@ use super::server::{self, PlatformState, Readiness};
 use super::shutdown::Shutdown;
 use super::store::Store;
 use super::systemd::{self, Notifier};
+use super::tls::setup;
 
 /// The instance id used when none is configured: the host name, which is stable across
 /// restarts on a VM running one instance per role.
@@ -77,21 +82,51 @@ pub async fn run(
     }
     let path = store_path(&config, &role, &instance_id);
     let store = Arc::new(Store::open(&path)?);
+    let tls = setup::load_material(&config.tls, &role)?;
 
-    let listen = config
-        .listen
-        .unwrap_or_else(|| SocketAddr::new(config.bind_host, manifest.port));
-    let listener =
-        TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
-    let bound = listener.local_addr()?;
-    let address = advertised_address(bound, config.advertise_host.as_deref());
+    // A role with a public API binds that at `listen`; its internal listener elsewhere.
+    let default_listen = SocketAddr::new(config.bind_host, manifest.port);
+    let (internal_at, public_at) = if manifest.public {
+        let internal = config
+            .internal_listen
+            .unwrap_or_else(|| SocketAddr::new(config.bind_host, 0));
+        (internal, Some(config.listen.unwrap_or(default_listen)))
+    } else {
+        (config.listen.unwrap_or(default_listen), None)
+    };
+    let internal_transport = match &tls {
+        Some(material) => Transport::MutualTls(material.clone()),
+        None => Transport::Plain,
+    };
+    let (listener, bound) = bind(internal_at)?;
+    let address = advertised_address(
+        internal_transport.scheme(),
+        bound,
+        config.advertise_host.as_deref(),
+    );
+    let public = match public_at {
+        Some(at) => {
+            let transport = setup::public_transport(&config.tls)?;
+            let (listener, bound) = bind(at)?;
+            let url = advertised_address(transport.scheme(), bound, config.advertise_host.as_deref());
+            Some((listener, transport, url))
+        }
+        None => None,
+    };
+    let public_address = public.as_ref().map(|(_, _, url)| url.clone());
 
     let shutdown = Shutdown::new();
-    let registry_client =
-        RegistryClient::new(config.registries.clone(), config.discovery.registry_timeout);
+    if let Some(material) = &tls {
+        setup::spawn_reloader(material.clone(), config.tls.reload_interval, shutdown.clone());
+    }
+    let registry_client = RegistryClient::new(
+        config.registries.clone(),
+        config.discovery.registry_timeout,
+        tls.as_ref(),
+    )?;
     let peers = PeerView::restore(store.clone());
     let metrics = Metrics::new(&role, &instance_id);
-    let client = ServiceClient::new(peers.clone(), &config, metrics.registry())?;
+    let client = ServiceClient::new(peers.clone(), &config, metrics.registry(), tls.as_ref())?;
     let ctx = RoleContext {
         manifest: manifest.clone(),
         catalog,
@@ -106,6 +141,8 @@ pub async fn run(
     };
     let routes = (entry.start)(&ctx).with_context(|| format!("role {role} failed to start"))?;
 
+    let connections_internal = metrics.connections("internal");
+    let connections_public = metrics.connections("public");
     let readiness = Readiness::default();
     let platform = PlatformState {
         role: role.clone(),
@@ -115,23 +152,57 @@ pub async fn run(
         peers: peers.clone(),
         max_body_bytes: config.http.max_body_bytes,
     };
-    let server = HttpServer::new(move || {
-        let routes = routes.clone();
-        let platform = platform.clone();
-        App::new()
-            .wrap(from_fn(server::observe))
-            .configure(|cfg| server::configure(cfg, &platform))
-            .configure(|cfg| routes(cfg))
-            .default_service(actix_web::web::to(server::not_found))
-    })
-    .workers(config.workers)
-    .disable_signals()
-    .shutdown_timeout(config.shutdown.drain_timeout.as_secs().max(1))
-    .listen(listener)
-    .with_context(|| format!("cannot serve on {bound}"))?
-    .run();
-    let handle = server.handle();
-    let serving = tokio::spawn(server);
+    let limits = Limits {
+        workers: config.workers,
+        drain_timeout: config.shutdown.drain_timeout,
+        head_timeout: HEAD_TIMEOUT,
+    };
+    let policy = web::Data::new(AccessPolicy::new(&manifest, tls.is_some()));
+    let internal_routes = (!manifest.public).then(|| routes.clone());
+    let internal_platform = platform.clone();
+    let server = listener::serve(
+        move || {
+            let routes = internal_routes.clone();
+            let platform = internal_platform.clone();
+            App::new()
+                .app_data(policy.clone())
+                .wrap(from_fn(access::enforce))
+                .wrap(from_fn(server::observe))
+                .configure(|cfg| server::configure(cfg, &platform))
+                .configure(|cfg| {
+                    if let Some(routes) = routes {
+                        routes(cfg)
+                    }
+                })
+                .default_service(actix_web::web::to(server::not_found))
+        },
+        listener,
+        &internal_transport,
+        limits,
+        connections_internal,
+    )?;
+    let mut handles = vec![server.handle()];
+    let mut serving = vec![tokio::spawn(server)];
+    if let Some((listener, transport, url)) = public {
+        let server = listener::serve(
+            move || {
+                let routes = routes.clone();
+                let platform = platform.clone();
+                App::new()
+                    .wrap(from_fn(server::observe))
+                    .configure(|cfg| server::configure_extractors(cfg, &platform))
+                    .configure(|cfg| routes(cfg))
+                    .default_service(actix_web::web::to(server::not_found))
+            },
+            listener,
+            &transport,
+            limits,
+            connections_public,
+        )?;
+        handles.push(server.handle());
+        serving.push(tokio::spawn(server));
+        tracing::info!(public = %url, "serving the public API");
+    }
     tracing::info!(%address, store = %path.display(), "serving");
 
     let lease_keeper = if manifest.registers {
@@ -147,7 +218,7 @@ pub async fn run(
                 instance_id: instance_id.clone(),
                 address: address.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
-                metadata: [("shard".to_string(), config.shard.to_string())].into(),
+                metadata: registration_metadata(config.shard, public_address.as_deref()),
             },
         );
         let accepted = keeper.start().await;
@@ -163,7 +234,14 @@ pub async fn run(
 
     readiness.set(true);
     let registered = lease_keeper.as_ref().map(LeaseKeeper::holding);
-    announce_ready(&role, &instance_id, &address, &path, registered);
+    announce_ready(
+        &role,
+        &instance_id,
+        &address,
+        public_address.as_deref(),
+        &path,
+        registered,
+    );
     notifier.ready(&match registered {
         Some(n) => format!(
             "serving {role}/{instance_id} at {address}; registered at {n} of {} registries",
@@ -183,27 +261,48 @@ pub async fn run(
         keeper.deregister_all().await;
     }
     shutdown.trigger();
-    handle.stop(true).await;
-    let _ = serving.await;
+    futures::future::join_all(handles.iter().map(|h| h.stop(true))).await;
+    futures::future::join_all(serving).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-fn advertised_address(bound: SocketAddr, advertise_host: Option<&str>) -> String {
+/// How long a client may take to send a request head (or finish a TLS handshake).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn bind(at: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(at).with_context(|| format!("cannot listen on {at}"))?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
+fn advertised_address(scheme: &str, bound: SocketAddr, advertise_host: Option<&str>) -> String {
     match advertise_host {
-        Some(host) => format!("http://{host}:{}", bound.port()),
+        Some(host) => format!("{scheme}://{host}:{}", bound.port()),
         // Bound to every interface: peers need a name that reaches us.
         None if bound.ip().is_unspecified() => {
-            format!("http://{}:{}", default_instance_id(), bound.port())
+            format!("{scheme}://{}:{}", default_instance_id(), bound.port())
         }
-        None => format!("http://{bound}"),
+        None => format!("{scheme}://{bound}"),
     }
+}
+
+fn registration_metadata(
+    shard: u32,
+    public_address: Option<&str>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut metadata = std::collections::BTreeMap::from([("shard".to_string(), shard.to_string())]);
+    if let Some(url) = public_address {
+        metadata.insert("public_address".to_string(), url.to_string());
+    }
+    metadata
 }
 
 fn announce_ready(
     role: &str,
     instance: &str,
     address: &str,
+    public_address: Option<&str>,
     store: &std::path::Path,
     registered: Option<usize>,
 ) {
@@ -212,6 +311,7 @@ fn announce_ready(
         "role": role,
         "instance": instance,
         "address": address,
+        "public_address": public_address,
         "store": store.display().to_string(),
         "registered_at": registered,
         "pid": std::process::id(),

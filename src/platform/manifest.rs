@@ -4,6 +4,8 @@
 //! events it publishes and consumes, and whether it keeps durable state. The CLI,
 //! `svc dev`, discovery and the docs read it; nothing lists that information twice.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -13,12 +15,21 @@ pub struct Manifest {
     pub description: String,
     /// Default listen port; 0 lets the OS pick (the bound address is what gets registered).
     pub port: u16,
+    /// The role's routes are the public API (the gateway): they are served on their own
+    /// listener at `port`, without client certificates, and the instance's internal
+    /// mutual-TLS listener (health, metrics) takes any free port.
+    #[serde(default)]
+    pub public: bool,
     pub stateful: bool,
     /// Whether instances of this role register with the registry (all but the registry).
     pub registers: bool,
     pub calls: Vec<String>,
     pub publishes: Vec<String>,
     pub consumes: Vec<String>,
+    /// Internal endpoints (`"METHOD /path/{param}"`) and the caller identities (roles, or
+    /// `operator`) each accepts over mutual TLS. An endpoint not listed is not served.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +52,16 @@ impl Manifest {
     }
 }
 
+/// The identity of people and tools (`svc status`, tests) in certificates and manifests.
+pub const OPERATOR: &str = "operator";
+
+/// Splits `"GET /v1/x/{id}"` into method and path.
+pub fn parse_endpoint(endpoint: &str) -> Option<(&str, &str)> {
+    let (method, path) = endpoint.split_once(' ')?;
+    let known = ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(&method);
+    (known && path.starts_with('/') && !path.contains(' ')).then_some((method, path))
+}
+
 /// Every role this binary can run, in a fixed order (the registry first).
 #[derive(Debug, Clone)]
 pub struct RoleCatalog {
@@ -57,6 +78,22 @@ impl RoleCatalog {
                         origin: format!("roles/{}.yaml", m.name),
                         reason: format!("key `calls`: unknown role `{called}`"),
                     });
+                }
+            }
+        }
+        for m in &manifests {
+            for (endpoint, callers) in &m.endpoints {
+                let bad = |reason: String| ManifestError {
+                    origin: format!("roles/{}.yaml", m.name),
+                    reason: format!("key `endpoints.{endpoint}`: {reason}"),
+                };
+                if parse_endpoint(endpoint).is_none() {
+                    return Err(bad("expected `METHOD /path`".to_string()));
+                }
+                for caller in callers {
+                    if caller != OPERATOR && !manifests.iter().any(|o| &o.name == caller) {
+                        return Err(bad(format!("unknown caller `{caller}`")));
+                    }
                 }
             }
         }

@@ -15,6 +15,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
+    connections: IntCounterVec,
 }
 
 impl Metrics {
@@ -40,6 +41,15 @@ impl Metrics {
             &["route", "method", "status"],
         )
         .expect("static metric definition");
+        let connections = IntCounterVec::new(
+            Opts::new(
+                "svc_server_connections_total",
+                "Connections accepted, by listener (internal, public); with TLS, counted once \
+                 the handshake completed, so this is also the handshake count.",
+            ),
+            &["listener"],
+        )
+        .expect("static metric definition");
         let info = IntGaugeVec::new(
             Opts::new("svc_build_info", "Always 1; labels say what is running."),
             &["role", "instance", "version"],
@@ -50,6 +60,7 @@ impl Metrics {
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
+            Box::new(connections.clone()),
             Box::new(info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -58,7 +69,13 @@ impl Metrics {
             registry,
             requests,
             duration,
+            connections,
         }
+    }
+
+    /// Counts the connections (TLS handshakes) one listener accepts.
+    pub fn connections(&self, listener: &str) -> prometheus::IntCounter {
+        self.connections.with_label_values(&[listener])
     }
 
     /// The registry roles add their own collectors to.

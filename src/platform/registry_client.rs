@@ -4,9 +4,13 @@
 //! (register at all of them, read from whichever answers). Errors are typed so a caller
 //! can tell "this registry is down" from "it no longer knows my lease".
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use super::registry_api::{Catalog, LeaseGrant, Registration};
+use super::tls::{http_client_builder, TlsMaterial};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -36,20 +40,25 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
-    pub fn new(urls: Vec<String>, timeout: Duration) -> RegistryClient {
-        let http = reqwest::Client::builder()
+    /// A client for `urls`; with `tls`, every call presents this instance's certificate.
+    pub fn new(
+        urls: Vec<String>,
+        timeout: Duration,
+        tls: Option<&Arc<TlsMaterial>>,
+    ) -> anyhow::Result<RegistryClient> {
+        let http = http_client_builder(tls)
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
-            .expect("a client without custom TLS roots always builds");
-        RegistryClient {
+            .context("cannot build the registry client")?;
+        Ok(RegistryClient {
             http,
             urls: urls
                 .into_iter()
                 .map(|u| u.trim_end_matches('/').to_string())
                 .collect(),
             timeout,
-        }
+        })
     }
 
     pub fn urls(&self) -> &[String] {

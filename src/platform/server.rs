@@ -68,6 +68,16 @@ pub struct PlatformState {
 
 /// Mounts the platform endpoints and extractor settings. Call before the role's routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: &PlatformState) {
+    configure_extractors(cfg, state);
+    cfg.route("/health/live", web::get().to(live))
+        .route("/health/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics))
+        .route("/v1/peers", web::get().to(peers));
+}
+
+/// Body limits and `problem+json` answers for extractor failures, without the platform
+/// endpoints: what a public listener needs.
+pub fn configure_extractors(cfg: &mut web::ServiceConfig, state: &PlatformState) {
     fault_http_500(); // says so at start-up if the test hook is on
     cfg.app_data(web::Data::new(state.clone()))
         .app_data(
@@ -81,11 +91,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &PlatformState) {
         )
         .app_data(
             web::PathConfig::default().error_handler(|e, _| problem::from_path_error(e).into()),
-        )
-        .route("/health/live", web::get().to(live))
-        .route("/health/ready", web::get().to(ready))
-        .route("/metrics", web::get().to(metrics))
-        .route("/v1/peers", web::get().to(peers));
+        );
 }
 
 /// The answer for any route no role serves.

@@ -14,6 +14,7 @@
 
 mod chaos;
 mod full;
+mod pki;
 mod sharded;
 pub mod tools;
 
@@ -22,6 +23,8 @@ pub mod tools;
 pub use chaos::*;
 #[allow(unused_imports)]
 pub use full::*;
+#[allow(unused_imports)]
+pub use pki::*;
 #[allow(unused_imports)]
 pub use sharded::*;
 
@@ -63,6 +66,8 @@ const SVC_ENV: &[&str] = &[
     "SVC_SHARD",
     "SVC_SHARDS",
     "SVC_LOG_FILE",
+    "SVC_TLS_DIR",
+    "SVC_API_KEYS_FILE",
     "RUST_LOG",
     // Set when the tests themselves run under systemd: no child may notify it.
     "NOTIFY_SOCKET",
@@ -81,6 +86,9 @@ pub fn svc_command() -> Command {
     for var in SVC_ENV {
         cmd.env_remove(var);
     }
+    // Every test runs with production's mutual TLS and API keys.
+    cmd.env("SVC_TLS_DIR", test_pki())
+        .env("SVC_API_KEYS_FILE", api_keys_file());
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -104,7 +112,7 @@ pub fn dead_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    format!("http://127.0.0.1:{port}")
+    format!("https://127.0.0.1:{port}")
 }
 
 /// A shared, growing text buffer filled by a reader thread.
@@ -185,8 +193,12 @@ pub struct Svc {
     pub label: String,
     /// The `ready` line, as printed.
     pub ready: Value,
-    /// `address` of the ready line, e.g. `http://127.0.0.1:41234`.
+    /// Where clients reach it: `public_address` of the ready line if it has one (the
+    /// gateway's public API), else `address`.
     pub url: String,
+    /// `address` of the ready line (the internal mutual-TLS listener, as registered),
+    /// e.g. `https://127.0.0.1:41234`.
+    pub internal_url: String,
     child: Child,
     stderr: Buffer,
     stderr_thread: Option<JoinHandle<()>>,
@@ -216,6 +228,7 @@ impl Svc {
             label: label.to_string(),
             ready: Value::Null,
             url: String::new(),
+            internal_url: String::new(),
             child,
             stderr,
             stderr_thread: Some(stderr_thread),
@@ -226,9 +239,13 @@ impl Svc {
             match lines.recv_timeout(Duration::from_millis(10)) {
                 Ok(line) => match serde_json::from_str::<Value>(&line) {
                     Ok(v) if v["event"] == "ready" => {
-                        svc.url = v["address"]
+                        svc.internal_url = v["address"]
                             .as_str()
                             .ok_or_else(|| format!("{label}: ready line without address: {line}"))?
+                            .to_string();
+                        svc.url = v["public_address"]
+                            .as_str()
+                            .unwrap_or(&svc.internal_url)
                             .to_string();
                         svc.ready = v;
                         return Ok(svc);
@@ -488,13 +505,10 @@ where
     }
 }
 
-/// An HTTP client without connection reuse (see the module docs).
+/// An HTTP client without connection reuse (see the module docs), presenting the
+/// operator's certificate and the test API key.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client")
+    client_as("operator")
 }
 
 /// GET `url` and parse JSON; `Err` on transport errors or non-2xx.
@@ -555,7 +569,7 @@ pub fn lists(catalog: &Value, svc: &Svc) -> bool {
     let role = svc.ready["role"].as_str().unwrap_or_default();
     members(catalog)
         .iter()
-        .any(|(r, id, addr)| r == role && *id == svc.instance_id() && *addr == svc.url)
+        .any(|(r, id, addr)| r == role && *id == svc.instance_id() && *addr == svc.internal_url)
 }
 
 /// A product body for inventory's `POST /v1/products`.
@@ -583,7 +597,7 @@ pub async fn wait_registered(registry: &Svc, instances: &[&Svc]) -> Value {
 
 /// Waits until `svc`'s `/v1/peers` lists every one of `peers`.
 pub async fn wait_peers(svc: &Svc, peers: &[&Svc]) -> Value {
-    let url = format!("{}/v1/peers", svc.url);
+    let url = format!("{}/v1/peers", svc.internal_url);
     wait_for(
         &format!("peers in the view of {}", svc.label),
         Duration::from_secs(10),

@@ -6,6 +6,7 @@
 //! 0 with no child left behind. A start-up failure stops whatever was started and
 //! exits 1; a bad flag exits 2 before anything starts.
 
+mod api_key;
 mod backoff;
 mod child;
 mod console;
@@ -19,7 +20,8 @@ mod signals;
 mod startup;
 mod summary;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,9 @@ use tokio::sync::mpsc;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::DevArgs;
+use crate::platform::config::{Config, TlsSettings};
+use crate::platform::manifest::{RoleCatalog, OPERATOR};
+use crate::platform::tls::{pki, TlsMaterial};
 use crate::roles;
 use child::Launcher;
 use fleet::Fleet;
@@ -38,9 +43,30 @@ use startup::{Outcome, StartupError, Watch};
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn run(args: DevArgs) -> ExitCode {
-    let plan = match plan::build(&args, &roles::catalog()) {
+    // The children check the whole file; svc dev only needs to know whether TLS is on.
+    let insecure = match Config::load(args.config.as_deref()) {
+        Ok(config) => config.tls.insecure,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let catalog = roles::catalog();
+    let plan = match plan::build(&args, &catalog, insecure) {
         Ok(plan) => plan,
         Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let key = match api_key::ensure(&plan.api_key_file, &plan.api_keys_file) {
+        Ok(key) => key,
+        Err(e) => {
+            let file = plan.api_key_file.display();
+            return fail(EXIT_FAILURE, format!("cannot write the dev API key {file}: {e}"));
+        }
+    };
+    // Same mutual TLS as production: a dev CA and a certificate per role, made once.
+    let operator_tls = match &plan.tls_dir {
+        Some(dir) => match dev_pki(dir, &catalog) {
+            Ok(material) => Some(material),
+            Err(e) => return fail(EXIT_FAILURE, e),
+        },
+        None => None,
     };
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -56,7 +82,7 @@ pub fn run(args: DevArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(dev(plan, exe)) {
+    match runtime.block_on(dev(plan, exe, operator_tls, key)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_FAILURE, e),
     }
@@ -70,7 +96,23 @@ enum DevError {
     Startup(#[from] StartupError),
 }
 
-async fn dev(plan: Plan, exe: PathBuf) -> Result<(), DevError> {
+/// Makes (or keeps) the dev CA and certificates in `dir`; returns the operator identity
+/// svc dev itself uses to watch the registry.
+fn dev_pki(dir: &Path, catalog: &RoleCatalog) -> anyhow::Result<Arc<TlsMaterial>> {
+    pki::ensure_dev_pki(dir, &catalog.names())?;
+    let settings = TlsSettings {
+        dir: dir.to_path_buf(),
+        ..TlsSettings::default()
+    };
+    Ok(TlsMaterial::load(settings.files(OPERATOR), OPERATOR)?)
+}
+
+async fn dev(
+    plan: Plan,
+    exe: PathBuf,
+    tls: Option<Arc<TlsMaterial>>,
+    api_key: String,
+) -> Result<(), DevError> {
     let started = Instant::now();
     let mut signals = StopSignals::install().map_err(DevError::Signals)?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -86,7 +128,7 @@ async fn dev(plan: Plan, exe: PathBuf) -> Result<(), DevError> {
         started,
         timeout: STARTUP_TIMEOUT,
     };
-    let outcome = startup::start(&plan, &launcher, &mut fleet, &mut watch).await;
+    let outcome = startup::start(&plan, &launcher, &mut fleet, &mut watch, tls.as_ref()).await;
     // Ready lines of restarted children need no reader.
     drop(events);
 
@@ -97,7 +139,7 @@ async fn dev(plan: Plan, exe: PathBuf) -> Result<(), DevError> {
                 .filter_map(|spec| ready.get(&spec.instance_id).map(|line| (spec, line)))
                 .collect();
             if let Some((_, edge)) = rows.iter().find(|(spec, _)| spec.edge) {
-                let created = seed::load(&edge.address).await;
+                let created = seed::load(edge.public_url(), &api_key).await;
                 console::note(format!("seed catalog: {created} new products"));
             }
             console::print(&summary::render(&plan, &rows, started.elapsed()));

@@ -26,7 +26,7 @@ pub fn is_registry(manifest: &Manifest) -> bool {
 
 /// A public edge: users call it on a well-known port, so it needs a predictable one.
 pub fn is_edge(manifest: &Manifest) -> bool {
-    manifest.registers && manifest.port != 0
+    manifest.public
 }
 
 /// A role whose instances each own a shard: it keeps state and registers.
@@ -68,6 +68,13 @@ pub struct Plan {
     pub registry: InstanceSpec,
     pub others: Vec<InstanceSpec>,
     pub registry_url: String,
+    /// The dev PKI (`<data-dir>/tls`) every child uses; `None` when the config says
+    /// `tls.insecure`.
+    pub tls_dir: Option<std::path::PathBuf>,
+    /// The dev API key (`<data-dir>/api-key`, made on first run) and the file of its
+    /// hash the gateways read (`<data-dir>/api-keys.yaml`).
+    pub api_key_file: std::path::PathBuf,
+    pub api_keys_file: std::path::PathBuf,
     /// Where the children's `--log-file`s go ([`logs_dir`]).
     pub logs_dir: std::path::PathBuf,
 }
@@ -79,7 +86,8 @@ impl Plan {
     }
 }
 
-pub fn build(args: &DevArgs, catalog: &RoleCatalog) -> Result<Plan, PlanError> {
+/// The plan of `svc dev`; `insecure` is the config's `tls.insecure`.
+pub fn build(args: &DevArgs, catalog: &RoleCatalog, insecure: bool) -> Result<Plan, PlanError> {
     let replicas = replicas::parse(&args.replicas, catalog)?;
     let registries = catalog.iter().filter(|m| is_registry(m)).count();
     if registries != 1 {
@@ -88,7 +96,9 @@ pub fn build(args: &DevArgs, catalog: &RoleCatalog) -> Result<Plan, PlanError> {
     if args.registry_port == 0 {
         return Err(PlanError::RegistryPortZero);
     }
-    let registry_url = format!("http://127.0.0.1:{}", args.registry_port);
+    let scheme = if insecure { "http" } else { "https" };
+    let registry_url = format!("{scheme}://127.0.0.1:{}", args.registry_port);
+    let tls_dir = (!insecure).then(|| tls_dir(&args.data_dir));
 
     let edges: usize = catalog
         .iter()
@@ -115,7 +125,7 @@ pub fn build(args: &DevArgs, catalog: &RoleCatalog) -> Result<Plan, PlanError> {
             } else {
                 0
             };
-            let spec = spec(args, manifest, n, port, &registry_url, &shards);
+            let spec = spec(args, manifest, n, port, &registry_url, &shards, &tls_dir);
             if is_registry(manifest) {
                 registry = Some(spec);
             } else {
@@ -128,6 +138,9 @@ pub fn build(args: &DevArgs, catalog: &RoleCatalog) -> Result<Plan, PlanError> {
         registry,
         others,
         registry_url,
+        tls_dir,
+        api_key_file: args.data_dir.join("api-key"),
+        api_keys_file: args.data_dir.join("api-keys.yaml"),
         logs_dir: logs_dir(&args.data_dir),
     })
 }
@@ -135,6 +148,11 @@ pub fn build(args: &DevArgs, catalog: &RoleCatalog) -> Result<Plan, PlanError> {
 /// Where every child of `svc dev --data-dir D` appends its JSON log lines: `D/logs`.
 pub fn logs_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("logs")
+}
+
+/// Where `svc dev --data-dir D` keeps its CA and certificates: `D/tls`.
+pub fn tls_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("tls")
 }
 
 /// The ports of the edge instances: `--gateway-port` and up, or all 0 when it is 0.
@@ -164,6 +182,7 @@ fn spec(
     port: u16,
     registry_url: &str,
     shards: &str,
+    tls_dir: &Option<std::path::PathBuf>,
 ) -> InstanceSpec {
     let instance_id = format!("{}-{n}", manifest.name);
     let log_format = args
@@ -191,6 +210,14 @@ fn spec(
             .join(format!("{instance_id}.jsonl"))
             .into(),
     ];
+    if let Some(dir) = tls_dir {
+        argv.push("--tls-dir".into());
+        argv.push(dir.clone().into());
+    }
+    if is_edge(manifest) {
+        argv.push("--api-keys-file".into());
+        argv.push(args.data_dir.join("api-keys.yaml").into());
+    }
     if let Some(config) = &args.config {
         argv.push("--config".into());
         argv.push(config.clone().into());
@@ -242,10 +269,13 @@ mod tests {
     #[test]
     fn one_of_each_role_by_default() {
         let catalog = roles::catalog();
-        let plan = build(&dev_args(&[]), &catalog).unwrap();
+        let plan = build(&dev_args(&[]), &catalog, false).unwrap();
         assert_eq!(plan.all().count(), catalog.names().len());
         assert_eq!(plan.registry.port, 7700);
-        assert_eq!(plan.registry_url, "http://127.0.0.1:7700");
+        assert_eq!(plan.registry_url, "https://127.0.0.1:7700");
+        let insecure = build(&dev_args(&[]), &catalog, true).unwrap();
+        assert_eq!(insecure.registry_url, "http://127.0.0.1:7700");
+        assert_eq!(insecure.tls_dir, None);
         assert_eq!(ports_of(&plan, "gateway"), [8080]);
         assert_eq!(ports_of(&plan, "orders"), [0]);
         assert!(plan.others.iter().all(|s| s.registers));
@@ -253,7 +283,7 @@ mod tests {
 
     #[test]
     fn gateways_take_consecutive_ports_and_ids() {
-        let plan = build(&dev_args(&["gateway=3"]), &roles::catalog()).unwrap();
+        let plan = build(&dev_args(&["gateway=3"]), &roles::catalog(), false).unwrap();
         assert_eq!(ports_of(&plan, "gateway"), [8080, 8081, 8082]);
         let ids: Vec<_> = plan
             .all()
@@ -267,7 +297,7 @@ mod tests {
     fn child_arguments_name_everything_svc_dev_decides() {
         let mut args = dev_args(&[]);
         args.config = Some(PathBuf::from("config/dev.yaml"));
-        let plan = build(&args, &roles::catalog()).unwrap();
+        let plan = build(&args, &roles::catalog(), false).unwrap();
         let orders = plan.all().find(|s| s.role == "orders").unwrap();
         let argv: Vec<String> = orders
             .args
@@ -277,8 +307,8 @@ mod tests {
         assert_eq!(
             argv.join(" "),
             "run --role orders --instance-id orders-0 --listen 127.0.0.1:0 --data-dir data/dev \
-             --registry http://127.0.0.1:7700 --log-format json \
-             --log-file data/dev/logs/orders-0.jsonl --config config/dev.yaml \
+             --registry https://127.0.0.1:7700 --log-format json \
+             --log-file data/dev/logs/orders-0.jsonl --tls-dir data/dev/tls --config config/dev.yaml \
              --shards orders=1,inventory=1,payments=1,notifications=1 --shard 0"
         );
     }
@@ -288,19 +318,19 @@ mod tests {
         let mut args = dev_args(&["gateway=2"]);
         args.registry_port = 8081;
         assert!(matches!(
-            build(&args, &roles::catalog()),
+            build(&args, &roles::catalog(), false),
             Err(PlanError::PortCollision { .. })
         ));
         let mut args = dev_args(&["gateway=2"]);
         args.gateway_port = 65535;
         assert!(matches!(
-            build(&args, &roles::catalog()),
+            build(&args, &roles::catalog(), false),
             Err(PlanError::EdgePortOverflow { .. })
         ));
         let mut args = dev_args(&[]);
         args.registry_port = 0;
         assert!(matches!(
-            build(&args, &roles::catalog()),
+            build(&args, &roles::catalog(), false),
             Err(PlanError::RegistryPortZero)
         ));
     }
@@ -309,7 +339,7 @@ mod tests {
     fn gateway_port_zero_lets_the_os_pick() {
         let mut args = dev_args(&["gateway=2"]);
         args.gateway_port = 0;
-        let plan = build(&args, &roles::catalog()).unwrap();
+        let plan = build(&args, &roles::catalog(), false).unwrap();
         assert_eq!(ports_of(&plan, "gateway"), [0, 0]);
     }
 }

@@ -11,6 +11,9 @@ pub struct ReadyLine {
     pub role: String,
     pub instance: String,
     pub address: String,
+    /// Where a role with a public API (the gateway) serves it.
+    #[serde(default)]
+    pub public_address: Option<String>,
     pub store: String,
     /// How many registries accepted the registration; `None` for the registry itself.
     pub registered_at: Option<usize>,
@@ -18,6 +21,11 @@ pub struct ReadyLine {
 }
 
 impl ReadyLine {
+    /// Where clients reach this instance: its public API if it has one.
+    pub fn public_url(&self) -> &str {
+        self.public_address.as_deref().unwrap_or(&self.address)
+    }
+
     /// The ready line in `text`, if `text` is one.
     pub fn parse(text: &str) -> Option<ReadyLine> {
         let text = text.trim();

@@ -14,7 +14,7 @@ const SEED: &str = include_str!("../../../config/seed-products.json");
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Creates the seed products through the gateway at `gateway`; returns how many were new.
-pub async fn load(gateway: &str) -> usize {
+pub async fn load(gateway: &str, api_key: &str) -> usize {
     let products: Vec<serde_json::Value> = match serde_json::from_str(SEED) {
         Ok(p) => p,
         Err(e) => {
@@ -30,6 +30,7 @@ pub async fn load(gateway: &str) -> usize {
         loop {
             let res = http
                 .post(&url)
+                .bearer_auth(api_key)
                 .json(product)
                 .timeout(Duration::from_secs(5))
                 .send()

@@ -6,6 +6,9 @@
 //! a child dies before being ready, or at the deadline, naming what it still waited for.
 //! A stop signal ends it early without error (the caller then stops what was started).
 
+use std::sync::Arc;
+
+use crate::platform::tls::TlsMaterial;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,8 @@ pub enum StartupError {
         waiting: String,
         what: String,
     },
+    #[error("cannot build the registry client: {0}")]
+    Client(String),
 }
 
 pub enum Outcome {
@@ -68,6 +73,7 @@ pub async fn start(
     launcher: &Launcher,
     fleet: &mut Fleet,
     watch: &mut Watch<'_>,
+    tls: Option<&Arc<TlsMaterial>>,
 ) -> Result<Outcome, StartupError> {
     let mut ready = BTreeMap::new();
 
@@ -85,7 +91,7 @@ pub async fn start(
         return Ok(Outcome::Interrupted(signal));
     }
 
-    if let Some(signal) = wait_registered(plan, watch).await? {
+    if let Some(signal) = wait_registered(plan, watch, tls).await? {
         return Ok(Outcome::Interrupted(signal));
     }
     Ok(Outcome::Ready(ready))
@@ -129,8 +135,10 @@ async fn wait_ready<'s>(
 async fn wait_registered(
     plan: &Plan,
     watch: &mut Watch<'_>,
+    tls: Option<&Arc<TlsMaterial>>,
 ) -> Result<Option<&'static str>, StartupError> {
-    let client = RegistryClient::new(vec![plan.registry_url.clone()], Duration::from_secs(2));
+    let client = RegistryClient::new(vec![plan.registry_url.clone()], Duration::from_secs(2), tls)
+        .map_err(|e| StartupError::Client(format!("{e:#}")))?;
     let deadline = watch.deadline();
     // None until the registry has answered once.
     let mut missing: Option<Vec<String>> = None;

@@ -44,17 +44,29 @@ pub fn render(plan: &Plan, ready: &[(&InstanceSpec, &ReadyLine)], took: Duration
         rows.len(),
         took.as_secs_f64()
     );
-    // The URLs worth curling: the registry's catalog and each edge's readiness.
+    // The URLs worth curling: the registry's catalog (as the operator: mutual TLS) and
+    // each edge's public API (with the dev API key).
+    let operator = match &plan.tls_dir {
+        Some(dir) => format!(
+            "--cacert {0}/ca.crt --cert {0}/operator.crt --key {0}/operator.key ",
+            dir.display()
+        ),
+        None => String::new(),
+    };
     let mut urls = vec![(
         "registry".to_string(),
         plan.registry_url.clone(),
-        format!("{}/v1/catalog", plan.registry_url),
+        format!("{operator}{}/v1/catalog", plan.registry_url),
     )];
     for (spec, line) in ready.iter().filter(|(spec, _)| spec.edge) {
         urls.push((
             spec.instance_id.clone(),
-            line.address.clone(),
-            format!("{}/health/ready", line.address),
+            line.public_url().to_string(),
+            format!(
+                "-H \"authorization: Bearer $(cat {})\" {}/api/v1/products",
+                plan.api_key_file.display(),
+                line.public_url()
+            ),
         ));
     }
     let name_width = urls.iter().map(|u| u.0.len()).max().unwrap_or(0);
@@ -67,8 +79,11 @@ pub fn render(plan: &Plan, ready: &[(&InstanceSpec, &ReadyLine)], took: Duration
     }
     let _ = writeln!(
         out,
-        "  registry page: {}/ui    status: svc status    logs: {}/*.jsonl (svc trace <trace-id>)",
-        plan.registry_url,
+        "  status: svc status{}    logs: {}/*.jsonl (svc trace <trace-id>)",
+        plan.tls_dir
+            .as_ref()
+            .map(|d| format!(" --tls-dir {}", d.display()))
+            .unwrap_or_else(|| " --insecure".to_string()),
         plan.logs_dir.display()
     );
     let _ = writeln!(out, "stop with Ctrl-C (or SIGTERM)");
@@ -94,13 +109,14 @@ mod tests {
             gateway_port: 8080,
             log_format: LogFormat::Pretty,
         };
-        let plan = super::super::plan::build(&args, &roles::catalog()).unwrap();
+        let plan = super::super::plan::build(&args, &roles::catalog(), false).unwrap();
         let lines: Vec<ReadyLine> = plan
             .all()
             .map(|s| ReadyLine {
                 role: s.role.clone(),
                 instance: s.instance_id.clone(),
                 address: format!("http://127.0.0.1:{}", s.port),
+                public_address: None,
                 store: format!("data/dev/{}-{}.redb", s.role, s.instance_id),
                 registered_at: s.registers.then_some(1),
                 pid: 1,
@@ -111,15 +127,21 @@ mod tests {
         assert!(text.starts_with("ROLE"), "{text}");
         assert!(text.contains("all 7 instances ready in 0.84s"), "{text}");
         assert!(
-            text.contains("curl -s http://127.0.0.1:7700/v1/catalog"),
+            text.contains(
+                "curl -s --cacert data/dev/tls/ca.crt --cert data/dev/tls/operator.crt \
+                 --key data/dev/tls/operator.key https://127.0.0.1:7700/v1/catalog"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("curl -s http://127.0.0.1:8081/health/ready"),
+            text.contains(
+                "curl -s -H \"authorization: Bearer $(cat data/dev/api-key)\" \
+                 http://127.0.0.1:8081/api/v1/products"
+            ),
             "{text}"
         );
         assert!(text.contains("data/dev/orders-orders-0.redb"), "{text}");
-        assert!(text.contains("http://127.0.0.1:7700/ui"), "{text}");
+        assert!(text.contains("svc status --tls-dir data/dev/tls"), "{text}");
         assert!(text.contains("data/dev/logs/*.jsonl"), "{text}");
     }
 }

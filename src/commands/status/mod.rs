@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use super::{fail, EXIT_FAILURE};
+use crate::platform::config::TlsSettings;
+use crate::platform::tls::{http_client_builder, TlsMaterial};
 use crate::cli::StatusArgs;
 use crate::platform::registry_api::{now_ms, Instance};
 use crate::platform::registry_client::RegistryClient;
@@ -50,14 +52,26 @@ pub fn run(args: StatusArgs) -> ExitCode {
 }
 
 async fn gather(args: &StatusArgs) -> Result<Report, String> {
-    let client = RegistryClient::new(args.registries.clone(), Duration::from_secs(3));
+    let tls = if args.insecure {
+        None
+    } else {
+        let settings = TlsSettings {
+            dir: args.tls_dir.clone(),
+            ..TlsSettings::default()
+        };
+        let material = TlsMaterial::load(settings.files(&args.identity), &args.identity)
+            .map_err(|e| format!("{e} (--tls-dir, --identity; `svc certs issue --role operator` makes one)"))?;
+        Some(material)
+    };
+    let client = RegistryClient::new(args.registries.clone(), Duration::from_secs(3), tls.as_ref())
+        .map_err(|e| format!("{e:#}"))?;
     let (url, catalog) = client
         .catalog_from_any()
         .await
         .map_err(|e| format!("no registry answered ({}): {e}", args.registries.join(", ")))?;
     // Lease ages as of the catalog read, not after the scrape window.
     let read_at = now_ms();
-    let http = reqwest::Client::builder()
+    let http = http_client_builder(tls.as_ref())
         .timeout(PROBE_TIMEOUT)
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;

@@ -47,6 +47,7 @@ pub use call::{shard_of, Call, CallError, CallResponse};
 
 use super::config::{ClientSettings, Config};
 use super::peer_view::PeerView;
+use super::tls::{http_client_builder, TlsMaterial};
 use dependency::{Dependency, EndpointKey, Pick};
 use metrics::ClientMetrics;
 use retry::Outcome;
@@ -81,6 +82,7 @@ impl ServiceClient {
         peers: PeerView,
         config: &Config,
         registry: &prometheus::Registry,
+        tls: Option<&Arc<TlsMaterial>>,
     ) -> anyhow::Result<ServiceClient> {
         if let Some(t) = config.http.call_timeout {
             tracing::warn!(
@@ -89,7 +91,7 @@ impl ServiceClient {
             );
         }
         let settings = config.client_settings();
-        let http = reqwest::Client::builder()
+        let http = http_client_builder(tls)
             .connect_timeout(CONNECT_TIMEOUT.min(settings.defaults.timeout))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()

@@ -10,8 +10,13 @@
 //! or order id for products, payments and notifications), a new order to any live
 //! orders shard unless its `Idempotency-Key` decides, and a listing to every shard
 //! ([`listing`]).
+//!
+//! Every route but `openapi.json` is behind the [`guard`]: an API key holding the
+//! route's scope, within its rate, with bounded headers and time. The scope of each
+//! route is given where it is mounted, in [`start`].
 
 mod forward;
+pub mod guard;
 mod listing;
 
 use std::sync::Arc;
@@ -19,12 +24,14 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::platform::client::ServiceClient;
+use crate::platform::config::Scope;
 use crate::platform::problem::Problem;
 use crate::platform::role::{RoleContext, RoleEntry, Routes};
 use crate::platform::shards::{shard_in_id, ShardCounts};
 
 use crate::platform::ids;
 use forward::{forward, Target};
+use guard::Guard;
 use listing::Listing;
 
 pub const ENTRY: RoleEntry = RoleEntry {
@@ -65,23 +72,68 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
         client: ctx.client.clone(),
         shards: ctx.config.shards.clone(),
     });
+    let guard = start_guard(ctx)?;
     Ok(Arc::new(move |cfg| {
+        use Scope::{OrdersRead, OrdersWrite, ProductsRead, ProductsWrite};
+        let g = |scope, route| guard.protect(scope, route);
         cfg.app_data(state.clone())
+            // Public: clients read the API's description before they hold a key.
             .route("/api/v1/openapi.json", web::get().to(openapi))
-            .route("/api/v1/products", web::get().to(list_products))
-            .route("/api/v1/products", web::post().to(create_product))
-            .route("/api/v1/products/{sku}", web::get().to(get_product))
-            .route("/api/v1/products/{sku}/stock", web::post().to(adjust_stock))
-            .route("/api/v1/orders", web::get().to(list_orders))
-            .route("/api/v1/orders", web::post().to(create_order))
-            .route("/api/v1/orders/{id}", web::get().to(get_order))
-            .route("/api/v1/orders/{id}/cancel", web::post().to(cancel_order))
-            .route("/api/v1/orders/{id}/payment", web::get().to(order_payment))
+            .route(
+                "/api/v1/products",
+                g(ProductsRead, web::get().to(list_products)),
+            )
+            .route(
+                "/api/v1/products",
+                g(ProductsWrite, web::post().to(create_product)),
+            )
+            .route(
+                "/api/v1/products/{sku}",
+                g(ProductsRead, web::get().to(get_product)),
+            )
+            .route(
+                "/api/v1/products/{sku}/stock",
+                g(ProductsWrite, web::post().to(adjust_stock)),
+            )
+            .route("/api/v1/orders", g(OrdersRead, web::get().to(list_orders)))
+            .route(
+                "/api/v1/orders",
+                g(OrdersWrite, web::post().to(create_order)),
+            )
+            .route(
+                "/api/v1/orders/{id}",
+                g(OrdersRead, web::get().to(get_order)),
+            )
+            .route(
+                "/api/v1/orders/{id}/cancel",
+                g(OrdersWrite, web::post().to(cancel_order)),
+            )
+            .route(
+                "/api/v1/orders/{id}/payment",
+                g(OrdersRead, web::get().to(order_payment)),
+            )
             .route(
                 "/api/v1/orders/{id}/notifications",
-                web::get().to(order_notifications),
+                g(OrdersRead, web::get().to(order_notifications)),
             );
     }))
+}
+
+/// The guard of `ctx.config.gateway`, with the keys of `api_keys_file` read now.
+fn start_guard(ctx: &RoleContext) -> anyhow::Result<Guard> {
+    let settings = &ctx.config.gateway;
+    let keys = settings.all_keys("config")?;
+    let guard = Guard::new(settings, &keys, ctx.metrics.registry())?;
+    if guard.key_count() == 0 {
+        tracing::warn!(
+            "gateway.api_keys and gateway.api_keys_file hold no API key: EVERY /api/v1 request \
+             will be refused with 401 (make a key with `svc keys new`)"
+        );
+    } else {
+        let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        tracing::info!(keys = %names.join(","), "public API guarded by {} API keys", names.len());
+    }
+    Ok(guard)
 }
 
 type State = web::Data<Gateway>;

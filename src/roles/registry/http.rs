@@ -8,11 +8,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::lease_table::{self, LeaseTable};
 use super::{Delta, RegistryState};
+use crate::platform::access::caller_role;
 use crate::platform::problem::Problem;
 use crate::platform::registry_api::{now_ms, LeaseGrant, Registration, INDEX_HEADER};
 use crate::platform::server::quiet;
@@ -33,6 +35,21 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<RegistryState>) {
         .route("/ui", web::get().to(super::ui::page));
 }
 
+/// An instance acts only for the role its certificate names: it registers, renews and
+/// deregisters registrations of that role and no other. (No identity: `tls.insecure`.)
+fn acting_for(req: &HttpRequest, role: &str, what: &str) -> Result<(), Problem> {
+    match caller_role(req) {
+        Some(caller) if caller != role => {
+            tracing::warn!(%caller, claimed = %role, "refused: {what} another role");
+            Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                format!("a certificate for role `{caller}` cannot {what} role `{role}`"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn grant(state: &RegistryState, table: &LeaseTable) -> LeaseGrant {
     LeaseGrant {
         lease_ttl_ms: state.settings.lease_ttl.as_millis() as u64,
@@ -42,10 +59,15 @@ fn grant(state: &RegistryState, table: &LeaseTable) -> LeaseGrant {
 }
 
 /// 200 with the lease grant; 409 if another live instance holds the claimed shard.
-async fn register(state: State, body: web::Json<Registration>) -> Result<HttpResponse, Problem> {
+async fn register(
+    req: HttpRequest,
+    state: State,
+    body: web::Json<Registration>,
+) -> Result<HttpResponse, Problem> {
     let reg = body.into_inner();
     lease_table::validate(&reg, &state.known_roles, &state.sharded_roles)
         .map_err(Problem::bad_request)?;
+    acting_for(&req, &reg.role, "register as")?;
     let claimant = reg.instance_id.clone();
     let state = state.into_inner();
     let granted = web::block(move || {
@@ -72,8 +94,13 @@ async fn register(state: State, body: web::Json<Registration>) -> Result<HttpRes
     }
 }
 
-async fn renew(state: State, path: web::Path<(String, String)>) -> Result<HttpResponse, Problem> {
+async fn renew(
+    req: HttpRequest,
+    state: State,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Problem> {
     let (role, id) = path.into_inner();
+    acting_for(&req, &role, "renew a lease of")?;
     let mut table = state.table.lock();
     if table.renew(&role, &id, Instant::now(), now_ms()) {
         Ok(quiet(HttpResponse::Ok().json(grant(&state, &table))))
@@ -85,10 +112,12 @@ async fn renew(state: State, path: web::Path<(String, String)>) -> Result<HttpRe
 }
 
 async fn deregister(
+    req: HttpRequest,
     state: State,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Problem> {
     let (role, id) = path.into_inner();
+    acting_for(&req, &role, "deregister")?;
     let state = state.into_inner();
     let removed = web::block(move || {
         state.mutate(|t| {

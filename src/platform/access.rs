@@ -1,0 +1,210 @@
+//! Who may call what: every internal endpoint's allowed callers, from the role manifest,
+//! enforced on each request against the identity the mutual-TLS handshake proved.
+//!
+//! Guarantees: a request reaches a role's handler only if its `METHOD /path` is declared
+//! in the manifest's `endpoints` and the caller's certificate names one of the roles
+//! listed there; anything else is answered here — 403 (logged with the caller's
+//! identity) or 404 for an undeclared endpoint — before any handler runs. The platform's
+//! health, metrics and peer endpoints are open to every verified identity. On an
+//! insecure (plain HTTP) instance there are no identities and nothing is enforced.
+
+use std::sync::Arc;
+
+use actix_web::{
+    body::{EitherBody, MessageBody},
+    dev::{ResourceDef, ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web,
+};
+
+use super::manifest::{parse_endpoint, Manifest};
+use super::problem::Problem;
+use super::tls::PeerIdentity;
+
+/// Platform endpoints any verified cluster identity may read.
+const OPEN_TO_CLUSTER: &[(&str, &str)] = &[
+    ("GET", "/health/live"),
+    ("GET", "/health/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/peers"),
+];
+
+/// One declared endpoint.
+struct Rule {
+    method: String,
+    path: ResourceDef,
+    /// `None`: every verified identity.
+    callers: Option<Vec<String>>,
+}
+
+/// The endpoints of one role and their callers; cheap to clone.
+#[derive(Clone)]
+pub struct AccessPolicy {
+    rules: Arc<Vec<Rule>>,
+    enforced: bool,
+}
+
+/// What the policy says about one request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// The caller is not among the endpoint's callers (or has no role).
+    Forbidden(String),
+    /// No declared endpoint matches: it is not served.
+    Undeclared,
+}
+
+impl AccessPolicy {
+    /// The policy of `manifest`'s role; `enforced` is false on an insecure instance.
+    pub fn new(manifest: &Manifest, enforced: bool) -> AccessPolicy {
+        let mut rules: Vec<Rule> = OPEN_TO_CLUSTER
+            .iter()
+            .map(|(method, path)| Rule {
+                method: method.to_string(),
+                path: ResourceDef::new(*path),
+                callers: None,
+            })
+            .collect();
+        for (endpoint, callers) in &manifest.endpoints {
+            // The catalog checked the shape when it was built.
+            if let Some((method, path)) = parse_endpoint(endpoint) {
+                rules.push(Rule {
+                    method: method.to_string(),
+                    path: ResourceDef::new(path),
+                    callers: Some(callers.clone()),
+                });
+            }
+        }
+        AccessPolicy {
+            rules: Arc::new(rules),
+            enforced,
+        }
+    }
+
+    pub fn decide(&self, method: &str, path: &str, caller: Option<&PeerIdentity>) -> Decision {
+        if !self.enforced {
+            return Decision::Allow;
+        }
+        let Some(rule) = self
+            .rules
+            .iter()
+            .find(|r| r.method == method && r.path.is_match(path))
+        else {
+            return Decision::Undeclared;
+        };
+        let Some(role) = caller.and_then(|c| c.role.as_deref()) else {
+            return Decision::Forbidden(
+                "the client certificate names no svc role (URI SAN spiffe://svc/role/<role>)"
+                    .to_string(),
+            );
+        };
+        match &rule.callers {
+            None => Decision::Allow,
+            Some(callers) if callers.iter().any(|c| c == role) => Decision::Allow,
+            Some(callers) => Decision::Forbidden(format!(
+                "role `{role}` may not call {method} {}; allowed callers: {}",
+                rule.path.pattern().unwrap_or(path),
+                callers.join(", ")
+            )),
+        }
+    }
+}
+
+/// The role of the verified caller of `req`, if the connection is mutual TLS.
+pub fn caller_role(req: &actix_web::HttpRequest) -> Option<String> {
+    req.conn_data::<PeerIdentity>()
+        .and_then(|p| p.role.clone())
+}
+
+/// Middleware: answers 403 / 404 per [`AccessPolicy`] before the handler runs.
+pub async fn enforce(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(policy) = req.app_data::<web::Data<AccessPolicy>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let peer = req.conn_data::<PeerIdentity>().cloned();
+    let method = req.method().as_str().to_string();
+    let path = req.path().to_string();
+    let problem = match policy.decide(&method, &path, peer.as_ref()) {
+        Decision::Allow => return Ok(next.call(req).await?.map_into_left_body()),
+        Decision::Forbidden(detail) => {
+            tracing::warn!(
+                caller = peer.as_ref().and_then(|p| p.role.as_deref()).unwrap_or("-"),
+                %method,
+                %path,
+                "refused: caller not allowed"
+            );
+            Problem::new(actix_web::http::StatusCode::FORBIDDEN, detail)
+        }
+        Decision::Undeclared => Problem::not_found(format!("no route for {method} {path}")),
+    };
+    let res = actix_web::ResponseError::error_response(&problem);
+    Ok(req.into_response(res).map_into_right_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> AccessPolicy {
+        let manifest = Manifest::parse(
+            "name: payments\ndescription: d\nport: 0\nstateful: true\nregisters: true\n\
+             calls: []\npublishes: []\nconsumes: []\nendpoints:\n  \
+             POST /v1/payments/{order_id}/authorize: [orders]\n  \
+             GET /v1/payments/{order_id}: [gateway, operator]\n",
+            "test",
+        )
+        .unwrap();
+        AccessPolicy::new(&manifest, true)
+    }
+
+    fn peer(role: &str) -> PeerIdentity {
+        PeerIdentity {
+            role: Some(role.to_string()),
+        }
+    }
+
+    #[test]
+    fn only_listed_callers_reach_an_endpoint() {
+        let p = policy();
+        let authorize = "/v1/payments/ord-0-1/authorize";
+        assert_eq!(p.decide("POST", authorize, Some(&peer("orders"))), Decision::Allow);
+        assert!(matches!(
+            p.decide("POST", authorize, Some(&peer("notifications"))),
+            Decision::Forbidden(d) if d.contains("notifications") && d.contains("orders")
+        ));
+        assert!(matches!(
+            p.decide("POST", authorize, None),
+            Decision::Forbidden(_)
+        ));
+        let unnamed = PeerIdentity { role: None };
+        assert!(matches!(
+            p.decide("GET", "/metrics", Some(&unnamed)),
+            Decision::Forbidden(_)
+        ));
+    }
+
+    #[test]
+    fn platform_endpoints_are_open_to_every_identity_and_others_are_not_served() {
+        let p = policy();
+        assert_eq!(p.decide("GET", "/metrics", Some(&peer("operator"))), Decision::Allow);
+        assert_eq!(p.decide("GET", "/health/ready", Some(&peer("gateway"))), Decision::Allow);
+        assert_eq!(
+            p.decide("DELETE", "/v1/payments/x", Some(&peer("orders"))),
+            Decision::Undeclared
+        );
+        assert_eq!(p.decide("GET", "/nope", Some(&peer("orders"))), Decision::Undeclared);
+    }
+
+    #[test]
+    fn an_insecure_instance_enforces_nothing() {
+        let manifest = policy();
+        let open = AccessPolicy {
+            enforced: false,
+            ..manifest
+        };
+        assert_eq!(open.decide("POST", "/v1/payments/x/authorize", None), Decision::Allow);
+    }
+}

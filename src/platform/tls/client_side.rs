@@ -1,0 +1,101 @@
+//! The calling side of mutual TLS: a rustls client config that presents this instance's
+//! certificate and checks the callee's against the cluster CA, for every HTTP client.
+//!
+//! Both the certificate presented and the CA checked against are read from
+//! [`TlsMaterial`] at each handshake, so a reload applies to new connections while
+//! pooled ones stay up. TLS 1.3 only.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+use super::material::TlsMaterial;
+
+/// A reqwest builder for internal calls: mutual TLS with `tls`, plain HTTP without.
+pub fn http_client_builder(tls: Option<&Arc<TlsMaterial>>) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder();
+    match tls {
+        Some(material) => builder.use_preconfigured_tls(client_config(material)),
+        None => builder,
+    }
+}
+
+pub fn client_config(material: &Arc<TlsMaterial>) -> ClientConfig {
+    ClientConfig::builder_with_provider(material.provider().clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("the ring provider supports TLS 1.3")
+        .dangerous()
+        // Not a weaker check: it delegates to webpki with the CA of the moment.
+        .with_custom_certificate_verifier(Arc::new(CurrentCa(material.clone())))
+        .with_client_cert_resolver(Arc::new(CurrentKey(material.clone())))
+}
+
+#[derive(Debug)]
+struct CurrentKey(Arc<TlsMaterial>);
+
+impl ResolvesClientCert for CurrentKey {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.certified_key())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug)]
+struct CurrentCa(Arc<TlsMaterial>);
+
+impl ServerCertVerifier for CurrentCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.0
+            .server_verifier()
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0
+            .provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,610 @@
+//! The cluster's PKI on disk: one CA (`ca.crt`, `ca.key`) and, beside it, one
+//! `<name>.crt` / `<name>.key` pair per identity, made by `svc certs` and `svc dev`.
+//!
+//! Guarantees:
+//! - Every key is ECDSA P-256, made here with ring; nothing calls OpenSSL.
+//! - A file is written whole or not at all (temporary file in the same directory, then
+//!   rename), and a private key is never readable by others, not even half-written: it
+//!   is created with mode 0600. Certificates are 0644; a directory made here is 0700.
+//! - Nothing existing is replaced unless asked (`force`), and `ca.crt`/`ca.key` can never
+//!   be overwritten by an issued certificate (the name `ca` is refused).
+//! - An issued certificate names its role as `spiffe://svc/role/<role>` (see
+//!   [`super::identity`]), is valid for both server and client authentication (every
+//!   instance is both), and starts 5 minutes in the past to absorb clock skew.
+//! - Every error names the file it is about.
+
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::io::{self, Write as _};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _, SanType,
+};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, DnsName};
+
+use super::identity;
+
+/// The CA certificate's file name in a PKI directory (what instances trust).
+pub const CA_CERT: &str = "ca.crt";
+/// The CA key's file name; it only needs to be where certificates are issued.
+pub const CA_KEY: &str = "ca.key";
+/// The identity of people and tools (`svc status`), beside the roles.
+pub const OPERATOR: &str = "operator";
+/// How long an instance certificate is valid unless `--valid-for` says otherwise.
+pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(90 * DAY);
+/// How long the CA is valid.
+pub const CA_VALIDITY: Duration = Duration::from_secs(3650 * DAY);
+/// How far `not_before` lies in the past, so a peer whose clock is behind accepts it.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+/// `svc dev`'s certificates: valid this long, renewed when less than `DEV_RENEW_WITHIN` is left.
+pub const DEV_VALIDITY: Duration = Duration::from_secs(30 * DAY);
+pub const DEV_RENEW_WITHIN: Duration = Duration::from_secs(7 * DAY);
+/// The hosts of `svc dev`'s certificates: everything runs on loopback.
+pub const DEV_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+const DAY: u64 = 24 * 60 * 60;
+const CA_COMMON_NAME: &str = "svc cluster CA";
+const KEY_MODE: u32 = 0o600;
+const CERT_MODE: u32 = 0o644;
+const DIR_MODE: u32 = 0o700;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{}: already exists; pass --force to replace it", .path.display())]
+    Exists { path: PathBuf },
+    #[error("{}: not found; create the cluster CA first with `svc certs init --dir {}`", .path.display(), .dir.display())]
+    NoCa { path: PathBuf, dir: PathBuf },
+    #[error("{}: cannot {action}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+    #[error("{}: {reason}", .path.display())]
+    Invalid { path: PathBuf, reason: String },
+    /// The request itself is wrong (name, host, validity): a usage error.
+    #[error("{}: {reason}", .dir.display())]
+    BadRequest { dir: PathBuf, reason: String },
+}
+
+/// What [`issue`] makes: a certificate and key for one identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueRequest {
+    /// The role the certificate speaks for (a role of the catalog, or `operator`).
+    pub role: String,
+    /// File stem: `<name>.crt` / `<name>.key`. Usually the role.
+    pub name: String,
+    /// DNS names or IP addresses peers use to reach this instance.
+    pub hosts: Vec<String>,
+    pub valid_for: Duration,
+    /// Replace existing files.
+    pub force: bool,
+}
+
+impl IssueRequest {
+    /// A request for `role`, files named after it, valid [`DEFAULT_VALIDITY`], no force.
+    pub fn new(role: &str, hosts: &[&str]) -> IssueRequest {
+        IssueRequest {
+            role: role.to_string(),
+            name: role.to_string(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            valid_for: DEFAULT_VALIDITY,
+            force: false,
+        }
+    }
+}
+
+/// `<dir>/<name>.crt`
+pub fn cert_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.crt"))
+}
+
+/// `<dir>/<name>.key`
+pub fn key_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.key"))
+}
+
+/// Makes the cluster CA in `dir` (created 0700 if missing); returns the `ca.crt` path.
+pub fn init_ca(dir: &Path, force: bool) -> Result<PathBuf, PkiError> {
+    let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
+    if !force {
+        refuse_existing(&[&cert_path, &key_path])?;
+    }
+    if !dir.is_dir() {
+        // Parents get the usual mode (others may need to pass through them); DIR is 0700.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| io_error(parent, "create the directory", e))?;
+        }
+        DirBuilder::new()
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(|e| io_error(dir, "create the directory", e))?;
+    }
+    let mut params = CertificateParams::default();
+    params.distinguished_name = common_name(CA_COMMON_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    set_validity(&mut params, CA_VALIDITY);
+    let key = new_key(&key_path)?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| invalid(&cert_path, e))?;
+    write_atomically(&key_path, key.serialize_pem().as_bytes(), KEY_MODE)?;
+    write_atomically(&cert_path, cert.pem().as_bytes(), CERT_MODE)?;
+    Ok(cert_path)
+}
+
+/// Issues `<name>.crt` / `<name>.key` in `dir`, signed by the CA there.
+pub fn issue(dir: &Path, req: &IssueRequest) -> Result<(PathBuf, PathBuf), PkiError> {
+    let bad = |reason: String| PkiError::BadRequest {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    for (what, value) in [("role", &req.role), ("name", &req.name)] {
+        if !identity::is_valid_name(value) {
+            return Err(bad(format!(
+                "invalid {what} `{value}`: use [a-z][a-z0-9-]*, at most {} characters",
+                identity::MAX_NAME_LEN
+            )));
+        }
+    }
+    if req.name == "ca" {
+        return Err(bad("the name `ca` is the cluster CA's own".to_string()));
+    }
+    if req.valid_for.is_zero() {
+        return Err(bad("the validity must be longer than zero".to_string()));
+    }
+    let mut sans = vec![SanType::URI(ia5(dir, &identity::spiffe_id(&req.role))?)];
+    for host in &req.hosts {
+        let san = match host.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) if DnsName::try_from(host.as_str()).is_ok() => SanType::DnsName(ia5(dir, host)?),
+            Err(_) => {
+                return Err(bad(format!(
+                    "`{host}` is neither a DNS name nor an IP address"
+                )))
+            }
+        };
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    let (cert_path, key_path) = (cert_file(dir, &req.name), key_file(dir, &req.name));
+    if !req.force {
+        refuse_existing(&[&cert_path, &key_path])?;
+    }
+    let issuer = load_ca(dir)?;
+
+    let mut params = CertificateParams::default();
+    params.distinguished_name = common_name(&req.role);
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    set_validity(&mut params, req.valid_for);
+    let key = new_key(&key_path)?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|e| invalid(&cert_path, e))?;
+    write_atomically(&key_path, key.serialize_pem().as_bytes(), KEY_MODE)?;
+    write_atomically(&cert_path, cert.pem().as_bytes(), CERT_MODE)?;
+    Ok((cert_path, key_path))
+}
+
+/// `svc dev`'s PKI in `dir`: a CA, and a loopback certificate for each of `roles` and
+/// [`OPERATOR`]. Makes only what is missing, expires within [`DEV_RENEW_WITHIN`], or was
+/// not signed by the CA in `dir` (so all of them after a new CA); a second call changes
+/// nothing.
+pub fn ensure_dev_pki(dir: &Path, roles: &[&str]) -> Result<(), PkiError> {
+    let ca_path = dir.join(CA_CERT);
+    if !dir.join(CA_KEY).exists() || !lasts(&ca_path, None) {
+        init_ca(dir, true)?;
+    }
+    let ca = CertificateDer::from_pem_file(&ca_path).map_err(|e| invalid(&ca_path, e))?;
+    let mut names: Vec<&str> = roles.to_vec();
+    names.push(OPERATOR);
+    for (i, name) in names.iter().enumerate() {
+        let done = names[..i].contains(name)
+            || (key_file(dir, name).exists() && lasts(&cert_file(dir, name), Some(&ca)));
+        if !done {
+            let mut req = IssueRequest::new(name, &DEV_HOSTS);
+            req.valid_for = DEV_VALIDITY;
+            req.force = true;
+            issue(dir, &req)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the certificate at `path` reads, is valid beyond [`DEV_RENEW_WITHIN`], and,
+/// given an `issuer`, is signed by it.
+fn lasts(path: &Path, issuer: Option<&[u8]>) -> bool {
+    let Ok(der) = CertificateDer::from_pem_file(path) else {
+        return false;
+    };
+    let signed = issuer.is_none_or(|issuer| {
+        let parsed = (
+            x509_parser::parse_x509_certificate(&der),
+            x509_parser::parse_x509_certificate(issuer),
+        );
+        let (Ok((_, cert)), Ok((_, issuer))) = parsed else {
+            return false;
+        };
+        cert.verify_signature(Some(issuer.public_key())).is_ok()
+    });
+    let renew_from = SystemTime::now() + DEV_RENEW_WITHIN;
+    signed && identity::not_after(&der).is_some_and(|end| end > renew_from)
+}
+
+/// The CA of `dir`, ready to sign: `ca.key` and the certificate in `ca.crt` that it
+/// belongs to (the file may hold several during a CA rotation).
+fn load_ca(dir: &Path) -> Result<Issuer<'static, KeyPair>, PkiError> {
+    let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
+    let read = |path: &Path| {
+        fs::read_to_string(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => PkiError::NoCa {
+                path: path.to_path_buf(),
+                dir: dir.to_path_buf(),
+            },
+            _ => io_error(path, "read", e),
+        })
+    };
+    let cert_pem = read(&cert_path)?;
+    let key = KeyPair::from_pem(&read(&key_path)?)
+        .map_err(|e| invalid(&key_path, format!("not a usable private key: {e}")))?;
+    let spki = key.subject_public_key_info();
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&cert_path, format!("not a PEM certificate file: {e}")))?;
+    let ca = certs.into_iter().find(|der| {
+        x509_parser::parse_x509_certificate(der)
+            .is_ok_and(|(_, c)| c.is_ca() && c.public_key().raw == spki.as_slice())
+    });
+    let ca = ca.ok_or_else(|| {
+        invalid(
+            &cert_path,
+            format!("holds no CA certificate for the key {}", key_path.display()),
+        )
+    })?;
+    Issuer::from_ca_cert_der(&ca, key).map_err(|e| invalid(&cert_path, e))
+}
+
+/// Writes `contents` to `path` whole or not at all; the file has `mode` from the moment
+/// it exists (whatever the umask), so a key is never readable by others.
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{file_name}.{}.{stamp}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.set_permissions(Permissions::from_mode(mode))?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error(path, "write", e));
+    }
+    // Make the rename itself durable; the file is already whole either way.
+    let _ = File::open(dir).and_then(|d| d.sync_all());
+    Ok(())
+}
+
+fn refuse_existing(paths: &[&Path]) -> Result<(), PkiError> {
+    match paths.iter().find(|p| p.exists()) {
+        Some(path) => Err(PkiError::Exists {
+            path: path.to_path_buf(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn set_validity(params: &mut CertificateParams, valid_for: Duration) {
+    let now = SystemTime::now();
+    params.not_before = (now - CLOCK_SKEW).into();
+    params.not_after = (now + valid_for).into();
+}
+
+fn common_name(name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    dn
+}
+
+fn new_key(path: &Path) -> Result<KeyPair, PkiError> {
+    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| invalid(path, e))
+}
+
+fn ia5(dir: &Path, text: &str) -> Result<rcgen::string::Ia5String, PkiError> {
+    text.try_into().map_err(|e| PkiError::BadRequest {
+        dir: dir.to_path_buf(),
+        reason: format!("`{text}`: {e}"),
+    })
+}
+
+fn io_error(path: &Path, action: &'static str, source: io::Error) -> PkiError {
+    PkiError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+fn invalid(path: &Path, reason: impl ToString) -> PkiError {
+    PkiError::Invalid {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier as _;
+    use rustls::pki_types::{ServerName, UnixTime};
+    use std::sync::Arc;
+    use x509_parser::extensions::GeneralName;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn der(path: &Path) -> CertificateDer<'static> {
+        CertificateDer::from_pem_file(path).unwrap()
+    }
+
+    fn secs_from_now(t: i64) -> i64 {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        t - now.as_secs() as i64
+    }
+
+    #[test]
+    fn init_ca_makes_a_private_key_and_a_ca_certificate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("new/pki");
+        let cert_path = init_ca(&dir, false).unwrap();
+        assert_eq!(cert_path, dir.join(CA_CERT));
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(CA_KEY)), 0o600);
+        assert_eq!(mode(&cert_path), 0o644);
+        let der = der(&cert_path);
+        let (_, ca) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert!(ca.is_ca());
+        assert_eq!(ca.subject().to_string(), "CN=svc cluster CA");
+        let usage = ca.key_usage().unwrap().unwrap().value;
+        assert!(usage.key_cert_sign() && usage.crl_sign());
+        let left = secs_from_now(ca.validity().not_after.timestamp());
+        assert!(left.abs_diff(CA_VALIDITY.as_secs() as i64) < 60);
+    }
+
+    #[test]
+    fn init_ca_refuses_to_replace_unless_forced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        init_ca(dir, false).unwrap();
+        let before = fs::read(dir.join(CA_KEY)).unwrap();
+        let err = init_ca(dir, false).unwrap_err();
+        assert!(matches!(err, PkiError::Exists { .. }), "{err}");
+        assert!(err.to_string().contains(CA_CERT), "{err}");
+        assert_eq!(fs::read(dir.join(CA_KEY)).unwrap(), before);
+        fs::remove_file(dir.join(CA_CERT)).unwrap();
+        let err = init_ca(dir, false).unwrap_err();
+        assert!(
+            err.to_string().contains(CA_KEY),
+            "a lone key is kept too: {err}"
+        );
+        init_ca(dir, true).unwrap();
+        assert_ne!(fs::read(dir.join(CA_KEY)).unwrap(), before);
+        assert_eq!(mode(&dir.join(CA_KEY)), 0o600);
+    }
+
+    #[test]
+    fn issue_names_the_role_and_hosts_and_chains_to_the_ca() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        init_ca(dir, false).unwrap();
+        let mut req = IssueRequest::new("orders", &["vm1.example", "10.0.0.5", "::1"]);
+        req.name = "orders-1".to_string();
+        req.valid_for = Duration::from_secs(3 * DAY);
+        let (cert_path, key_path) = issue(dir, &req).unwrap();
+        assert_eq!(cert_path, cert_file(dir, "orders-1"));
+        assert_eq!(key_path, key_file(dir, "orders-1"));
+        assert_eq!((mode(&key_path), mode(&cert_path)), (0o600, 0o644));
+        let pem = fs::read(&cert_path).unwrap();
+        assert_eq!(
+            CertificateDer::pem_slice_iter(&pem).count(),
+            1,
+            "the leaf alone"
+        );
+
+        let leaf = der(&cert_path);
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        assert_eq!(cert.subject().to_string(), "CN=orders");
+        let names = &cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names;
+        assert!(names.contains(&GeneralName::URI("spiffe://svc/role/orders")));
+        assert!(names.contains(&GeneralName::DNSName("vm1.example")));
+        assert!(names.contains(&GeneralName::IPAddress(&[10, 0, 0, 5])));
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && eku.client_auth);
+        assert!(!cert.is_ca());
+        let started = secs_from_now(cert.validity().not_before.timestamp());
+        assert!(
+            started.abs_diff(-(CLOCK_SKEW.as_secs() as i64)) < 60,
+            "{started}"
+        );
+        let left = secs_from_now(cert.validity().not_after.timestamp());
+        assert!(left.abs_diff(3 * DAY as i64) < 60, "{left}");
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der(&dir.join(CA_CERT))).unwrap();
+        let roots = Arc::new(roots);
+        let servers = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let now = UnixTime::now();
+        for host in ["vm1.example", "10.0.0.5", "::1"] {
+            let name = ServerName::try_from(host).unwrap();
+            servers
+                .verify_server_cert(&leaf, &[], &name, &[], now)
+                .unwrap();
+        }
+        let other = ServerName::try_from("vm2.example").unwrap();
+        assert!(servers
+            .verify_server_cert(&leaf, &[], &other, &[], now)
+            .is_err());
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .build()
+            .unwrap();
+        clients.verify_client_cert(&leaf, &[], now).unwrap();
+    }
+
+    #[test]
+    fn issue_refuses_to_replace_unless_forced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        init_ca(dir, false).unwrap();
+        let mut req = IssueRequest::new("payments", &["localhost"]);
+        let (cert_path, key_path) = issue(dir, &req).unwrap();
+        let read_both = || (fs::read(&cert_path).unwrap(), fs::read(&key_path).unwrap());
+        let before = read_both();
+        let err = issue(dir, &req).unwrap_err();
+        assert!(err.to_string().contains("payments.crt"), "{err}");
+        assert_eq!(read_both(), before);
+        req.force = true;
+        issue(dir, &req).unwrap();
+        assert_ne!(read_both().1, before.1);
+        assert_eq!(mode(&key_path), 0o600);
+    }
+
+    #[test]
+    fn issue_without_a_ca_names_the_missing_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = issue(tmp.path(), &IssueRequest::new("orders", &[])).unwrap_err();
+        assert!(matches!(err, PkiError::NoCa { .. }), "{err}");
+        let ca = tmp.path().join(CA_CERT).display().to_string();
+        assert!(err.to_string().contains(&ca), "{err}");
+        assert!(!cert_file(tmp.path(), "orders").exists());
+    }
+
+    #[test]
+    fn bad_requests_are_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        init_ca(dir, false).unwrap();
+        let base = IssueRequest::new("orders", &["localhost"]);
+        let requests = [
+            IssueRequest {
+                role: "Orders".into(),
+                ..base.clone()
+            },
+            IssueRequest {
+                name: "../x".into(),
+                ..base.clone()
+            },
+            IssueRequest {
+                name: "ca".into(),
+                ..base.clone()
+            },
+            IssueRequest {
+                name: "a".repeat(64),
+                ..base.clone()
+            },
+            IssueRequest {
+                hosts: vec!["bad host".into()],
+                ..base.clone()
+            },
+            IssueRequest {
+                hosts: vec!["*.example".into()],
+                ..base.clone()
+            },
+            IssueRequest {
+                valid_for: Duration::ZERO,
+                ..base.clone()
+            },
+        ];
+        for req in requests {
+            let err = issue(dir, &req).unwrap_err();
+            assert!(matches!(err, PkiError::BadRequest { .. }), "{req:?}: {err}");
+        }
+        assert_eq!(fs::read_dir(dir).unwrap().count(), 2, "only the CA files");
+    }
+
+    #[test]
+    fn ensure_dev_pki_is_idempotent_and_renews_what_expires() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tls");
+        let roles = ["registry", "orders"];
+        ensure_dev_pki(&dir, &roles).unwrap();
+        let snapshot = || {
+            let mut files: Vec<_> = fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .map(|p| (fs::read(&p).unwrap(), p))
+                .collect();
+            files.sort_by(|a, b| a.1.cmp(&b.1));
+            files
+        };
+        let first = snapshot();
+        assert_eq!(first.len(), 2 + 2 * 3, "CA, registry, orders, operator");
+        let operator = der(&cert_file(&dir, OPERATOR));
+        assert_eq!(identity::role_of(&operator).as_deref(), Some(OPERATOR));
+        ensure_dev_pki(&dir, &roles).unwrap();
+        assert_eq!(snapshot(), first, "a second call changes nothing");
+
+        let ca_key = fs::read(dir.join(CA_KEY)).unwrap();
+        let mut short = IssueRequest::new("orders", &["localhost"]);
+        (short.valid_for, short.force) = (Duration::from_secs(DAY), true);
+        issue(&dir, &short).unwrap();
+        ensure_dev_pki(&dir, &roles).unwrap();
+        let renewed = identity::not_after(&der(&cert_file(&dir, "orders"))).unwrap();
+        assert!(renewed > SystemTime::now() + DEV_VALIDITY - Duration::from_secs(60));
+        assert_eq!(
+            fs::read(dir.join(CA_KEY)).unwrap(),
+            ca_key,
+            "the CA is kept"
+        );
+
+        let stranger = tmp.path().join("other");
+        init_ca(&stranger, false).unwrap();
+        fs::copy(stranger.join(CA_CERT), dir.join(CA_CERT)).unwrap();
+        fs::copy(stranger.join(CA_KEY), dir.join(CA_KEY)).unwrap();
+        ensure_dev_pki(&dir, &roles).unwrap();
+        let registry = fs::read(cert_file(&dir, "registry")).unwrap();
+        let old_registry = &first
+            .iter()
+            .find(|f| f.1.ends_with("registry.crt"))
+            .unwrap()
+            .0;
+        assert_ne!(&registry, old_registry, "reissued under the new CA");
+        assert_eq!(snapshot().len(), first.len());
+    }
+}

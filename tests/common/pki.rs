@@ -1,0 +1,102 @@
+//! The identities of every test cluster: one CA with a certificate per role and one for
+//! the operator (what the tests themselves present), and the API key every test
+//! gateway accepts.
+//!
+//! Made once per test process under cargo's target tmp dir (`svc_command` points every
+//! child at it with `SVC_TLS_DIR` and `SVC_API_KEYS_FILE`), so all tests run with the
+//! mutual TLS and API keys of production. Directories of earlier runs are removed.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use svc::platform::config::TlsSettings;
+use svc::platform::tls::{client_config, pki, TlsMaterial};
+
+/// The key every test gateway accepts, with every scope and no practical rate limit.
+pub const TEST_API_KEY: &str = "svck_test_0123456789abcdef0123456789abcdef";
+/// The roles with certificates in [`test_pki`] (plus `operator`).
+pub const ROLES: &[&str] = &[
+    "registry",
+    "gateway",
+    "orders",
+    "inventory",
+    "payments",
+    "notifications",
+];
+
+/// The directory with `ca.crt` and `<role>.crt` / `<role>.key` for every role.
+pub fn test_pki() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        remove_stale(base);
+        let dir = base.join(format!("test-pki-{}", std::process::id()));
+        pki::ensure_dev_pki(&dir, ROLES).expect("test PKI");
+        let keys = format!(
+            "- name: tests\n  sha256: {}\n  scopes: [products:read, products:write, orders:read, orders:write]\n  rate_per_second: 100000\n  burst: 100000\n",
+            sha256_hex(TEST_API_KEY)
+        );
+        std::fs::write(dir.join("api-keys.yaml"), keys).expect("api keys file");
+        dir
+    })
+}
+
+/// The API keys file of [`test_pki`].
+pub fn api_keys_file() -> PathBuf {
+    test_pki().join("api-keys.yaml")
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Test PKI dirs of processes that ended more than an hour ago.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if name.starts_with("test-pki-") && old {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The TLS material of `identity` (a role or `operator`) from [`test_pki`].
+pub fn material(identity: &str) -> Arc<TlsMaterial> {
+    let settings = TlsSettings {
+        dir: test_pki().to_path_buf(),
+        ..TlsSettings::default()
+    };
+    TlsMaterial::load(settings.files(identity), identity).expect("test identity")
+}
+
+/// An HTTP client presenting `identity`'s certificate, sending the test API key, and
+/// opening a fresh connection for every request (see the harness docs).
+pub fn client_as(identity: &str) -> reqwest::Client {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {TEST_API_KEY}")).unwrap(),
+    );
+    reqwest::Client::builder()
+        .use_preconfigured_tls(client_config(&material(identity)))
+        .default_headers(headers)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
