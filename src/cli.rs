@@ -15,7 +15,7 @@ use crate::platform::config::LogFormat;
     name = "svc",
     version,
     about = "One executable that runs any role of an order-processing backend split into microservices.",
-    after_help = "Examples:\n  svc dev                                   # the whole system on this machine\n  svc run --role orders --registry http://10.0.0.2:7700\n  svc status --registry http://127.0.0.1:7700\n  svc trace 4bf92f3577b34da6a3ce929d0e0e4736   # one request across every service\n  svc roles\n  svc config check --config /etc/svc/svc.yaml"
+    after_help = "Examples:\n  svc dev                                   # the whole system on this machine\n  svc run --role orders --registry http://10.0.0.2:7700\n  svc status --registry http://127.0.0.1:7700\n  svc ui                                    # the registry's page, at http://127.0.0.1:7780/ui\n  svc trace 4bf92f3577b34da6a3ce929d0e0e4736   # one request across every service\n  svc roles\n  svc config check --config /etc/svc/svc.yaml"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -40,6 +40,12 @@ pub enum Command {
         after_help = "Requests/s and p99 come from two scrapes of each instance's /metrics, --window\napart (probes and scrapes, svc status's own included, are left out); 5XX counts\nsince the instance started.\n\nExamples:\n  svc status\n  svc status --registry http://10.0.0.2:7700,http://10.0.0.3:7700\n  svc status --json --window 5s"
     )]
     Status(StatusArgs),
+    /// Open the registry's /ui page in a browser: a local, read-only proxy that presents
+    /// the operator's certificate to the registry (which a browser cannot).
+    #[command(
+        after_help = "Serves plain HTTP, only GET /ui and GET /v1/catalog, forwarded to the first\nregistry that answers. Keep it on loopback: whoever reaches it sees the catalog.\n\nExamples:\n  svc ui                                    # then open http://127.0.0.1:7780/ui\n  svc ui --registry https://10.0.0.2:7700,https://10.0.0.3:7700 --tls-dir /etc/svc/tls\n  svc ui --listen 127.0.0.1:0               # any free port; the address is printed"
+    )]
+    Ui(UiArgs),
     /// Print the log lines of one trace from every instance's JSON log file, as a tree of
     /// calls in time order.
     #[command(
@@ -157,6 +163,31 @@ pub struct StatusArgs {
     /// Time between the two /metrics scrapes that give requests/s and p99 (humantime).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub window: std::time::Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UiArgs {
+    /// Registry URLs, comma separated; each request goes to the first that answers.
+    #[arg(
+        long = "registry",
+        env = "SVC_REGISTRY",
+        value_delimiter = ',',
+        default_value = "https://127.0.0.1:7700"
+    )]
+    pub registries: Vec<String>,
+    /// Address to serve the page on (plain HTTP). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7780")]
+    pub listen: SocketAddr,
+    /// Directory with ca.crt and the certificate of --identity (mutual TLS).
+    #[arg(long, env = "SVC_TLS_DIR", default_value = "tls")]
+    pub tls_dir: PathBuf,
+    /// Whose certificate to present to the registry: `operator`, or the role of a
+    /// certificate on this host.
+    #[arg(long, default_value = "operator")]
+    pub identity: String,
+    /// Plain HTTP to the registry, for a cluster running with `tls.insecure`.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -223,7 +223,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
         ("empty body", "", "JSON"),
     ];
     for (what, body, mention) in raw {
-        let res = http()
+        let res = client_as("orders")
             .post(&url)
             .header("content-type", "application/json")
             .body(body)
@@ -286,7 +286,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
         ),
     ];
     for (what, body, mention) in &invalid {
-        let problem = assert_problem(post_json(&url, body).await, 400, what).await;
+        let problem = assert_problem(post_json_as("orders", &url, body).await, 400, what).await;
         let detail = problem["detail"].as_str().unwrap();
         assert!(
             detail.contains(mention),
@@ -295,7 +295,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     }
 
     // Not JSON at all: unsupported media type, same problem shape.
-    let res = http()
+    let res = client_as("orders")
         .post(&url)
         .header("content-type", "text/plain")
         .body(registration("orders", "o-1", "http://127.0.0.1:9").to_string())
@@ -309,7 +309,12 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
 
     // Control: the same endpoint accepts a valid registration (so the refusals above
     // were about the input).
-    let res = post_json(&url, &registration("orders", "o-1", "http://127.0.0.1:9")).await;
+    let res = post_json_as(
+        "orders",
+        &url,
+        &registration("orders", "o-1", "http://127.0.0.1:9"),
+    )
+    .await;
     assert_eq!(res.status(), 200, "{:?}", res.text().await);
     let grant: Value = res.json().await.unwrap();
     assert_eq!(
@@ -330,7 +335,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
 async fn unknown_routes_and_leases_are_404_problems() {
     let cluster = Cluster::new();
     let registry = cluster.start_registry();
-    let client = http();
+    let client = client_as("orders");
     let base = &registry.url;
 
     let res = client.get(format!("{base}/v1/nope")).send().await.unwrap();
@@ -388,7 +393,7 @@ async fn oversized_body_is_413() {
     body["metadata"] = json!({ "pad": "x".repeat(100 * 1024) });
     let res = tokio::time::timeout(
         Duration::from_secs(10),
-        post_json(&format!("{}/v1/instances", registry.url), &body),
+        post_json_as("orders", &format!("{}/v1/instances", registry.url), &body),
     )
     .await
     .expect("answer to an oversized body");
@@ -399,7 +404,7 @@ async fn oversized_body_is_413() {
     let inventory = cluster.start("inventory", "inv-1", &registry.url);
     let mut big = product("big");
     big["name"] = json!("y".repeat(100 * 1024));
-    let res = post_json(&format!("{}/v1/products", inventory.url), &big).await;
+    let res = post_json_as("gateway", &format!("{}/v1/products", inventory.url), &big).await;
     assert_problem(res, 413, "100 KiB product").await;
 }
 

@@ -663,7 +663,7 @@ async fn every_registry_down_for_a_minute_under_load_fails_no_order() {
         let instances: Vec<(String, String, String)> = chaos
             .members
             .iter()
-            .map(|m| (m.role.clone(), m.id.clone(), m.svc.url.clone()))
+            .map(|m| (m.role.clone(), m.id.clone(), m.svc.internal_url.clone()))
             .collect();
         let (_, t) = wait_for(
             &format!("{} refilled", r.label),

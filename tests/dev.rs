@@ -107,8 +107,19 @@ async fn dev_starts_every_role_ready_and_stops_without_leftovers() {
     }
 
     // Every role but the registry is registered, and each answers ready.
-    let registry = format!("http://127.0.0.1:{registry_port}");
-    let catalog = get_json(&format!("{registry}/v1/catalog")).await;
+    // With the operator identity and API key svc dev made in its data dir.
+    let key = std::fs::read_to_string(data_dir.join("api-key")).expect("dev API key");
+    let client = client_of(&data_dir.join("tls"), "operator", key.trim());
+    let get_json = |url: String| {
+        let client = client.clone();
+        async move {
+            let res = client.get(&url).send().await.expect("answer");
+            assert_eq!(res.status(), 200, "{url}");
+            res.json::<serde_json::Value>().await.expect("JSON")
+        }
+    };
+    let registry = format!("https://127.0.0.1:{registry_port}");
+    let catalog = get_json(format!("{registry}/v1/catalog")).await;
     for role in &roles[1..] {
         let instances = catalog["roles"][role]
             .as_array()
@@ -116,7 +127,7 @@ async fn dev_starts_every_role_ready_and_stops_without_leftovers() {
             .unwrap_or_default();
         assert_eq!(instances.len(), 1, "{role} registered once: {catalog}");
         let address = instances[0]["address"].as_str().expect("address");
-        let ready = http()
+        let ready = client
             .get(format!("{address}/health/ready"))
             .send()
             .await
@@ -125,7 +136,19 @@ async fn dev_starts_every_role_ready_and_stops_without_leftovers() {
     }
 
     // The seed catalog is there, through the gateway on its fixed port.
-    let products = get_json(&format!("http://127.0.0.1:{gateway_port}/api/v1/products")).await;
+    let products = get_json(format!("http://127.0.0.1:{gateway_port}/api/v1/products")).await;
+    // The key is stored owner-only; the gateways got only its hash.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(data_dir.join("api-key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "api-key is readable by others");
+    let shared = std::fs::read_to_string(data_dir.join("api-keys.yaml")).unwrap();
+    assert!(
+        !shared.contains(key.trim()),
+        "the gateways' file holds the key itself"
+    );
     assert!(
         products["products"]
             .as_array()

@@ -6,8 +6,10 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
+/// POSTs `body` as orders, the caller these endpoints accept (payments, reservations,
+/// events): what is refused below is refused for the input, not the caller.
 async fn send_raw(url: &str, body: &str) -> reqwest::Response {
-    http()
+    client_as("orders")
         .post(url)
         .header("content-type", "application/json")
         .body(body.to_string())
@@ -23,7 +25,12 @@ async fn internal_endpoints_refuse_bad_input_and_write_nothing() {
     let inventory = cluster.start("inventory", "inv-0", &registry.url);
     let payments = cluster.start("payments", "pay-0", &registry.url);
     let notifications = cluster.start("notifications", "not-0", &registry.url);
-    let created = post_json(&format!("{}/v1/products", inventory.url), &product("tea")).await;
+    let created = post_json_as(
+        "gateway",
+        &format!("{}/v1/products", inventory.url),
+        &product("tea"),
+    )
+    .await;
     assert_eq!(created.status(), 201);
 
     let reservations = format!("{}/v1/reservations", inventory.url);
@@ -81,7 +88,7 @@ async fn internal_endpoints_refuse_bad_input_and_write_nothing() {
         (tea["available"].as_u64(), tea["reserved"].as_u64()),
         (Some(7), Some(0))
     );
-    let unknown = post_json(&format!("{reservations}/o404/commit"), &json!({})).await;
+    let unknown = post_json_as("orders", &format!("{reservations}/o404/commit"), &json!({})).await;
     assert_problem(unknown, 404, "commit of an unknown reservation").await;
 
     let authorize = format!("{}/v1/payments/o1/authorize", payments.url);
@@ -104,7 +111,8 @@ async fn internal_endpoints_refuse_bad_input_and_write_nothing() {
     ] {
         assert_problem(send_raw(&authorize, &body).await, 400, what).await;
     }
-    let capture = post_json(
+    let capture = post_json_as(
+        "orders",
         &format!("{}/v1/payments/o404/capture", payments.url),
         &json!({}),
     )

@@ -227,7 +227,7 @@ async fn registry_outage_keeps_discovery_and_traffic_working() {
     registry.kill();
     gateway.wait_for_log("keeping the last view", Duration::from_secs(10));
     inventory.wait_for_log("keeping the last view", Duration::from_secs(10));
-    let view = get_json(&format!("{}/v1/peers", gateway.url)).await;
+    let view = get_json(&format!("{}/v1/peers", gateway.internal_url)).await;
     assert!(lists(&view, &inventory), "{view}");
     let view = get_json(&format!("{}/v1/peers", inventory.url)).await;
     assert!(lists(&view, &gateway), "{view}");
@@ -248,7 +248,7 @@ async fn registry_outage_keeps_discovery_and_traffic_working() {
         "no registry should have accepted it: {}",
         gateway.ready
     );
-    let view = get_json(&format!("{}/v1/peers", gateway.url)).await;
+    let view = get_json(&format!("{}/v1/peers", gateway.internal_url)).await;
     assert!(
         lists(&view, &inventory),
         "restored view lacks inventory: {view}"

@@ -72,10 +72,9 @@ fn self_signed() -> (String, String) {
 /// An orders certificate from the test CA that expired last year.
 fn expired() -> (String, String) {
     let ca_pem = std::fs::read_to_string(test_pki().join("ca.crt")).unwrap();
-    let ca_key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(test_pki().join("ca.key")).unwrap(),
-    )
-    .unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(test_pki().join("ca.key")).unwrap())
+            .unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
     let mut params = orders_params();
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
@@ -135,8 +134,12 @@ async fn outsiders_are_refused_at_the_handshake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_and_openssl_without_a_cluster_certificate_get_nothing() {
-    let Some(curl) = tools::find_tool(&["curl"], "SVC_CURL", "SVC_REQUIRE_CURL", "apt-get install -y curl")
-    else {
+    let Some(curl) = tools::find_tool(
+        &["curl"],
+        "SVC_CURL",
+        "SVC_REQUIRE_CURL",
+        "apt-get install -y curl",
+    ) else {
         return;
     };
     let cluster = Cluster::new();
@@ -147,7 +150,15 @@ async fn curl_and_openssl_without_a_cluster_certificate_get_nothing() {
 
     let curl_get = |extra: &[&std::ffi::OsStr]| {
         Command::new(&curl)
-            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
             .arg("--cacert")
             .arg(&ca)
             .args(extra)
@@ -156,7 +167,10 @@ async fn curl_and_openssl_without_a_cluster_certificate_get_nothing() {
             .unwrap()
     };
     let without = curl_get(&[]);
-    assert!(!without.status.success(), "curl without a certificate: {without:?}");
+    assert!(
+        !without.status.success(),
+        "curl without a certificate: {without:?}"
+    );
     let foreign_dir = cluster.dir.path().join("foreign-ca");
     foreign(&foreign_dir);
     let stranger = curl_get(&[
@@ -165,22 +179,36 @@ async fn curl_and_openssl_without_a_cluster_certificate_get_nothing() {
         "--key".as_ref(),
         foreign_dir.join("orders.key").as_os_str(),
     ]);
-    assert!(!stranger.status.success(), "curl with a foreign certificate: {stranger:?}");
+    assert!(
+        !stranger.status.success(),
+        "curl with a foreign certificate: {stranger:?}"
+    );
     let operator = curl_get(&[
         "--cert".as_ref(),
         pki.join("operator.crt").as_os_str(),
         "--key".as_ref(),
         pki.join("operator.key").as_os_str(),
     ]);
-    assert_eq!(String::from_utf8_lossy(&operator.stdout), "200", "{operator:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&operator.stdout),
+        "200",
+        "{operator:?}"
+    );
 
-    if let Some(openssl) =
-        tools::find_tool(&["openssl"], "SVC_OPENSSL", "SVC_REQUIRE_OPENSSL", "apt-get install -y openssl")
-    {
+    if let Some(openssl) = tools::find_tool(
+        &["openssl"],
+        "SVC_OPENSSL",
+        "SVC_REQUIRE_OPENSSL",
+        "apt-get install -y openssl",
+    ) {
         // TLS 1.3: the server refuses the missing certificate after the client's
         // Finished, so the request written afterwards never gets an HTTP answer.
         let mut child = Command::new(openssl)
-            .args(["s_client", "-connect", &format!("127.0.0.1:{}", registry.port())])
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", registry.port()),
+            ])
             .arg("-CAfile")
             .arg(&ca)
             .args(["-tls1_3", "-quiet", "-no_ign_eof"])
@@ -192,8 +220,8 @@ async fn curl_and_openssl_without_a_cluster_certificate_get_nothing() {
         use std::io::Write as _;
         // Keep stdin open: s_client must stay to read the server's alert.
         let mut stdin = child.stdin.take().unwrap();
-        let _ = stdin
-            .write_all(b"GET /v1/catalog HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let _ =
+            stdin.write_all(b"GET /v1/catalog HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while child.try_wait().unwrap().is_none() {
             if std::time::Instant::now() > deadline {
@@ -206,7 +234,10 @@ async fn curl_and_openssl_without_a_cluster_certificate_get_nothing() {
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stdout.contains("HTTP/1.1"), "s_client got an answer: {stdout}");
+        assert!(
+            !stdout.contains("HTTP/1.1"),
+            "s_client got an answer: {stdout}"
+        );
         assert!(
             stderr.contains("alert certificate required"),
             "s_client saw no refusal: {stderr}"
@@ -237,9 +268,19 @@ async fn a_notifications_certificate_cannot_act_as_payments() {
         .unwrap();
     assert_problem(res, 403, "register as payments").await;
     let lease = format!("{}/v1/instances/payments/pay-0/lease", registry.url);
-    assert_problem(notifications.put(&lease).send().await.unwrap(), 403, "renew").await;
+    assert_problem(
+        notifications.put(&lease).send().await.unwrap(),
+        403,
+        "renew",
+    )
+    .await;
     let remove = format!("{}/v1/instances/payments/pay-0", registry.url);
-    assert_problem(notifications.delete(&remove).send().await.unwrap(), 403, "deregister").await;
+    assert_problem(
+        notifications.delete(&remove).send().await.unwrap(),
+        403,
+        "deregister",
+    )
+    .await;
     // Its own role it may register as.
     let own = notifications
         .post(&register)
@@ -248,11 +289,19 @@ async fn a_notifications_certificate_cannot_act_as_payments() {
         .await
         .unwrap();
     assert_eq!(own.status(), StatusCode::OK);
-    assert!(lists(&catalog(&registry).await, &payments), "payments still registered");
+    assert!(
+        lists(&catalog(&registry).await, &payments),
+        "payments still registered"
+    );
 
     let authorize = format!("{}/v1/payments/ord-0-x/authorize", payments.url);
     let body = json!({ "amount_minor": 100, "currency": "EUR", "card": "4242424242424242" });
-    let res = notifications.post(&authorize).json(&body).send().await.unwrap();
+    let res = notifications
+        .post(&authorize)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 403, "authorize as notifications").await;
     payments.wait_for_log("refused: caller not allowed", Duration::from_secs(5));
     let refusal = payments
@@ -263,7 +312,12 @@ async fn a_notifications_certificate_cannot_act_as_payments() {
         .unwrap_or_default();
     assert!(refusal.contains("notifications"), "{refusal}");
     // The role the manifest names is let through to the handler.
-    let res = client_as("orders").post(&authorize).json(&body).send().await.unwrap();
+    let res = client_as("orders")
+        .post(&authorize)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_ne!(res.status(), StatusCode::FORBIDDEN);
     // An undeclared endpoint is not served to anyone.
     let res = client_as("orders")

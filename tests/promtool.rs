@@ -41,7 +41,7 @@ async fn every_roles_metrics_pass_promtool() {
         &full.payments,
         &full.notifications,
     ] {
-        let url = format!("{}/metrics", svc.url);
+        let url = format!("{}/metrics", svc.internal_url);
         let text = http()
             .get(&url)
             .send()

@@ -89,7 +89,7 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 async fn metrics_of(svc: &Svc) -> String {
-    let url = format!("{}/metrics", svc.url);
+    let url = format!("{}/metrics", svc.internal_url);
     http()
         .get(&url)
         .send()
@@ -509,9 +509,15 @@ async fn a_callers_deadline_bounds_the_callee_and_its_own_calls() {
     let payments = spawn("payments", "pay-0", &[]);
     let orders = spawn("orders", "ord-0", &[(FAULT_SAGA_STEP_DELAY, "1s")]);
     wait_peers(&orders, &[&inventory, &payments]).await;
-    let res = post_json(&format!("{}/v1/products", inventory.url), &product("tea")).await;
+    let res = post_json_as(
+        "gateway",
+        &format!("{}/v1/products", inventory.url),
+        &product("tea"),
+    )
+    .await;
     assert_eq!(res.status(), 201);
-    let client = http();
+    // Orders takes creates from gateways only.
+    let client = client_as("gateway");
     let create = |deadline_ms: &'static str| {
         client
             .post(format!("{}/v1/orders", orders.url))

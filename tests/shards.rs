@@ -254,8 +254,7 @@ async fn an_idempotency_key_always_lands_on_its_shard_and_its_order() {
 
     // An orders shard refuses a key that is not its own instead of creating an order.
     let key = &keys[0]; // lives on shard 0
-    let res = sc
-        .client
+    let res = client_as("gateway")
         .post(format!("{}/v1/orders", sc.orders[1].url))
         .header("idempotency-key", key.as_str())
         .json(&body)
@@ -268,7 +267,8 @@ async fn an_idempotency_key_always_lands_on_its_shard_and_its_order() {
         "{problem}"
     );
     // So does an inventory shard for a SKU of the other shard.
-    let res = post_json(
+    let res = post_json_as(
+        "gateway",
         &format!("{}/v1/products", sc.inventory[0].url),
         &json!({ "sku": tea, "name": "Tea", "price_minor": 1, "stock": 1 }),
     )
@@ -325,11 +325,11 @@ async fn a_second_holder_of_a_shard_is_refused_until_the_first_leaves() {
         "role": "orders", "instance_id": "orders-x", "address": "http://127.0.0.1:9",
         "version": "1", "metadata": { "shard": "1" },
     });
-    let res = post_json(&format!("{}/v1/instances", registry.url), &claim).await;
+    let res = post_json_as("orders", &format!("{}/v1/instances", registry.url), &claim).await;
     let problem = assert_problem(res, 409, "a second holder").await;
     let detail = problem["detail"].as_str().unwrap();
     assert!(
-        detail.starts_with("shard 1 of orders is held by orders-1 (http://127.0.0.1:")
+        detail.starts_with("shard 1 of orders is held by orders-1 (https://127.0.0.1:")
             && detail.ends_with("stop it or choose another shard"),
         "{detail}"
     );

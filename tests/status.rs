@@ -73,7 +73,7 @@ async fn status_shows_health_lease_and_live_figures_of_every_instance() {
 
     let gw = instance(&report, "gw-s");
     assert_eq!(gw["health"], "ready", "{gw}");
-    assert_eq!(gw["address"], gateway.url.as_str());
+    assert_eq!(gw["address"], gateway.internal_url.as_str());
     let rate = gw["requests_per_s"].as_f64().unwrap_or_default();
     assert!(rate > 10.0, "requests/s {rate}: {gw}");
     assert!(gw["errors_5xx"].as_u64().unwrap_or_default() >= 10, "{gw}");

@@ -22,12 +22,19 @@ struct Received {
     ready_then: Option<bool>,
 }
 
-/// `GET /health/ready` over a plain socket (no async runtime in the receiving thread).
+/// `GET /health/ready` over a blocking mutual-TLS socket (no async runtime in the
+/// receiving thread).
 fn health_ready(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+    let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+    let config = Arc::new(svc::platform::tls::client_config(&material("operator")));
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let Ok(conn) = rustls::ClientConnection::new(config, name) else {
+        return false;
+    };
+    let mut s = rustls::StreamOwned::new(conn, tcp);
     let request = "GET /health/ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     if s.write_all(request.as_bytes()).is_err() {
         return false;
@@ -118,7 +125,7 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     assert!(
         ready
             .text
-            .contains("STATUS=serving registry/reg-sd at http://127.0.0.1:"),
+            .contains("STATUS=serving registry/reg-sd at https://127.0.0.1:"),
         "{ready:?}"
     );
 

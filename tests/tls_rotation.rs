@@ -113,5 +113,6 @@ async fn sighup_reloads_at_once() {
     reissue(&dir);
     payments.signal(Signal::SIGHUP);
     wait_new_cert(&url, &first).await;
-    assert!(payments.wait_exit(Duration::from_millis(200)).is_none(), "SIGHUP stopped it");
+    // Still serving after the signal (it answered above), and it says why it reloaded.
+    payments.wait_for_log("tls certificates reloaded", Duration::from_secs(5));
 }

@@ -12,6 +12,7 @@ mod roles;
 mod run;
 mod status;
 mod trace;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Status(args) => status::run(args),
         Command::Trace(args) => trace::run(args),
+        Command::Ui(args) => ui::run(args),
         Command::Roles => roles::run(),
         Command::Bench(args) => bench::run(args),
         Command::Config(ConfigCommand::Check { config }) => config_check::run(&config),

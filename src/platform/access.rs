@@ -112,8 +112,7 @@ impl AccessPolicy {
 
 /// The role of the verified caller of `req`, if the connection is mutual TLS.
 pub fn caller_role(req: &actix_web::HttpRequest) -> Option<String> {
-    req.conn_data::<PeerIdentity>()
-        .and_then(|p| p.role.clone())
+    req.conn_data::<PeerIdentity>().and_then(|p| p.role.clone())
 }
 
 /// Middleware: answers 403 / 404 per [`AccessPolicy`] before the handler runs.
@@ -170,7 +169,10 @@ mod tests {
     fn only_listed_callers_reach_an_endpoint() {
         let p = policy();
         let authorize = "/v1/payments/ord-0-1/authorize";
-        assert_eq!(p.decide("POST", authorize, Some(&peer("orders"))), Decision::Allow);
+        assert_eq!(
+            p.decide("POST", authorize, Some(&peer("orders"))),
+            Decision::Allow
+        );
         assert!(matches!(
             p.decide("POST", authorize, Some(&peer("notifications"))),
             Decision::Forbidden(d) if d.contains("notifications") && d.contains("orders")
@@ -189,13 +191,22 @@ mod tests {
     #[test]
     fn platform_endpoints_are_open_to_every_identity_and_others_are_not_served() {
         let p = policy();
-        assert_eq!(p.decide("GET", "/metrics", Some(&peer("operator"))), Decision::Allow);
-        assert_eq!(p.decide("GET", "/health/ready", Some(&peer("gateway"))), Decision::Allow);
+        assert_eq!(
+            p.decide("GET", "/metrics", Some(&peer("operator"))),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide("GET", "/health/ready", Some(&peer("gateway"))),
+            Decision::Allow
+        );
         assert_eq!(
             p.decide("DELETE", "/v1/payments/x", Some(&peer("orders"))),
             Decision::Undeclared
         );
-        assert_eq!(p.decide("GET", "/nope", Some(&peer("orders"))), Decision::Undeclared);
+        assert_eq!(
+            p.decide("GET", "/nope", Some(&peer("orders"))),
+            Decision::Undeclared
+        );
     }
 
     #[test]
@@ -205,6 +216,9 @@ mod tests {
             enforced: false,
             ..manifest
         };
-        assert_eq!(open.decide("POST", "/v1/payments/x/authorize", None), Decision::Allow);
+        assert_eq!(
+            open.decide("POST", "/v1/payments/x/authorize", None),
+            Decision::Allow
+        );
     }
 }

@@ -108,7 +108,8 @@ pub async fn run(
         Some(at) => {
             let transport = setup::public_transport(&config.tls)?;
             let (listener, bound) = bind(at)?;
-            let url = advertised_address(transport.scheme(), bound, config.advertise_host.as_deref());
+            let url =
+                advertised_address(transport.scheme(), bound, config.advertise_host.as_deref());
             Some((listener, transport, url))
         }
         None => None,
@@ -117,7 +118,11 @@ pub async fn run(
 
     let shutdown = Shutdown::new();
     if let Some(material) = &tls {
-        setup::spawn_reloader(material.clone(), config.tls.reload_interval, shutdown.clone());
+        setup::spawn_reloader(
+            material.clone(),
+            config.tls.reload_interval,
+            shutdown.clone(),
+        );
     }
     let registry_client = RegistryClient::new(
         config.registries.clone(),
@@ -196,7 +201,11 @@ pub async fn run(
             },
             listener,
             &transport,
-            limits,
+            // Clients on the internet get the configured time to send a request head.
+            Limits {
+                head_timeout: config.gateway.header_read_timeout,
+                ..limits
+            },
             connections_public,
         )?;
         handles.push(server.handle());

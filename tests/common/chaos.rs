@@ -130,7 +130,7 @@ impl ChaosCluster {
         let urls: Vec<String> = self
             .registry_ports
             .iter()
-            .map(|p| format!("http://127.0.0.1:{p}"))
+            .map(|p| format!("https://127.0.0.1:{p}"))
             .collect();
         urls.join(",")
     }

@@ -532,7 +532,13 @@ pub async fn get_json(url: &str) -> Value {
 
 /// POST `body` as JSON; returns the response whatever its status.
 pub async fn post_json(url: &str, body: &Value) -> reqwest::Response {
-    http()
+    post_json_as("operator", url, body).await
+}
+
+/// [`post_json`] presenting `identity`'s certificate: internal writes accept only the
+/// roles their manifest names (e.g. orders for a reservation, gateway for a product).
+pub async fn post_json_as(identity: &str, url: &str, body: &Value) -> reqwest::Response {
+    client_as(identity)
         .post(url)
         .json(body)
         .send()

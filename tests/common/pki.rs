@@ -87,13 +87,23 @@ pub fn material(identity: &str) -> Arc<TlsMaterial> {
 /// An HTTP client presenting `identity`'s certificate, sending the test API key, and
 /// opening a fresh connection for every request (see the harness docs).
 pub fn client_as(identity: &str) -> reqwest::Client {
+    client_of(test_pki(), identity, TEST_API_KEY)
+}
+
+/// [`client_as`] with the identities in `dir` (e.g. what `svc dev` made) and `api_key`.
+pub fn client_of(dir: &Path, identity: &str, api_key: &str) -> reqwest::Client {
+    let settings = TlsSettings {
+        dir: dir.to_path_buf(),
+        ..TlsSettings::default()
+    };
+    let material = TlsMaterial::load(settings.files(identity), identity).expect("identity");
     let mut headers = HeaderMap::new();
     headers.insert(
         AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {TEST_API_KEY}")).unwrap(),
+        HeaderValue::from_str(&format!("Bearer {api_key}")).unwrap(),
     );
     reqwest::Client::builder()
-        .use_preconfigured_tls(client_config(&material(identity)))
+        .use_preconfigured_tls(client_config(&material))
         .default_headers(headers)
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))

@@ -194,7 +194,7 @@ impl ShardedCluster {
 
     /// Waits until `svc`'s view of its peers no longer lists any of `gone`.
     pub async fn wait_forgotten(&self, svc: &Svc, gone: &[&Svc]) {
-        let url = format!("{}/v1/peers", svc.url);
+        let url = format!("{}/v1/peers", svc.internal_url);
         wait_for(
             &format!("{} to forget dead peers", svc.label),
             Duration::from_secs(10),

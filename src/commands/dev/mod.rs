@@ -21,8 +21,8 @@ mod startup;
 mod summary;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -57,7 +57,10 @@ pub fn run(args: DevArgs) -> ExitCode {
         Ok(key) => key,
         Err(e) => {
             let file = plan.api_key_file.display();
-            return fail(EXIT_FAILURE, format!("cannot write the dev API key {file}: {e}"));
+            return fail(
+                EXIT_FAILURE,
+                format!("cannot write the dev API key {file}: {e}"),
+            );
         }
     };
     // Same mutual TLS as production: a dev CA and a certificate per role, made once.

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use super::{fail, EXIT_FAILURE};
-use crate::platform::config::TlsSettings;
-use crate::platform::tls::{http_client_builder, TlsMaterial};
 use crate::cli::StatusArgs;
+use crate::platform::config::TlsSettings;
 use crate::platform::registry_api::{now_ms, Instance};
 use crate::platform::registry_client::RegistryClient;
+use crate::platform::tls::{http_client_builder, TlsMaterial};
 use crate::roles;
 use prom::Figures;
 use report::{InstanceStatus, RegistryStatus, Report};
@@ -59,12 +59,18 @@ async fn gather(args: &StatusArgs) -> Result<Report, String> {
             dir: args.tls_dir.clone(),
             ..TlsSettings::default()
         };
-        let material = TlsMaterial::load(settings.files(&args.identity), &args.identity)
-            .map_err(|e| format!("{e} (--tls-dir, --identity; `svc certs issue --role operator` makes one)"))?;
+        let material =
+            TlsMaterial::load(settings.files(&args.identity), &args.identity).map_err(|e| {
+                format!("{e} (--tls-dir, --identity; `svc certs issue --role operator` makes one)")
+            })?;
         Some(material)
     };
-    let client = RegistryClient::new(args.registries.clone(), Duration::from_secs(3), tls.as_ref())
-        .map_err(|e| format!("{e:#}"))?;
+    let client = RegistryClient::new(
+        args.registries.clone(),
+        Duration::from_secs(3),
+        tls.as_ref(),
+    )
+    .map_err(|e| format!("{e:#}"))?;
     let (url, catalog) = client
         .catalog_from_any()
         .await

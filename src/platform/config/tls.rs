@@ -61,9 +61,8 @@ pub struct TlsFiles {
 impl TlsSettings {
     /// The files an instance of `identity` (a role, or `operator`) reads.
     pub fn files(&self, identity: &str) -> TlsFiles {
-        let pick = |explicit: &Option<PathBuf>, default: PathBuf| {
-            explicit.clone().unwrap_or(default)
-        };
+        let pick =
+            |explicit: &Option<PathBuf>, default: PathBuf| explicit.clone().unwrap_or(default);
         TlsFiles {
             ca: pick(&self.ca, self.dir.join("ca.crt")),
             cert: pick(&self.cert, self.dir.join(format!("{identity}.crt"))),

@@ -59,9 +59,13 @@ impl ServerCertVerifier for CurrentCa {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0
-            .server_verifier()
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        self.0.server_verifier().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
     }
 
     fn verify_tls12_signature(

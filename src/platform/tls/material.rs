@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::RwLock;
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::client::WebPkiServerVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
@@ -147,7 +147,11 @@ fn load_files(
     })?;
     let leaf = &key.cert[0];
     match identity::role_of(leaf) {
-        None => return Err(TlsError::NoIdentity { path: show(&files.cert) }),
+        None => {
+            return Err(TlsError::NoIdentity {
+                path: show(&files.cert),
+            })
+        }
         Some(found) if found != identity => {
             return Err(TlsError::WrongIdentity {
                 path: show(&files.cert),

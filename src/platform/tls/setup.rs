@@ -39,8 +39,7 @@ pub fn public_transport(settings: &TlsSettings) -> anyhow::Result<Transport> {
     let (Some(cert), Some(key)) = (&settings.public_cert, &settings.public_key) else {
         return Ok(Transport::Plain);
     };
-    let config = public_server_config(cert, key)
-        .context("tls.public_cert / tls.public_key")?;
+    let config = public_server_config(cert, key).context("tls.public_cert / tls.public_key")?;
     Ok(Transport::PublicTls(Arc::new(config)))
 }
 
