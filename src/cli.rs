@@ -147,8 +147,9 @@ pub struct StatusArgs {
         default_value = "https://127.0.0.1:7700"
     )]
     pub registries: Vec<String>,
-    /// Directory with ca.crt and the certificate of --identity (mutual TLS).
-    #[arg(long, env = "SVC_TLS_DIR", default_value = "tls")]
+    /// Directory with ca.crt and the certificate of --identity (mutual TLS); the default
+    /// is where `svc dev` keeps its own.
+    #[arg(long, env = "SVC_TLS_DIR", default_value = "data/dev/tls")]
     pub tls_dir: PathBuf,
     /// Whose certificate to present: `operator`, or the role of a certificate on this
     /// host (every cluster identity may read the catalog, health and metrics).
@@ -178,8 +179,9 @@ pub struct UiArgs {
     /// Address to serve the page on (plain HTTP). Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:7780")]
     pub listen: SocketAddr,
-    /// Directory with ca.crt and the certificate of --identity (mutual TLS).
-    #[arg(long, env = "SVC_TLS_DIR", default_value = "tls")]
+    /// Directory with ca.crt and the certificate of --identity (mutual TLS); the default
+    /// is where `svc dev` keeps its own.
+    #[arg(long, env = "SVC_TLS_DIR", default_value = "data/dev/tls")]
     pub tls_dir: PathBuf,
     /// Whose certificate to present to the registry: `operator`, or the role of a
     /// certificate on this host.
