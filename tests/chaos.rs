@@ -573,12 +573,12 @@ async fn sigkill_one_instance_of_each_role_in_turn_under_load() {
             .map(|c| {
                 (
                     chaos.members[c].id.clone(),
-                    chaos.members[c].svc.url.clone(),
+                    chaos.members[c].svc.internal_url.clone(),
                 )
             })
             .collect();
         let registries: Vec<String> = chaos.registries.iter().map(|r| r.url.clone()).collect();
-        let (role, address) = (m.role.clone(), m.svc.url.clone());
+        let (role, address) = (m.role.clone(), m.svc.internal_url.clone());
         let label = format!("SIGKILL {id}");
         load.phase(&label, Some(fault));
         let killed = Instant::now();
