@@ -339,3 +339,25 @@ async fn assert_problem(res: reqwest::Response, status: u16, what: &str) -> Valu
     assert_eq!(body["status"], status, "{what}: {body}");
     body
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_refuses_a_callee_whose_certificate_names_another_role() {
+    let cluster = Cluster::new();
+    let notifications = cluster.start("notifications", "not-0", &dead_url());
+    let payments = cluster.start("payments", "pay-0", &dead_url());
+    // What orders' client for its payments dependency does (one pool per dependency).
+    let to_payments =
+        svc::platform::tls::http_client_builder(Some(&material("orders")), Some("payments"))
+            .build()
+            .unwrap();
+    let metrics = |svc: &Svc| format!("{}/metrics", svc.url);
+    let err = to_payments
+        .get(metrics(&notifications))
+        .send()
+        .await
+        .expect_err("a notifications instance passed for payments");
+    let chain = format!("{err:?}");
+    assert!(chain.contains("not `payments`"), "{chain}");
+    let ok = to_payments.get(metrics(&payments)).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}

@@ -166,7 +166,7 @@ impl Proxy {
             })?;
             Some(material)
         };
-        let http = http_client_builder(tls.as_ref())
+        let http = http_client_builder(tls.as_ref(), None)
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()

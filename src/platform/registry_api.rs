@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Header carrying the registry's current index on every read.
+/// The role name registry certificates carry: what every registry client expects to
+/// be talking to (the registry is the one role the platform itself speaks to).
+pub const REGISTRY_ROLE: &str = "registry";
 pub const INDEX_HEADER: &str = "x-svc-index";
 
 /// What an instance sends to register.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::registry_api::{Catalog, LeaseGrant, Registration};
+use super::registry_api::{Catalog, LeaseGrant, Registration, REGISTRY_ROLE};
 use super::tls::{http_client_builder, TlsMaterial};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ impl RegistryClient {
         timeout: Duration,
         tls: Option<&Arc<TlsMaterial>>,
     ) -> anyhow::Result<RegistryClient> {
-        let http = http_client_builder(tls)
+        let http = http_client_builder(tls, Some(REGISTRY_ROLE))
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()

@@ -77,7 +77,7 @@ async fn gather(args: &StatusArgs) -> Result<Report, String> {
         .map_err(|e| format!("no registry answered ({}): {e}", args.registries.join(", ")))?;
     // Lease ages as of the catalog read, not after the scrape window.
     let read_at = now_ms();
-    let http = http_client_builder(tls.as_ref())
+    let http = http_client_builder(tls.as_ref(), None)
         .timeout(PROBE_TIMEOUT)
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;

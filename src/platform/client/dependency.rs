@@ -56,6 +56,8 @@ struct Endpoint {
 
 pub struct Dependency {
     pub role: String,
+    /// Connections to this role's instances (mutual TLS, checking the callee's role).
+    pub http: reqwest::Client,
     pub policy: CallPolicy,
     pub limit: ConcurrencyLimit,
     pub budget: Mutex<RetryBudget>,
@@ -79,10 +81,16 @@ pub enum Pick {
 }
 
 impl Dependency {
-    pub fn new(role: &str, policy: CallPolicy, metrics: DependencyMetrics) -> Dependency {
+    pub fn new(
+        role: &str,
+        policy: CallPolicy,
+        metrics: DependencyMetrics,
+        http: reqwest::Client,
+    ) -> Dependency {
         let now = Instant::now();
         Dependency {
             role: role.to_string(),
+            http,
             limit: ConcurrencyLimit::new(policy.max_concurrency, metrics.in_flight.clone()),
             budget: Mutex::new(RetryBudget::new(
                 policy.retry_budget_ratio,

@@ -68,7 +68,7 @@ pub struct ServiceClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    tls: Option<Arc<TlsMaterial>>,
     peers: PeerView,
     settings: ClientSettings,
     metrics: ClientMetrics,
@@ -91,15 +91,10 @@ impl ServiceClient {
             );
         }
         let settings = config.client_settings();
-        let http = http_client_builder(tls)
-            .connect_timeout(CONNECT_TIMEOUT.min(settings.defaults.timeout))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .context("cannot build the HTTP client")?;
         let metrics = ClientMetrics::new(registry).context("cannot register client metrics")?;
         Ok(ServiceClient {
             inner: Arc::new(Inner {
-                http,
+                tls: tls.cloned(),
                 peers,
                 settings,
                 metrics,
@@ -130,10 +125,22 @@ impl ServiceClient {
         if let Some(d) = dependencies.get(role) {
             return d.clone();
         }
+        let policy = self.inner.settings.policy(role);
+        // One pool per dependency, whose handshakes also check that the callee's
+        // certificate names `role`: an address that is not an instance of it fails.
+        let http = http_client_builder(self.inner.tls.as_ref(), Some(role))
+            .connect_timeout(CONNECT_TIMEOUT.min(policy.timeout))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, dependency = role, "cannot build its HTTP client; using a default one");
+                reqwest::Client::new()
+            });
         let d = Arc::new(Dependency::new(
             role,
-            self.inner.settings.policy(role),
+            policy,
             self.inner.metrics.dependency(role),
+            http,
         ));
         dependencies.insert(role.to_string(), d.clone());
         d
@@ -221,7 +228,7 @@ impl ServiceClient {
                 Some(limit) if another_may_follow => limit.min(left),
                 _ => left,
             };
-            let sent = transport::send(&self.inner.http, &target.address, call, budget).await;
+            let sent = transport::send(&dependency.http, &target.address, call, budget).await;
             let outcome = match &sent {
                 Ok(res) => Outcome::Answered(res.status),
                 Err(failure) => Outcome::Failed(failure.kind),

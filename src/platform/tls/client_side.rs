@@ -13,24 +13,37 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
+use super::identity;
 use super::material::TlsMaterial;
 
 /// A reqwest builder for internal calls: mutual TLS with `tls`, plain HTTP without.
-pub fn http_client_builder(tls: Option<&Arc<TlsMaterial>>) -> reqwest::ClientBuilder {
+/// With `callee`, a handshake also fails unless the server's certificate names that role.
+pub fn http_client_builder(
+    tls: Option<&Arc<TlsMaterial>>,
+    callee: Option<&str>,
+) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder();
     match tls {
-        Some(material) => builder.use_preconfigured_tls(client_config(material)),
+        Some(material) => builder.use_preconfigured_tls(client_config_for(material, callee)),
         None => builder,
     }
 }
 
+/// Presents `material`'s certificate; checks the server's against the cluster CA.
 pub fn client_config(material: &Arc<TlsMaterial>) -> ClientConfig {
+    client_config_for(material, None)
+}
+
+fn client_config_for(material: &Arc<TlsMaterial>, callee: Option<&str>) -> ClientConfig {
     ClientConfig::builder_with_provider(material.provider().clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("the ring provider supports TLS 1.3")
         .dangerous()
         // Not a weaker check: it delegates to webpki with the CA of the moment.
-        .with_custom_certificate_verifier(Arc::new(CurrentCa(material.clone())))
+        .with_custom_certificate_verifier(Arc::new(CurrentCa {
+            material: material.clone(),
+            callee: callee.map(str::to_string),
+        }))
         .with_client_cert_resolver(Arc::new(CurrentKey(material.clone())))
 }
 
@@ -48,7 +61,11 @@ impl ResolvesClientCert for CurrentKey {
 }
 
 #[derive(Debug)]
-struct CurrentCa(Arc<TlsMaterial>);
+struct CurrentCa {
+    material: Arc<TlsMaterial>,
+    /// The role the server must be, when the caller knows it.
+    callee: Option<String>,
+}
 
 impl ServerCertVerifier for CurrentCa {
     fn verify_server_cert(
@@ -59,13 +76,22 @@ impl ServerCertVerifier for CurrentCa {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0.server_verifier().verify_server_cert(
+        let verified = self.material.server_verifier().verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             now,
-        )
+        )?;
+        match (&self.callee, identity::role_of(end_entity)) {
+            (Some(want), Some(found)) if *want != found => Err(rustls::Error::General(format!(
+                "the server's certificate is for role `{found}`, not `{want}`"
+            ))),
+            (Some(want), None) => Err(rustls::Error::General(format!(
+                "the server's certificate names no role; expected `{want}`"
+            ))),
+            _ => Ok(verified),
+        }
     }
 
     fn verify_tls12_signature(
@@ -78,7 +104,7 @@ impl ServerCertVerifier for CurrentCa {
             message,
             cert,
             dss,
-            &self.0.provider().signature_verification_algorithms,
+            &self.material.provider().signature_verification_algorithms,
         )
     }
 
@@ -92,12 +118,12 @@ impl ServerCertVerifier for CurrentCa {
             message,
             cert,
             dss,
-            &self.0.provider().signature_verification_algorithms,
+            &self.material.provider().signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
+        self.material
             .provider()
             .signature_verification_algorithms
             .supported_schemes()
