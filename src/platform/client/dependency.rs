@@ -375,7 +375,12 @@ mod tests {
             .unwrap()
             .dependency("inventory");
         (
-            Arc::new(Dependency::new("inventory", policy, metrics)),
+            Arc::new(Dependency::new(
+                "inventory",
+                policy,
+                metrics,
+                reqwest::Client::new(),
+            )),
             registry,
         )
     }
