@@ -15,7 +15,7 @@ use crate::platform::config::LogFormat;
     name = "svc",
     version,
     about = "One executable that runs any role of an order-processing backend split into microservices.",
-    after_help = "Examples:\n  svc dev                                   # the whole system on this machine\n  svc run --role orders --registry http://10.0.0.2:7700\n  svc status --registry http://127.0.0.1:7700\n  svc ui                                    # the registry's page, at http://127.0.0.1:7780/ui\n  svc trace 4bf92f3577b34da6a3ce929d0e0e4736   # one request across every service\n  svc roles\n  svc config check --config /etc/svc/svc.yaml"
+    after_help = "Examples:\n  svc dev                                   # the whole system on this machine\n  svc run --role orders --registry https://10.0.0.2:7700 --tls-dir /etc/svc/tls\n  svc status --registry https://10.0.0.2:7700 --tls-dir /etc/svc/tls\n  svc certs issue --role orders --host vm1.example --dir /etc/svc/tls\n  svc ui                                    # the registry's page, at http://127.0.0.1:7780/ui\n  svc trace 4bf92f3577b34da6a3ce929d0e0e4736   # one request across every service\n  svc roles\n  svc config check --config /etc/svc/svc.yaml"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -26,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Run one instance of one role (what a systemd unit starts).
     #[command(
-        after_help = "Examples:\n  svc run --role registry --listen 0.0.0.0:7700 --data-dir /var/lib/svc/registry\n  svc run --role orders --config /etc/svc/svc.yaml --instance-id orders-0\n  svc run --role orders --instance-id orders-1 --shard 1 --shards orders=2\n  SVC_REGISTRY=http://10.0.0.2:7700,http://10.0.0.3:7700 svc run --role gateway"
+        after_help = "Examples:\n  svc run --role registry --listen 0.0.0.0:7700 --data-dir /var/lib/svc/registry\n  svc run --role orders --config /etc/svc/svc.yaml --instance-id orders-0\n  svc run --role orders --instance-id orders-1 --shard 1 --shards orders=2\n  SVC_REGISTRY=https://10.0.0.2:7700,https://10.0.0.3:7700 svc run --role gateway"
     )]
     Run(RunArgs),
     /// Run the whole system on this machine: a registry and every role, as child processes.
@@ -37,7 +37,7 @@ pub enum Command {
     /// Show every role's instances: shard, health, lease, and live request rate, 5xx count
     /// and p99 latency from each instance's /metrics.
     #[command(
-        after_help = "Requests/s and p99 come from two scrapes of each instance's /metrics, --window\napart (probes and scrapes, svc status's own included, are left out); 5XX counts\nsince the instance started.\n\nExamples:\n  svc status\n  svc status --registry http://10.0.0.2:7700,http://10.0.0.3:7700\n  svc status --json --window 5s"
+        after_help = "Requests/s and p99 come from two scrapes of each instance's /metrics, --window\napart (probes and scrapes, svc status's own included, are left out); 5XX counts\nsince the instance started.\n\nExamples:\n  svc status\n  svc status --registry https://10.0.0.2:7700,https://10.0.0.3:7700 --tls-dir /etc/svc/tls --identity orders\n  svc status --json --window 5s"
     )]
     Status(StatusArgs),
     /// Open the registry's /ui page in a browser: a local, read-only proxy that presents
@@ -147,17 +147,8 @@ pub struct StatusArgs {
         default_value = "https://127.0.0.1:7700"
     )]
     pub registries: Vec<String>,
-    /// Directory with ca.crt and the certificate of --identity (mutual TLS); the default
-    /// is where `svc dev` keeps its own.
-    #[arg(long, env = "SVC_TLS_DIR", default_value = "data/dev/tls")]
-    pub tls_dir: PathBuf,
-    /// Whose certificate to present: `operator`, or the role of a certificate on this
-    /// host (every cluster identity may read the catalog, health and metrics).
-    #[arg(long, default_value = "operator")]
-    pub identity: String,
-    /// Plain HTTP, for a cluster running with `tls.insecure`.
-    #[arg(long)]
-    pub insecure: bool,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -179,15 +170,22 @@ pub struct UiArgs {
     /// Address to serve the page on (plain HTTP). Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:7780")]
     pub listen: SocketAddr,
-    /// Directory with ca.crt and the certificate of --identity (mutual TLS); the default
-    /// is where `svc dev` keeps its own.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
+
+/// Who an operator's tool is when it talks to the cluster (mutual TLS).
+#[derive(Debug, Args, Clone)]
+pub struct IdentityArgs {
+    /// Directory with ca.crt and the certificate of --identity; the default is where
+    /// `svc dev` keeps its own.
     #[arg(long, env = "SVC_TLS_DIR", default_value = "data/dev/tls")]
     pub tls_dir: PathBuf,
-    /// Whose certificate to present to the registry: `operator`, or the role of a
-    /// certificate on this host.
+    /// Whose certificate to present: `operator`, or the role of a certificate on this
+    /// host (every cluster identity may read the catalog, health and metrics).
     #[arg(long, default_value = "operator")]
     pub identity: String,
-    /// Plain HTTP to the registry, for a cluster running with `tls.insecure`.
+    /// Plain HTTP, for a cluster running with `tls.insecure`.
     #[arg(long)]
     pub insecure: bool,
 }

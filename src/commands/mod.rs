@@ -16,10 +16,26 @@ mod ui;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command, ConfigCommand, IdentityArgs};
+use crate::platform::tls::{setup, TlsMaterial};
 
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+
+/// The certificate an operator's tool presents (`None` with `--insecure`); the error
+/// names the flags to fix.
+fn load_identity(args: &IdentityArgs) -> Result<Option<Arc<TlsMaterial>>, String> {
+    if args.insecure {
+        return Ok(None);
+    }
+    setup::load_identity(&args.tls_dir, &args.identity)
+        .map(Some)
+        .map_err(|e| {
+            format!("{e} (--tls-dir, --identity; `svc certs issue --role operator` makes one)")
+        })
+}
 
 pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {

@@ -25,10 +25,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::UiArgs;
-use crate::platform::config::TlsSettings;
 use crate::platform::problem::Problem;
 use crate::platform::registry_api::INDEX_HEADER;
-use crate::platform::tls::{http_client_builder, TlsMaterial};
+use crate::platform::tls::http_client_builder;
 
 /// The registry's clock on catalog reads (`roles/registry/http.rs`); the page uses it.
 const TIME_HEADER: &str = "x-svc-time-ms";
@@ -66,9 +65,9 @@ pub fn run(args: UiArgs) -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(EXIT_FAILURE, format!("cannot listen on {at}: {e}")),
     };
-    let via = match args.insecure {
+    let via = match args.identity.insecure {
         true => "plain HTTP".to_string(),
-        false => format!("the `{}` certificate", args.identity),
+        false => format!("the `{}` certificate", args.identity.identity),
     };
     match actix_web::rt::System::new().block_on(serve(listener, proxy, &via)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -153,19 +152,7 @@ impl Proxy {
                 _ => return Err(format!("--registry: `{url}` is not an http(s) URL")),
             }
         }
-        let tls = if args.insecure {
-            None
-        } else {
-            let settings = TlsSettings {
-                dir: args.tls_dir.clone(),
-                ..TlsSettings::default()
-            };
-            let files = settings.files(&args.identity);
-            let material = TlsMaterial::load(files, &args.identity).map_err(|e| {
-                format!("{e} (--tls-dir, --identity; `svc certs issue --role operator` makes one)")
-            })?;
-            Some(material)
-        };
+        let tls = super::load_identity(&args.identity)?;
         let http = http_client_builder(tls.as_ref(), None)
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())

@@ -11,8 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-use svc::platform::config::TlsSettings;
-use svc::platform::tls::{client_config, pki, TlsMaterial};
+use svc::platform::tls::{client_config, pki, setup, TlsMaterial};
 
 /// The key every test gateway accepts, with every scope and no practical rate limit.
 pub const TEST_API_KEY: &str = "svck_test_0123456789abcdef0123456789abcdef";
@@ -77,11 +76,7 @@ fn remove_stale(base: &Path) {
 
 /// The TLS material of `identity` (a role or `operator`) from [`test_pki`].
 pub fn material(identity: &str) -> Arc<TlsMaterial> {
-    let settings = TlsSettings {
-        dir: test_pki().to_path_buf(),
-        ..TlsSettings::default()
-    };
-    TlsMaterial::load(settings.files(identity), identity).expect("test identity")
+    setup::load_identity(test_pki(), identity).expect("test identity")
 }
 
 /// An HTTP client presenting `identity`'s certificate, sending the test API key, and
@@ -92,11 +87,7 @@ pub fn client_as(identity: &str) -> reqwest::Client {
 
 /// [`client_as`] with the identities in `dir` (e.g. what `svc dev` made) and `api_key`.
 pub fn client_of(dir: &Path, identity: &str, api_key: &str) -> reqwest::Client {
-    let settings = TlsSettings {
-        dir: dir.to_path_buf(),
-        ..TlsSettings::default()
-    };
-    let material = TlsMaterial::load(settings.files(identity), identity).expect("identity");
+    let material = setup::load_identity(dir, identity).expect("identity");
     let mut headers = HeaderMap::new();
     headers.insert(
         AUTHORIZATION,

@@ -29,9 +29,9 @@ use tokio::sync::mpsc;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::DevArgs;
-use crate::platform::config::{Config, TlsSettings};
+use crate::platform::config::Config;
 use crate::platform::manifest::{RoleCatalog, OPERATOR};
-use crate::platform::tls::{pki, TlsMaterial};
+use crate::platform::tls::{pki, setup, TlsMaterial};
 use crate::roles;
 use child::Launcher;
 use fleet::Fleet;
@@ -103,11 +103,7 @@ enum DevError {
 /// svc dev itself uses to watch the registry.
 fn dev_pki(dir: &Path, catalog: &RoleCatalog) -> anyhow::Result<Arc<TlsMaterial>> {
     pki::ensure_dev_pki(dir, &catalog.names())?;
-    let settings = TlsSettings {
-        dir: dir.to_path_buf(),
-        ..TlsSettings::default()
-    };
-    Ok(TlsMaterial::load(settings.files(OPERATOR), OPERATOR)?)
+    Ok(setup::load_identity(dir, OPERATOR)?)
 }
 
 async fn dev(

@@ -17,10 +17,9 @@ use futures::future::join_all;
 
 use super::{fail, EXIT_FAILURE};
 use crate::cli::StatusArgs;
-use crate::platform::config::TlsSettings;
 use crate::platform::registry_api::{now_ms, Instance};
 use crate::platform::registry_client::RegistryClient;
-use crate::platform::tls::{http_client_builder, TlsMaterial};
+use crate::platform::tls::http_client_builder;
 use crate::roles;
 use prom::Figures;
 use report::{InstanceStatus, RegistryStatus, Report};
@@ -52,19 +51,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
 }
 
 async fn gather(args: &StatusArgs) -> Result<Report, String> {
-    let tls = if args.insecure {
-        None
-    } else {
-        let settings = TlsSettings {
-            dir: args.tls_dir.clone(),
-            ..TlsSettings::default()
-        };
-        let material =
-            TlsMaterial::load(settings.files(&args.identity), &args.identity).map_err(|e| {
-                format!("{e} (--tls-dir, --identity; `svc certs issue --role operator` makes one)")
-            })?;
-        Some(material)
-    };
+    let tls = super::load_identity(&args.identity)?;
     let client = RegistryClient::new(
         args.registries.clone(),
         Duration::from_secs(3),

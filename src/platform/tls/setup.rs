@@ -34,6 +34,16 @@ pub fn load_material(
         .context("tls (keys tls.dir, tls.ca, tls.cert, tls.key; `svc certs` makes the files)")
 }
 
+/// The material of `identity` (a role, or `operator`) from the files `svc certs` makes
+/// in `dir`: what tools and `svc dev` present.
+pub fn load_identity(dir: &std::path::Path, identity: &str) -> Result<Arc<TlsMaterial>, TlsError> {
+    let settings = TlsSettings {
+        dir: dir.to_path_buf(),
+        ..TlsSettings::default()
+    };
+    TlsMaterial::load(settings.files(identity), identity)
+}
+
 /// The transport of the public listener: TLS when a public certificate is configured.
 pub fn public_transport(settings: &TlsSettings) -> anyhow::Result<Transport> {
     let (Some(cert), Some(key)) = (&settings.public_cert, &settings.public_key) else {
