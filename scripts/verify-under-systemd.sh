@@ -46,7 +46,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 suite=${SVC_VERIFY_SUITE:-bookworm}
 cache=${SVC_VERIFY_CACHE:-/var/tmp/svc-verify-cache}
-packages=systemd,systemd-sysv,dbus,passwd,strace
+# procps: /bin/kill, which the unit's ExecReload runs (as on any Debian but minbase).
+packages=systemd,systemd-sysv,dbus,passwd,procps,strace
 started_at=$SECONDS
 
 say() { printf '\n== %s\n' "$*"; }
@@ -85,9 +86,11 @@ work=$(mktemp -d /var/tmp/svc-verify.XXXXXX)
 machine=svc-verify-$$
 nspawn_pid=
 qemu_pid=
+ssh_opts=()
 cleanup() {
   local rc=$?
   if [ -n "$qemu_pid" ]; then
+    ssh "${ssh_opts[@]}" -O exit 2>/dev/null || true
     kill -TERM "$qemu_pid" 2>/dev/null || true
     wait "$qemu_pid" 2>/dev/null || true
   fi
@@ -130,19 +133,36 @@ for r in $roles; do units+=("svc@$r.service"); done
 echo "svc: $("$stage/svc" --version); roles: $(printf '%s\n' "$roles" | paste -sd' ' -)"
 
 # The guest's /etc/svc/svc.yaml: every role on this one host, on loopback. With mutual
-# TLS (internal URLs must be https://) the certificates go to /etc/svc/tls.
+# TLS (internal URLs must be https://) the certificates go to /etc/svc/tls. A binary
+# whose gateway wants API keys (`svc keys`) gets one made here, for svc bench, in
+# /etc/svc/api-keys.yaml as in config/vm-example.yaml.
+api_key=
+gateway_config=
+if "$stage/svc" keys new --help >/dev/null 2>&1; then
+  "$stage/svc" keys new --name svc-verify --scopes products:read,products:write,orders:read,orders:write \
+    --rate-per-second 100000 --burst 100000 2>/dev/null >"$work/key.txt"
+  api_key=$(sed -n 1p "$work/key.txt")
+  sed 1d "$work/key.txt" >"$stage/api-keys.yaml"
+  gateway_config="gateway:
+  api_keys_file: /etc/svc/api-keys.yaml"
+fi
 base_config="bind_host: 127.0.0.1
 advertise_host: 127.0.0.1
 data_dir: /var/lib/svc
 log_format: json
-workers: 2"
+workers: 2
+$gateway_config"
+# Checked here with the key file's path as it is here.
+config_ok() {
+  sed "s#/etc/svc/api-keys.yaml#$stage/api-keys.yaml#" "$stage/svc.yaml" >"$work/check.yaml"
+  "$stage/svc" config check --config "$work/check.yaml" >>"$work/check.txt" 2>&1
+}
 printf '%s\nregistries: [http://127.0.0.1:7700]\n' "$base_config" >"$stage/svc.yaml"
 tls=0
-if ! "$stage/svc" config check --config "$stage/svc.yaml" >"$work/check.txt" 2>&1; then
+if ! config_ok; then
   printf '%s\nregistries: [https://127.0.0.1:7700]\ntls:\n  dir: /etc/svc/tls\n' \
     "$base_config" >"$stage/svc.yaml"
-  "$stage/svc" config check --config "$stage/svc.yaml" >>"$work/check.txt" 2>&1 ||
-    die "no guest config validates (adapt this script to the config): $(cat "$work/check.txt")"
+  config_ok || die "no guest config validates (adapt this script to the config): $(cat "$work/check.txt")"
   tls=1
 fi
 registry_url=http://127.0.0.1:7700
@@ -269,8 +289,10 @@ boot_vm() {
     -nic "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$port-:22" \
     -serial "file:$work/serial.log" -monitor none -display none >"$work/qemu.log" 2>&1 &
   qemu_pid=$!
+  # One connection for all the commands: a new one costs seconds under emulation.
   ssh_opts=(-T -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-    -o LogLevel=ERROR -o ConnectTimeout=5 -i "$vm/key" -p "$port" root@127.0.0.1)
+    -o LogLevel=ERROR -o ConnectTimeout=5 -o ControlMaster=auto -o "ControlPath=$work/ssh.%C"
+    -o ControlPersist=yes -i "$vm/key" -p "$port" root@127.0.0.1)
   local end=$((SECONDS + 600))
   until g true 2>/dev/null; do
     kill -0 "$qemu_pid" 2>/dev/null || { cat "$work/qemu.log"; die "qemu exited"; }
@@ -317,10 +339,13 @@ running() { [ "$(prop "$1" ActiveState)/$(prop "$1" SubState)" = active/running 
 all_running() { local u; for u in "${units[@]}"; do running "$u" || return 1; done; }
 all_inactive() { local u; for u in "${units[@]}"; do [ "$(prop "$u" ActiveState)" = inactive ] || return 1; done; }
 show() {
-  local u
+  local u p line
   for u in "$@"; do
+    declare -A v=()
+    while IFS='=' read -r p line; do v[$p]=$line; done < <(g systemctl show -p ActiveState,SubState,NRestarts,Result "$u")
     printf '  %-28s ActiveState=%s SubState=%s NRestarts=%s Result=%s\n' "$u" \
-      "$(prop "$u" ActiveState)" "$(prop "$u" SubState)" "$(prop "$u" NRestarts)" "$(prop "$u" Result)"
+      "${v[ActiveState]:-}" "${v[SubState]:-}" "${v[NRestarts]:-}" "${v[Result]:-}"
+    unset v
   done
 }
 snapshots=()
@@ -334,21 +359,28 @@ snapshot() {
 # --- install ------------------------------------------------------------------------
 say "scripts/install.sh in the guest"
 g install -D -m 0644 /opt/svc-src/svc.yaml /etc/svc/svc.yaml
+[ -z "$api_key" ] || g install -m 0600 /opt/svc-src/api-keys.yaml /etc/svc/api-keys.yaml
 check "install.sh ran" g /opt/svc-src/scripts/install.sh /opt/svc-src/svc
+# svc runs as user svc: what it reads must be readable by group svc.
+[ -z "$api_key" ] || g sh -c 'chgrp svc /etc/svc/api-keys.yaml && chmod 0640 /etc/svc/api-keys.yaml'
 
 if [ "$tls" -eq 1 ]; then
   say "certificates for mutual TLS in /etc/svc/tls"
+  # Made in /root/svc-pki, as an operator would elsewhere; the instances get all but
+  # ca.key.
   made=0
   if g svc certs --help >/dev/null 2>&1; then
     echo "with svc certs init / issue"
-    if g svc certs init --dir /etc/svc/tls; then
+    if g svc certs init --dir /root/svc-pki; then
       made=1
       for r in $roles; do
-        g svc certs issue --role "$r" --host localhost --host 127.0.0.1 --dir /etc/svc/tls || made=0
+        g svc certs issue --role "$r" --host localhost --host 127.0.0.1 --dir /root/svc-pki || made=0
       done
-      g svc certs issue --role operator --host localhost --host 127.0.0.1 --dir /etc/svc/tls ||
-        echo "(no operator certificate: svc status is skipped)"
+      g svc certs issue --role operator --dir /root/svc-pki || echo "(no operator certificate)"
     fi
+    [ "$made" -eq 0 ] ||
+      g sh -c 'install -d -m 0750 /etc/svc/tls && for f in /root/svc-pki/*; do
+        [ "${f##*/}" = ca.key ] || cp "$f" /etc/svc/tls/; done'
   fi
   if [ "$made" -eq 0 ]; then
     # No (working) `svc certs`: take the CA and loopback certificates svc dev makes
@@ -382,13 +414,8 @@ EOF
   check "guest config validates with its certificates" g svc config check --config /etc/svc/svc.yaml
 fi
 
-# --- start, traced -----------------------------------------------------------------
-say "starting svc@registry, then svc.target (every role), traced by strace from PID 1"
-g sh -c 'strace -f -qq -s 64 -o /opt/svc-out/strace.txt -p 1 </dev/null >/dev/null 2>/opt/svc-out/strace.err & echo $! >/opt/svc-out/strace.pid'
-strace_pid=$(g cat /opt/svc-out/strace.pid)
-traced() { [ "$(g awk '/^TracerPid:/ { print $2 }' /proc/1/status)" != 0 ]; }
-wait_for 10 traced || die "strace did not attach to the guest's PID 1: $(g cat /opt/svc-out/strace.err)"
-
+# --- start ---------------------------------------------------------------------------
+say "starting svc@registry, then every role, then svc.target"
 t0=$SECONDS
 check "systemctl start svc@registry returned (READY=1)" g systemctl start svc@registry.service
 echo "  took $((SECONDS - t0)) s; status: $(prop svc@registry.service StatusText)"
@@ -401,7 +428,6 @@ for r in $others; do
 done
 check "systemctl start svc.target" g systemctl start svc.target
 check "every svc@ unit active (running)" wait_for 30 all_running
-steady_since=$SECONDS
 snapshot "after start" "${units[@]}" svc.target
 g systemctl status --no-pager --lines=4 svc@orders.service || true
 
@@ -428,37 +454,65 @@ g systemd-analyze security --no-pager svc@orders.service | tail -n1 | sed 's/^/ 
 say "orders through the gateway (svc bench, 5 s)"
 bench_ok() {
   local out
-  out=$(g svc bench --duration 5s --concurrency 8 2>&1) || { printf '%s\n' "$out"; return 1; }
+  out=$(g env SVC_API_KEY="$api_key" svc bench --duration 5s --concurrency 8 2>&1) || { printf '%s\n' "$out"; return 1; }
   printf '%s\n' "$out" | sed 's/^/  /'
   grep -Eq 'confirmed [1-9]' <<<"$out" && grep -Eq 'errors 0' <<<"$out"
 }
 check "svc bench: orders confirmed, no errors" bench_ok
 if [ "$tls" -eq 1 ]; then
   g svc status --registry "$registry_url" --tls-dir /etc/svc/tls 2>&1 | sed 's/^/  /' || true
-  g systemctl kill -s HUP --kill-whom=main svc@orders.service
-  sleep 1
-  check "svc@orders still running after SIGHUP (certificate reload)" running svc@orders.service
 else
   g svc status --registry "$registry_url" 2>&1 | sed 's/^/  /' || true
 fi
+
+# --- traced -------------------------------------------------------------------------
+# strace -f on PID 1 follows each svc it forks from the start. Under emulation (--vm)
+# tracing is slow enough to come near TimeoutStartSec, so only two roles are traced there.
+traced_units=("${units[@]}")
+[ "$mode" = container ] || [ "${SVC_VERIFY_TRACE_ALL:-0}" = 1 ] ||
+  traced_units=(svc@orders.service svc@gateway.service)
+say "strace from PID 1: restart of ${traced_units[*]}, orders, a reload, a stop and a start"
+g sh -c 'strace -f -qq -s 64 -o /opt/svc-out/strace.txt -p 1 </dev/null >/dev/null 2>/opt/svc-out/strace.err & echo $! >/opt/svc-out/strace.pid'
+strace_pid=$(g cat /opt/svc-out/strace.pid)
+traced() { [ "$(g awk '/^TracerPid:/ { print $2 }' /proc/1/status)" != 0 ]; }
+wait_for 10 traced || die "strace did not attach to the guest's PID 1: $(g cat /opt/svc-out/strace.err)"
+t0=$SECONDS
+check "systemctl restart (traced) returned" g systemctl restart "${traced_units[@]}"
+check "every svc@ unit active (running)" wait_for 30 all_running
+echo "  took $((SECONDS - t0)) s"
+g env SVC_API_KEY="$api_key" svc bench --duration 2s --concurrency 2 2>&1 | sed 's/^/  /' || true
+if [ -n "$(prop svc@orders.service ExecReload)" ]; then
+  old=$(prop svc@orders.service MainPID)
+  check "systemctl reload svc@orders (ExecReload)" g systemctl reload svc@orders.service
+  sleep 1
+  same_process() { running svc@orders.service && [ "$(prop svc@orders.service MainPID)" = "$old" ]; }
+  check "svc@orders still running, same process, after the reload" same_process
+  g journalctl --no-pager -o cat -u svc@orders.service -n 3 | sed 's/^/  /'
+elif [ "$tls" -eq 1 ]; then
+  g systemctl kill -s HUP --kill-whom=main svc@orders.service
+  sleep 1
+  check "svc@orders still running after SIGHUP (certificate reload)" running svc@orders.service
+fi
 check "systemctl restart svc@orders (a stop and a start)" g systemctl restart svc@orders.service
 steady_since=$SECONDS
-
 g sh -c "kill -INT $strace_pid"
 wait_for 10 eval '! traced' || true
 g cat /opt/svc-out/strace.txt >"$work/out/strace.txt"
+
 say "system calls of svc refused under the unit (strace)"
 # Follow what PID 1 forks from the execve of /usr/local/bin/svc on (systemd's own calls
 # before it are not svc's), and the threads svc makes; keep refusals (EPERM, EACCES,
-# EROFS), errors on /proc and /sys paths, and ENOSYS other than clone3 (systemd answers
-# clone3 ENOSYS on purpose so that glibc uses clone, whose flags seccomp can check).
+# EROFS), ENOENT on /proc files other than a process's (ProcSubset=pid hides them), and
+# ENOSYS other than clone3's (systemd answers clone3 ENOSYS on purpose so that glibc
+# falls back to clone, whose flags seccomp can check).
 awk '
   { pid = $1 }
   /execve\("\/usr\/local\/bin\/svc"/ { if (/<unfinished \.\.\.>/) pending[pid] = 1; else if (/ = 0$/) svc[pid] = 1 }
   /<\.\.\. execve resumed>/ && / = 0$/ && pending[pid] { svc[pid] = 1 }
   svc[pid] && /clone3?(\(| resumed>)/ && match($0, /= [0-9]+$/) { svc[substr($0, RSTART + 2)] = 1 }
   !svc[pid] { next }
-  / = -1 E(PERM|ACCES|ROFS) / || /"\/(proc|sys)\/[^"]*".* = -1 E/ || (/ = -1 ENOSYS / && !/clone3/) {
+  / = -1 E(PERM|ACCES|ROFS) / || (/ = -1 ENOSYS / && !/clone3/) ||
+  (/ = -1 ENOENT / && /"\/proc\// && !/"\/proc\/(self|thread-self|[0-9]+)(\/|")/) {
     line = $0; sub(/^[0-9]+ +/, "", line); print line
   }
   END { n = 0; for (p in svc) n++; print n " svc processes and threads traced" > "/dev/stderr" }

@@ -5,9 +5,10 @@
 //!   or with an expired one is refused at the handshake by the registry and by a role —
 //!   with this crate's client and with `curl` / `openssl s_client`, as an outsider
 //!   would try.
-//! * A valid notifications certificate cannot register as payments, renew or remove a
-//!   payments lease, nor authorize a payment (403 with a problem body, logged with the
-//!   caller's identity).
+//! * A valid notifications certificate cannot register as payments (nor as itself at a
+//!   host its certificate does not name), renew or remove a payments lease, nor
+//!   authorize a payment (403 with a problem body, logged with the caller's identity).
+//! * A caller refuses a callee whose certificate names another role.
 
 mod common;
 
@@ -281,7 +282,21 @@ async fn a_notifications_certificate_cannot_act_as_payments() {
         "deregister",
     )
     .await;
-    // Its own role it may register as.
+    // Nor as its own role at a host its certificate does not name (another machine's).
+    let mut elsewhere = claim("notifications");
+    elsewhere["address"] = json!("https://10.1.2.3:9");
+    let res = notifications
+        .post(&register)
+        .json(&elsewhere)
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(res, 403, "register at another host").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("10.1.2.3"),
+        "{problem}"
+    );
+    // Its own role, on its own host, it may register as.
     let own = notifications
         .post(&register)
         .json(&claim("notifications"))

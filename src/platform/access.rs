@@ -110,9 +110,9 @@ impl AccessPolicy {
     }
 }
 
-/// The role of the verified caller of `req`, if the connection is mutual TLS.
-pub fn caller_role(req: &actix_web::HttpRequest) -> Option<String> {
-    req.conn_data::<PeerIdentity>().and_then(|p| p.role.clone())
+/// The verified caller of `req`, if the connection is mutual TLS.
+pub fn caller(req: &actix_web::HttpRequest) -> Option<PeerIdentity> {
+    req.conn_data::<PeerIdentity>().cloned()
 }
 
 /// Middleware: answers 403 / 404 per [`AccessPolicy`] before the handler runs.
@@ -162,6 +162,7 @@ mod tests {
     fn peer(role: &str) -> PeerIdentity {
         PeerIdentity {
             role: Some(role.to_string()),
+            hosts: Vec::new(),
         }
     }
 
@@ -181,7 +182,10 @@ mod tests {
             p.decide("POST", authorize, None),
             Decision::Forbidden(_)
         ));
-        let unnamed = PeerIdentity { role: None };
+        let unnamed = PeerIdentity {
+            role: None,
+            hosts: Vec::new(),
+        };
         assert!(matches!(
             p.decide("GET", "/metrics", Some(&unnamed)),
             Decision::Forbidden(_)

@@ -77,6 +77,35 @@ pub fn alt_names(cert_der: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The hosts a DER certificate is for: its DNS names (lower case) and IP addresses.
+pub fn hosts_of(cert_der: &[u8]) -> Vec<String> {
+    let Some(cert) = parse(cert_der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+            GeneralName::IPAddress(bytes) => ip_from(bytes).map(|ip| ip.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `host` (a name or an IP, IPv6 with or without brackets) is one of `hosts`.
+pub fn names_host(hosts: &[String], host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    };
+    hosts.iter().any(|h| *h == host)
+}
+
 fn ip_from(bytes: &[u8]) -> Option<IpAddr> {
     match bytes.len() {
         4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),

@@ -27,6 +27,8 @@ use super::material::TlsMaterial;
 pub struct PeerIdentity {
     /// The role the certificate names; `None` for a CA-signed certificate naming none.
     pub role: Option<String>,
+    /// The hosts the certificate is for (DNS names, IPs): where its holder may serve.
+    pub hosts: Vec<String>,
 }
 
 pub fn server_config(material: &Arc<TlsMaterial>) -> ServerConfig {
@@ -41,11 +43,13 @@ pub fn server_config(material: &Arc<TlsMaterial>) -> ServerConfig {
 pub fn record_peer(conn: &dyn Any, ext: &mut Extensions) {
     if let Some(tls) = conn.downcast_ref::<TlsStream<TcpStream>>() {
         let (_, session) = tls.get_ref();
-        let role = session
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| identity::role_of(leaf));
-        ext.insert(PeerIdentity { role });
+        let leaf = session.peer_certificates().and_then(|chain| chain.first());
+        ext.insert(PeerIdentity {
+            role: leaf.and_then(|leaf| identity::role_of(leaf)),
+            hosts: leaf
+                .map(|leaf| identity::hosts_of(leaf))
+                .unwrap_or_default(),
+        });
     }
 }
 

@@ -14,10 +14,11 @@ use serde::Deserialize;
 
 use super::lease_table::{self, LeaseTable};
 use super::{Delta, RegistryState};
-use crate::platform::access::caller_role;
+use crate::platform::access::caller;
 use crate::platform::problem::Problem;
 use crate::platform::registry_api::{now_ms, LeaseGrant, Registration, INDEX_HEADER};
 use crate::platform::server::quiet;
+use crate::platform::tls::identity;
 
 /// The registry's clock on catalog reads, so readers (the `/ui` page, `svc status`) can
 /// compute lease ages without trusting their own clock.
@@ -35,17 +36,37 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<RegistryState>) {
         .route("/ui", web::get().to(super::ui::page));
 }
 
-/// An instance acts only for the role its certificate names: it registers, renews and
-/// deregisters registrations of that role and no other. (No identity: `tls.insecure`.)
-fn acting_for(req: &HttpRequest, role: &str, what: &str) -> Result<(), Problem> {
-    match caller_role(req) {
-        Some(caller) if caller != role => {
-            tracing::warn!(%caller, claimed = %role, "refused: {what} another role");
-            Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                format!("a certificate for role `{caller}` cannot {what} role `{role}`"),
-            ))
-        }
+/// An instance acts only for itself: its certificate must name the registration's role
+/// and the host of its address (where only the holder of that certificate can serve).
+/// So it registers, renews and deregisters its own registrations and no other role's or
+/// host's. (No identity: `tls.insecure`.)
+fn acting_for(
+    req: &HttpRequest,
+    role: &str,
+    address: Option<&str>,
+    what: &str,
+) -> Result<(), Problem> {
+    let Some(peer) = caller(req) else {
+        return Ok(());
+    };
+    let refuse = |why: String| {
+        tracing::warn!(caller = ?peer.role, claimed = %role, address, "refused: {why}");
+        Err(Problem::new(StatusCode::FORBIDDEN, why))
+    };
+    let caller_role = peer.role.as_deref().unwrap_or("-");
+    if caller_role != role {
+        return refuse(format!(
+            "a certificate for role `{caller_role}` cannot {what} role `{role}`"
+        ));
+    }
+    let host = address
+        .and_then(|a| reqwest::Url::parse(a).ok())
+        .and_then(|u| u.host_str().map(str::to_string));
+    match host {
+        Some(host) if !identity::names_host(&peer.hosts, &host) => refuse(format!(
+            "a certificate for hosts [{}] cannot {what} an instance at `{host}`",
+            peer.hosts.join(", ")
+        )),
         _ => Ok(()),
     }
 }
@@ -67,7 +88,7 @@ async fn register(
     let reg = body.into_inner();
     lease_table::validate(&reg, &state.known_roles, &state.sharded_roles)
         .map_err(Problem::bad_request)?;
-    acting_for(&req, &reg.role, "register as")?;
+    acting_for(&req, &reg.role, Some(&reg.address), "register as")?;
     let claimant = reg.instance_id.clone();
     let state = state.into_inner();
     let granted = web::block(move || {
@@ -100,7 +121,8 @@ async fn renew(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Problem> {
     let (role, id) = path.into_inner();
-    acting_for(&req, &role, "renew a lease of")?;
+    let address = state.table.lock().address_of(&role, &id);
+    acting_for(&req, &role, address.as_deref(), "renew a lease of")?;
     let mut table = state.table.lock();
     if table.renew(&role, &id, Instant::now(), now_ms()) {
         Ok(quiet(HttpResponse::Ok().json(grant(&state, &table))))
@@ -117,7 +139,8 @@ async fn deregister(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Problem> {
     let (role, id) = path.into_inner();
-    acting_for(&req, &role, "deregister")?;
+    let address = state.table.lock().address_of(&role, &id);
+    acting_for(&req, &role, address.as_deref(), "deregister")?;
     let state = state.into_inner();
     let removed = web::block(move || {
         state.mutate(|t| {

@@ -183,6 +183,13 @@ impl LeaseTable {
         }
     }
 
+    /// The address `role`/`id` registered, if it holds a lease.
+    pub fn address_of(&self, role: &str, id: &str) -> Option<String> {
+        self.leases
+            .get(&(role.to_string(), id.to_string()))
+            .map(|l| l.instance.address.clone())
+    }
+
     pub fn deregister(&mut self, role: &str, id: &str) -> Option<Instance> {
         let removed = self.leases.remove(&(role.to_string(), id.to_string()))?;
         self.index += 1;
