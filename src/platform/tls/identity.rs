@@ -103,7 +103,7 @@ pub fn names_host(hosts: &[String], host: &str) -> bool {
         Ok(ip) => ip.to_string(),
         Err(_) => host.to_ascii_lowercase(),
     };
-    hosts.iter().any(|h| *h == host)
+    hosts.contains(&host)
 }
 
 fn ip_from(bytes: &[u8]) -> Option<IpAddr> {
