@@ -7,9 +7,11 @@
 #   - svc@registry and every other role start: Type=notify, READY=1 reached, running as
 #     user svc with no capabilities, NoNewPrivileges, a seccomp filter, / read-only;
 #   - orders placed through the gateway (svc bench) all succeed;
-#   - no system call made by svc is refused by the hardening (svc is traced with strace
-#     from its fork by PID 1 through start, traffic, reload and stop: a call answered
-#     EPERM/EACCES/EROFS, or any error on a /proc or /sys path, is reported);
+#   - no system call made by svc is refused by the hardening: with SystemCallErrorNumber=
+#     EPERM a filtered call fails quietly, so svc is traced with strace, from its fork by
+#     PID 1, through a start, traffic, `systemctl reload` and a stop, and any call of svc
+#     answered EPERM, EACCES, EROFS, ENOSYS (but clone3's, which systemd answers ENOSYS on
+#     purpose) or ENOENT on a /proc file that ProcSubset=pid hides is reported;
 #   - the watchdog does not fire in steady state (a wait longer than WatchdogSec), and
 #     does fire on a hung instance (SIGSTOP), which is then restarted;
 #   - `systemctl kill -s SIGKILL svc@orders` is followed by a restart (Restart=on-failure);
@@ -22,6 +24,7 @@
 # the repository:
 #
 #   sudo scripts/verify-under-systemd.sh                 # builds: cargo build --release
+#                                                        # (needs cargo in root's PATH)
 #   sudo scripts/verify-under-systemd.sh path/to/svc     # a binary built elsewhere
 #   sudo scripts/verify-under-systemd.sh --vm ...        # in a VM: real kernel, cgroup v2
 #   sudo scripts/verify-under-systemd.sh --no-cache ...  # keep no Debian tree or image
@@ -36,8 +39,9 @@
 # kept in /var/tmp/svc-verify-cache (SVC_VERIFY_CACHE) for the next run; both are booted
 # with a throwaway overlay (tmpfs, or QEMU's snapshot), so nothing a run does persists.
 # Everything else goes to a temporary directory under /var/tmp, removed at exit.
-# Container: about 1.5 minutes the first time, 50 s after. VM: about 4 minutes the
-# first time (kernel and image), about 3 after, mostly the emulated boot.
+# Measured on a 2-CPU machine: container about 40 s (plus 1 minute to debootstrap the
+# first time); VM about 2 minutes (plus 2 minutes for the image the first time),
+# everything being emulated.
 
 # The single-quoted $ are for the guest's sh and awk (run through g), not this shell.
 # shellcheck disable=SC2016
@@ -520,6 +524,15 @@ awk '
 echo "  $(cat "$work/traced.txt"), $(wc -l <"$work/out/strace.txt") lines of trace"
 traced_some() { grep -Eq '^[1-9]' "$work/traced.txt"; }
 check "strace followed svc" traced_some
+# Known and harmless: glibc's malloc reads overcommit_memory when it shrinks a thread's
+# heap; hidden by ProcSubset=pid it assumes "not strict (2)", which is what it is on a
+# default system, so it behaves the same.
+benign='"/proc/sys/vm/overcommit_memory"'
+if grep -F "$benign" "$work/refused.txt" >"$work/benign.txt"; then
+  echo "  harmless: $(sed -E 's/^(<\.\.\. )?([a-z0-9_]+).*= -1 ([A-Z]+).*/\2 \3/' "$work/benign.txt" | sort | uniq -c | paste -sd' ') $benign (glibc malloc)"
+  grep -vF "$benign" "$work/refused.txt" >"$work/refused2.txt" || true
+  mv "$work/refused2.txt" "$work/refused.txt"
+fi
 if [ -s "$work/refused.txt" ]; then
   sed -E 's/^(<\.\.\. )?([a-z0-9_]+).*= -1 ([A-Z]+).*/\2 \3/' "$work/refused.txt" | sort | uniq -c | sed 's/^/  /'
   head -n 20 "$work/refused.txt" | sed 's/^/  /'
