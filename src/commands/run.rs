@@ -6,6 +6,7 @@ use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::RunArgs;
 use crate::platform::config::{Config, ConfigError, Overrides};
 use crate::platform::shards::ShardCounts;
+use crate::platform::tls::TlsError;
 use crate::platform::{lifecycle, telemetry};
 use crate::roles;
 
@@ -92,7 +93,14 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "instance failed");
-            fail(EXIT_FAILURE, format!("{e:#}"))
+            // Missing or unreadable certificates are configuration: exit 2, which the
+            // systemd unit does not restart (RestartPreventExitStatus=2).
+            let code = if e.downcast_ref::<TlsError>().is_some() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            };
+            fail(code, format!("{e:#}"))
         }
     }
 }

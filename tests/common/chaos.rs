@@ -5,18 +5,26 @@
 
 use super::*;
 
-/// Whether `e` is a refused connection: nothing listened, so the request was never sent.
-pub fn is_refused(e: &reqwest::Error) -> bool {
+/// The kind of the I/O error behind `e`, if one is.
+fn io_kind(e: &reqwest::Error) -> Option<std::io::ErrorKind> {
     let mut source = std::error::Error::source(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
+            return Some(io.kind());
         }
         source = err.source();
     }
-    false
+    None
+}
+
+/// Whether `e` is a refused connection: nothing listened, so the request was never sent.
+pub fn is_refused(e: &reqwest::Error) -> bool {
+    io_kind(e) == Some(std::io::ErrorKind::ConnectionRefused)
+}
+
+/// Whether `e` is a connection reset by the server.
+pub fn is_reset(e: &reqwest::Error) -> bool {
+    io_kind(e) == Some(std::io::ErrorKind::ConnectionReset)
 }
 
 /// The sum of the samples of metric `name` whose labels include every pair of `labels`
