@@ -78,11 +78,7 @@ async fn insecure_must_be_asked_for_and_says_so() {
         .arg(&config);
     let registry = Svc::spawn(cmd, "registry").unwrap();
     assert!(registry.url.starts_with("http://"), "{}", registry.url);
-    assert!(
-        registry.stderr().contains("PLAIN HTTP"),
-        "{}",
-        registry.stderr()
-    );
+    registry.wait_for_log("PLAIN HTTP", Duration::from_secs(5));
     let mut cmd = cluster.run_command("inventory", "inv-0", &registry.url);
     cmd.arg("--config").arg(&config);
     let inventory = cluster.start_cmd(cmd, "inventory", "inv-0");
