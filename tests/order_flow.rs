@@ -538,6 +538,22 @@ async fn openapi_document_describes_the_public_api() {
             paths.keys()
         );
     }
+    // It says how to authenticate, and every guarded operation what a refusal looks like.
+    assert!(
+        doc["components"]["securitySchemes"]["bearer"].is_object(),
+        "{doc}"
+    );
+    let create = &doc["paths"]["/api/v1/orders"]["post"];
+    for status in ["401", "403", "429"] {
+        assert!(
+            create["responses"][status].is_object(),
+            "POST orders lacks {status}"
+        );
+    }
+    assert_eq!(
+        doc["paths"]["/api/v1/openapi.json"]["get"]["security"],
+        serde_json::json!([])
+    );
 }
 
 /// The JSON log lines of `svc` carrying `trace_id`.
