@@ -37,6 +37,15 @@ for unit in svc@.service svc.target; do
   say "unit        -> /etc/systemd/system/$unit"
 done
 
+# The registry starts before, so stops after, every other role on this host: they
+# deregister from it as they stop (written from `svc roles`, so no list is kept here).
+others=$(printf '%s\n' "$roles" | grep -vx registry | sed 's/.*/svc@&.service/' | tr '\n' ' ')
+dropin=$destdir/etc/systemd/system/svc@registry.service.d/10-stop-last.conf
+mkdir -p "$(dirname "$dropin")"
+printf '%s\n' "# Written by svc's install.sh: the registry stops after the roles that register with it." \
+  "[Unit]" "Before=${others% }" >"$dropin"
+say "drop-in     -> /etc/systemd/system/svc@registry.service.d/10-stop-last.conf"
+
 install -D -m 0644 "$repo/README.md" "$destdir/usr/local/share/doc/svc/README.md"
 
 config=$destdir/etc/svc/svc.yaml

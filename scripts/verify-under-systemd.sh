@@ -594,6 +594,7 @@ g journalctl --no-pager -o short-precise -u svc@inventory.service --since=-40s |
 # --- stop -------------------------------------------------------------------------
 say "systemctl stop svc.target"
 t0=$SECONDS
+stop_since=$(g date +%s)
 g systemctl stop svc.target
 check "every svc@ unit stopped" wait_for 40 all_inactive
 echo "  took $((SECONDS - t0)) s"
@@ -607,6 +608,11 @@ stopped_ok() {
   return "$ok"
 }
 check "stops were clean (exit 0, Result=success, no SIGKILL)" stopped_ok
+# The registry stops last (install.sh's drop-in), so every role deregistered from it.
+deregistered() {
+  ! g journalctl --no-pager -q -o cat -u 'svc@*' --since "@$stop_since" | grep 'deregistration failed'
+}
+check "every role deregistered before the registry stopped" deregistered
 snapshot "after stop" "${units[@]}" svc.target
 g journalctl --no-pager -o cat -u svc@orders.service -n 4 | sed 's/^/  /'
 
