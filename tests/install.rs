@@ -39,7 +39,13 @@ fn install_stages_everything_and_is_idempotent() {
     // The registry stops last: every other role is ordered after it.
     let dropin = root.join("etc/systemd/system/svc@registry.service.d/10-stop-last.conf");
     let dropin = std::fs::read_to_string(&dropin).expect("registry drop-in");
-    for role in ["gateway", "orders", "inventory", "payments", "notifications"] {
+    for role in [
+        "gateway",
+        "orders",
+        "inventory",
+        "payments",
+        "notifications",
+    ] {
         assert!(dropin.contains(&format!("svc@{role}.service")), "{dropin}");
     }
     assert!(!dropin.contains("svc@registry.service"), "{dropin}");

@@ -104,9 +104,16 @@ pub async fn run(
         bound,
         config.advertise_host.as_deref(),
     );
+    let mut reloading: Vec<Arc<dyn setup::Reloadable>> = Vec::new();
+    if let Some(material) = &tls {
+        reloading.push(material.clone());
+    }
     let public = match public_at {
         Some(at) => {
-            let transport = setup::public_transport(&config.tls)?;
+            let (transport, public_cert) = setup::public_transport(&config.tls)?;
+            if let Some(cert) = public_cert {
+                reloading.push(cert);
+            }
             let (listener, bound) = bind(at)?;
             let url =
                 advertised_address(transport.scheme(), bound, config.advertise_host.as_deref());
@@ -117,13 +124,7 @@ pub async fn run(
     let public_address = public.as_ref().map(|(_, _, url)| url.clone());
 
     let shutdown = Shutdown::new();
-    if let Some(material) = &tls {
-        setup::spawn_reloader(
-            material.clone(),
-            config.tls.reload_interval,
-            shutdown.clone(),
-        );
-    }
+    setup::spawn_reloader(reloading, config.tls.reload_interval, shutdown.clone());
     let registry_client = RegistryClient::new(
         config.registries.clone(),
         config.discovery.registry_timeout,

@@ -4,8 +4,8 @@
 //! An API key is configured by its name, the SHA-256 of the key (never the key itself,
 //! so a leaked config file grants nothing), the scopes it grants and optionally its own
 //! rate. Keys come from `gateway.api_keys` and from the YAML list in
-//! `gateway.api_keys_file` (read when the gateway starts, so the file need not exist on
-//! machines that run other roles). Every value is checked before the gateway serves:
+//! `gateway.api_keys_file` (read by the gateway when it starts and again when the file
+//! changes, so the file need not exist on machines that run other roles). Every value is checked before the gateway serves:
 //! a malformed hash, an unknown scope, a duplicate name or hash stops start-up with the
 //! file and the key that is wrong.
 
@@ -71,7 +71,7 @@ impl std::fmt::Display for Scope {
 pub struct GatewaySettings {
     /// The API keys, by name, hash and scopes.
     pub api_keys: Vec<ApiKeySettings>,
-    /// A YAML file holding more keys (a list shaped like `api_keys`), read at start-up.
+    /// A YAML file holding more keys (a list shaped like `api_keys`), read by the gateway at start and on change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_keys_file: Option<PathBuf>,
     /// Requests per second and burst of each key that sets no rate of its own.
@@ -182,7 +182,7 @@ fn check_burst(burst: u32) -> Result<(), String> {
 }
 
 impl GatewaySettings {
-    /// Checks what the file itself holds (not `api_keys_file`, read at start-up).
+    /// Checks what the file itself holds (not `api_keys_file`, which the gateway reads).
     pub fn check(&self, origin: &str) -> Result<(), ConfigError> {
         let err =
             |key: &str, reason: &str| ConfigError::new(origin, &format!("gateway.{key}"), reason);

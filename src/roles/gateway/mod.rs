@@ -13,7 +13,8 @@
 //!
 //! Every route but `openapi.json` is behind the [`guard`]: an API key holding the
 //! route's scope, within its rate, with bounded headers and time. The scope of each
-//! route is given where it is mounted, in [`start`].
+//! route is given where it is mounted, in [`start`]. The keys of `api_keys_file` are
+//! reloaded when the file changes or on SIGHUP ([`guard::reload`]).
 
 mod forward;
 pub mod guard;
@@ -119,9 +120,14 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
     }))
 }
 
-/// The guard of `ctx.config.gateway`, with the keys of `api_keys_file` read now.
+/// The guard of `ctx.config.gateway`, with the keys of `api_keys_file` read now and
+/// again whenever the file changes (checked every `tls.reload_interval`, and on SIGHUP).
 fn start_guard(ctx: &RoleContext) -> anyhow::Result<Guard> {
     let settings = &ctx.config.gateway;
+    let seen = settings
+        .api_keys_file
+        .as_deref()
+        .and_then(guard::reload::stamp);
     let keys = settings.all_keys("config")?;
     let guard = Guard::new(settings, &keys, ctx.metrics.registry())?;
     if guard.key_count() == 0 {
@@ -133,6 +139,13 @@ fn start_guard(ctx: &RoleContext) -> anyhow::Result<Guard> {
         let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
         tracing::info!(keys = %names.join(","), "public API guarded by {} API keys", names.len());
     }
+    guard::reload::spawn(
+        guard.clone(),
+        settings.clone(),
+        seen,
+        ctx.config.tls.reload_interval,
+        ctx.shutdown.clone(),
+    );
     Ok(guard)
 }
 

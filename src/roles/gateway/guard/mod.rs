@@ -14,15 +14,21 @@
 //! or answered, only the key's name. The scope of each route is given where the route
 //! is mounted (`roles/gateway/mod.rs`), with [`Guard::protect`], so a route cannot be
 //! added without saying which scope it needs.
+//!
+//! The keys can be replaced while the gateway runs ([`Guard::replace_keys`], driven by
+//! [`reload`] when `gateway.api_keys_file` changes): a request is checked against the
+//! table of the moment, and a table that does not check out is never taken.
 
 pub mod api_keys;
 mod deny;
 pub mod rate_limit;
+pub mod reload;
 mod timeout;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +39,7 @@ use actix_web::{
     middleware::{from_fn, Next},
     Error, ResponseError, Route,
 };
+use parking_lot::RwLock;
 use prometheus::Registry;
 
 use crate::platform::config::{ApiKeySettings, GatewaySettings, Scope};
@@ -46,7 +53,8 @@ use timeout::BodyProgress;
 pub struct Guard(Arc<Inner>);
 
 struct Inner {
-    keys: KeyTable,
+    /// Swapped whole on reload; a request holds the table it was checked against.
+    keys: RwLock<Arc<KeyTable>>,
     limiter: RateLimiter,
     max_header_bytes: usize,
     request_timeout: Duration,
@@ -67,17 +75,11 @@ impl Guard {
             burst: settings.rate_limit.burst,
         };
         let mut limiter = RateLimiter::new(default);
-        for key in keys {
-            if key.rate_per_second.is_some() || key.burst.is_some() {
-                let rate = Rate {
-                    per_second: key.rate_per_second.unwrap_or(default.per_second),
-                    burst: key.burst.unwrap_or(default.burst),
-                };
-                limiter = limiter.with_rate(&key.name, rate);
-            }
+        for (name, rate) in own_rates(keys, default) {
+            limiter = limiter.with_rate(&name, rate);
         }
         Ok(Guard(Arc::new(Inner {
-            keys: table,
+            keys: RwLock::new(Arc::new(table)),
             limiter,
             max_header_bytes: settings.max_header_bytes,
             request_timeout: settings.request_timeout,
@@ -87,7 +89,21 @@ impl Guard {
 
     /// How many keys it knows.
     pub fn key_count(&self) -> usize {
-        self.0.keys.len()
+        self.0.keys.read().len()
+    }
+
+    /// From now on, the keys are `keys` (every key, as [`Guard::new`] takes them) with
+    /// their own rates; keys that stay keep their rate-limit buckets. On error (an
+    /// entry that does not check out) the keys in use stay.
+    pub fn replace_keys(&self, keys: &[ApiKeySettings]) -> Result<(), String> {
+        let table = KeyTable::new(keys)?;
+        let limiter = &self.0.limiter;
+        let known: HashSet<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        let rates = own_rates(keys, limiter.default_rate()).collect();
+        // Table first: a key just removed is refused at once.
+        *self.0.keys.write() = Arc::new(table);
+        limiter.set_rates(rates, &known);
+        Ok(())
     }
 
     /// `route`, served only to requests that pass the guard with `scope`.
@@ -113,8 +129,8 @@ impl Guard {
             let limit = inner.max_header_bytes;
             return Err((None, Denial::HeadersTooLarge { bytes, limit }));
         }
-        let who = inner
-            .keys
+        let keys = inner.keys.read().clone();
+        let who = keys
             .authenticate(headers)
             .map_err(|failure| (None, Denial::Unauthenticated(failure)))?;
         let name = Some(who.name.clone());
@@ -172,6 +188,19 @@ impl Guard {
         denial.log(key, method, route);
         self.0.denied.count(denial);
     }
+}
+
+/// The rates of the keys that have one of their own (the others get `default`).
+fn own_rates(keys: &[ApiKeySettings], default: Rate) -> impl Iterator<Item = (String, Rate)> + '_ {
+    keys.iter()
+        .filter(|k| k.rate_per_second.is_some() || k.burst.is_some())
+        .map(move |k| {
+            let rate = Rate {
+                per_second: k.rate_per_second.unwrap_or(default.per_second),
+                burst: k.burst.unwrap_or(default.burst),
+            };
+            (k.name.clone(), rate)
+        })
 }
 
 /// What the 431 limit counts: every header's name and value, in bytes.

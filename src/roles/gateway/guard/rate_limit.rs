@@ -6,14 +6,16 @@
 //! - at most `burst + per_second × t` requests of one key pass in any window `t`;
 //! - the answer depends only on the key's past requests and the `now` passed in (no
 //!   clock is read here), so the tests drive time with explicit `Instant`s;
-//! - memory is bounded by the configured keys: only authenticated names reach it;
+//! - memory is bounded by the configured keys: only authenticated names reach it, and
+//!   when the keys are reloaded ([`RateLimiter::set_rates`]) the buckets of removed keys
+//!   go while those of the keys that stay keep their tokens;
 //! - a time earlier than the last one seen (a caller's stale `now`) refills nothing
 //!   rather than panicking.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 /// A bucket's shape: refill rate and capacity.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,7 +50,7 @@ struct Bucket {
 #[derive(Debug)]
 pub struct RateLimiter {
     default: Rate,
-    rates: HashMap<String, Rate>,
+    rates: RwLock<HashMap<String, Rate>>,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -57,20 +59,34 @@ impl RateLimiter {
     pub fn new(default: Rate) -> RateLimiter {
         RateLimiter {
             default,
-            rates: HashMap::new(),
+            rates: RwLock::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
     /// Gives the key `name` a rate of its own.
     pub fn with_rate(mut self, name: &str, rate: Rate) -> RateLimiter {
-        self.rates.insert(name.to_string(), rate);
+        self.rates.get_mut().insert(name.to_string(), rate);
         self
+    }
+
+    /// The rate every key has unless it has its own.
+    pub fn default_rate(&self) -> Rate {
+        self.default
+    }
+
+    /// After a reload of the keys: `rates` are the keys' own rates from now on, and
+    /// only the keys named in `known` keep a bucket.
+    pub fn set_rates(&self, rates: HashMap<String, Rate>, known: &HashSet<&str>) {
+        *self.rates.write() = rates;
+        self.buckets
+            .lock()
+            .retain(|name, _| known.contains(name.as_str()));
     }
 
     /// The rate of `name`.
     pub fn rate(&self, name: &str) -> Rate {
-        self.rates.get(name).copied().unwrap_or(self.default)
+        self.rates.read().get(name).copied().unwrap_or(self.default)
     }
 
     /// Takes a token from `name`'s bucket at `now`, or says how long until there is one.
@@ -169,6 +185,31 @@ mod tests {
         assert!(l.try_take("bulk", t0).unwrap_err().0 <= Duration::from_millis(10));
         l.try_take("shop", t0).unwrap();
         assert!(l.try_take("shop", t0).is_err());
+    }
+
+    #[test]
+    fn new_rates_keep_the_buckets_of_keys_that_stay() {
+        let l = limiter(1.0, 1);
+        let t0 = Instant::now();
+        l.try_take("shop", t0).unwrap();
+        l.try_take("gone", t0).unwrap();
+        let bulk = Rate {
+            per_second: 1.0,
+            burst: 5,
+        };
+        l.set_rates(
+            HashMap::from([("bulk".to_string(), bulk)]),
+            &HashSet::from(["shop", "bulk"]),
+        );
+        assert_eq!(l.rate("bulk"), bulk);
+        assert_eq!(l.rate("shop"), l.default_rate());
+        // `shop` still has its empty bucket; `gone` starts afresh if it comes back.
+        assert!(l.try_take("shop", t0).is_err());
+        assert_eq!(l.try_take("gone", t0), Ok(()));
+        for _ in 0..5 {
+            l.try_take("bulk", t0).unwrap();
+        }
+        assert!(l.try_take("bulk", t0).is_err());
     }
 
     #[test]
