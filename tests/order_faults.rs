@@ -278,7 +278,7 @@ async fn a_cancel_while_a_commit_may_be_in_flight_is_refused_and_the_order_ends(
     let id = placed.id();
     wait_step(&full, &id, "commit").await;
 
-    full.inventory.signal(nix::sys::signal::Signal::SIGSTOP);
+    full.inventory.freeze();
     full.orders
         .wait_for_log("saga step will be retried", Duration::from_secs(10));
     let res = full

@@ -173,7 +173,7 @@ async fn a_stalled_shard_is_ejected_within_the_timeout_and_probed_back_in() {
         "{body}"
     );
 
-    inv1.signal(Signal::SIGSTOP);
+    inv1.freeze();
     let stopped = Instant::now();
     // A burst of listings: each keeps answering (shard 0's products, shard 1 named as
     // missing), none waits longer than the timeout, and inv-1 gets ejected.
@@ -379,7 +379,7 @@ async fn beyond_max_concurrency_the_gateway_answers_503_at_once() {
     wait_peers(&gateway, &[&inventory]).await;
 
     // One call holds the only permit: inventory is frozen and does not answer it.
-    inventory.signal(Signal::SIGSTOP);
+    inventory.freeze();
     let held_url = format!("{}/api/v1/products/tea", gateway.url);
     let held = tokio::spawn(async move { timed_get(&http(), &held_url).await });
     let dep = [("dependency", "inventory")];
@@ -546,7 +546,7 @@ async fn a_callers_deadline_bounds_the_callee_and_its_own_calls() {
     // Inventory is frozen: the create's product check (a call of its own) gets what is
     // left of the caller's 300 ms, not its 5 s timeout, and the caller has its answer
     // in time instead of work going on for nobody.
-    inventory.signal(Signal::SIGSTOP);
+    inventory.freeze();
     let started = Instant::now();
     let res = create("300").await.expect("POST");
     let took = started.elapsed();
