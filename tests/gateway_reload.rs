@@ -159,13 +159,8 @@ async fn sighup_reloads_the_keys_at_once() {
 
 /// A private copy of the test PKI with a public certificate `public.crt` / `.key` (from
 /// the test CA, standing in for one the public trusts).
-fn own_pki(cluster: &Cluster) -> PathBuf {
-    let dir = cluster.dir.path().join("tls");
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(test_pki()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+fn own_pki_with_public(cluster: &Cluster) -> PathBuf {
+    let dir = own_pki(cluster);
     issue_public(&dir);
     dir
 }
@@ -200,23 +195,10 @@ fn public_client(dir: &Path, pooled: bool) -> reqwest::Client {
     builder.build().unwrap()
 }
 
-/// The certificate the public listener presented on the connection `client` used.
-async fn served_cert(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let res = client.get(url).send().await.map_err(|e| e.to_string())?;
-    if !res.status().is_success() {
-        return Err(format!("{url}: {}", res.status()));
-    }
-    res.extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|info| info.peer_certificate())
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| "no TLS info".to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_public_certificate_reaches_new_connections() {
     let cluster = Cluster::new();
-    let dir = own_pki(&cluster);
+    let dir = own_pki_with_public(&cluster);
     let config = cluster.write_file(
         "public.yaml",
         &format!(

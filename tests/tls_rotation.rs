@@ -4,23 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
 use svc::platform::tls::{client_config, pki};
-
-/// A private copy of the test PKI, so rotating it touches no other test.
-fn own_pki(cluster: &Cluster) -> PathBuf {
-    let dir = cluster.dir.path().join("tls");
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(test_pki()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    dir
-}
 
 /// A payments instance using `dir`, checking its files every `reload_interval`.
 fn start_payments(cluster: &Cluster, id: &str, dir: &Path, reload_interval: &str) -> Svc {
@@ -31,19 +20,6 @@ fn start_payments(cluster: &Cluster, id: &str, dir: &Path, reload_interval: &str
     let mut cmd = cluster.run_command("payments", id, &dead_url());
     cmd.arg("--tls-dir").arg(dir).arg("--config").arg(config);
     cluster.start_cmd(cmd, "payments", id)
-}
-
-/// The certificate the server presented on the connection `client` used for `url`.
-async fn served_cert(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let res = client.get(url).send().await.map_err(|e| e.to_string())?;
-    if !res.status().is_success() {
-        return Err(format!("{url}: {}", res.status()));
-    }
-    res.extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|info| info.peer_certificate())
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| "no TLS info".to_string())
 }
 
 fn client(pooled: bool) -> reqwest::Client {

@@ -101,3 +101,28 @@ pub fn client_of(dir: &Path, identity: &str, api_key: &str) -> reqwest::Client {
         .build()
         .expect("http client")
 }
+
+/// The certificate the server presented on the connection `client` used for `url`.
+pub async fn served_cert(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let res = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("{url}: {}", res.status()));
+    }
+    res.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| "no TLS info".to_string())
+}
+
+/// A private copy of the test PKI in `cluster`'s directory, so rotating it touches no
+/// other test.
+pub fn own_pki(cluster: &super::Cluster) -> PathBuf {
+    let dir = cluster.dir.path().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(test_pki()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    dir
+}
