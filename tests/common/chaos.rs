@@ -305,30 +305,15 @@ impl ChaosCluster {
                 inv.id
             );
         }
-        let mut sold_by_orders: std::collections::HashMap<&str, u64> = Default::default();
-        for o in orders.iter().filter(|o| o["status"] == "confirmed") {
-            for line in o["lines"].as_array().into_iter().flatten() {
-                *sold_by_orders.entry(str_of(line, "sku")).or_default() += u64_of(line, "quantity");
-            }
-        }
+        let sold_by_orders = sold_by_orders(orders);
         for (sku, stock) in initial {
             let p = get_json(&format!("{}/products/{sku}", self.api(0))).await;
-            let (available, reserved, sold) = (
+            let counts = (
                 u64_of(&p, "available"),
                 u64_of(&p, "reserved"),
                 u64_of(&p, "sold"),
             );
-            assert_eq!(
-                available + reserved + sold,
-                *stock,
-                "{sku}: available {available} + reserved {reserved} + sold {sold} != {stock}"
-            );
-            assert_eq!(reserved, 0, "{sku}: units still reserved");
-            assert_eq!(
-                sold,
-                sold_by_orders.get(sku.as_str()).copied().unwrap_or(0),
-                "{sku}: sold units differ from the confirmed orders' lines"
-            );
+            assert_stock_settled(sku, *stock, counts, &sold_by_orders);
         }
 
         // Payments, shard by shard.

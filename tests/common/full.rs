@@ -213,20 +213,7 @@ impl FullCluster {
     }
 
     pub async fn create_product(&self, sku: &str, price_minor: u64, stock: u64) {
-        let body = serde_json::json!({
-            "sku": sku, "name": format!("Product {sku}"),
-            "price_minor": price_minor, "stock": stock,
-        });
-        let res = self
-            .client
-            .post(format!("{}/products", self.api))
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("create product {sku}: {e}"));
-        let status = res.status();
-        let text = res.text().await.unwrap_or_default();
-        assert_eq!(status, 201, "create product {sku}: {text}");
+        create_product_at(&self.client, &self.api, sku, price_minor, stock).await;
     }
 
     async fn get(&self, url: &str) -> Result<(u16, Value), String> {
@@ -410,25 +397,9 @@ impl FullCluster {
         // Inventory: nothing held, every unit in exactly one bucket.
         let held = self.held_reservations().await;
         assert!(held.is_empty(), "reservations still held: {held:?}");
-        let mut sold_by_orders: std::collections::HashMap<&str, u64> = Default::default();
-        for o in orders.iter().filter(|o| o["status"] == "confirmed") {
-            for line in o["lines"].as_array().into_iter().flatten() {
-                *sold_by_orders.entry(str_of(line, "sku")).or_default() += u64_of(line, "quantity");
-            }
-        }
+        let sold_by_orders = sold_by_orders(orders);
         for (sku, stock) in initial {
-            let (available, reserved, sold) = self.stock(sku).await;
-            assert_eq!(
-                available + reserved + sold,
-                *stock,
-                "{sku}: available {available} + reserved {reserved} + sold {sold} != {stock}"
-            );
-            assert_eq!(reserved, 0, "{sku}: units still reserved");
-            assert_eq!(
-                sold,
-                sold_by_orders.get(sku).copied().unwrap_or(0),
-                "{sku}: sold units differ from the confirmed orders' lines"
-            );
+            assert_stock_settled(sku, *stock, self.stock(sku).await, &sold_by_orders);
         }
 
         // Payments: one capture per confirmed order, for its total; none for the others.

@@ -658,6 +658,61 @@ pub fn show(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// Creates a product through the public API at `api` (`.../api/v1`); panics unless 201.
+pub async fn create_product_at(
+    client: &reqwest::Client,
+    api: &str,
+    sku: &str,
+    price_minor: u64,
+    stock: u64,
+) {
+    let body = serde_json::json!({
+        "sku": sku, "name": format!("Product {sku}"),
+        "price_minor": price_minor, "stock": stock,
+    });
+    let res = client
+        .post(format!("{api}/products"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create product {sku}: {e}"));
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    assert_eq!(status, 201, "create product {sku}: {text}");
+}
+
+/// Units sold per SKU by the confirmed ones of `orders`.
+pub fn sold_by_orders(orders: &[Value]) -> std::collections::HashMap<String, u64> {
+    let mut sold = std::collections::HashMap::new();
+    for o in orders.iter().filter(|o| o["status"] == "confirmed") {
+        for line in o["lines"].as_array().into_iter().flatten() {
+            *sold.entry(str_of(line, "sku").to_string()).or_default() += u64_of(line, "quantity");
+        }
+    }
+    sold
+}
+
+/// Once every saga ended: each unit of `sku` in exactly one bucket, none reserved, and
+/// the sold ones exactly what the confirmed orders bought.
+pub fn assert_stock_settled(
+    sku: &str,
+    stock: u64,
+    (available, reserved, sold): (u64, u64, u64),
+    sold_by_orders: &std::collections::HashMap<String, u64>,
+) {
+    assert_eq!(
+        available + reserved + sold,
+        stock,
+        "{sku}: available {available} + reserved {reserved} + sold {sold} != {stock}"
+    );
+    assert_eq!(reserved, 0, "{sku}: units still reserved");
+    assert_eq!(
+        sold,
+        sold_by_orders.get(sku).copied().unwrap_or(0),
+        "{sku}: sold units differ from the confirmed orders' lines"
+    );
+}
+
 /// A response header as text, if present and printable.
 pub fn header(res: &reqwest::Response, name: &str) -> Option<String> {
     res.headers()

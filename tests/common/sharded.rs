@@ -210,20 +210,7 @@ impl ShardedCluster {
     }
 
     pub async fn create_product(&self, sku: &str, price_minor: u64, stock: u64) {
-        let body = serde_json::json!({
-            "sku": sku, "name": format!("Product {sku}"),
-            "price_minor": price_minor, "stock": stock,
-        });
-        let res = self
-            .client
-            .post(format!("{}/products", self.api(0)))
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("create product {sku}: {e}"));
-        let status = res.status();
-        let text = res.text().await.unwrap_or_default();
-        assert_eq!(status, 201, "create product {sku}: {text}");
+        create_product_at(&self.client, &self.api(0), sku, price_minor, stock).await;
     }
 
     /// `GET url`: status, `Retry-After` and the JSON body.

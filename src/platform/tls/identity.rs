@@ -56,16 +56,8 @@ pub fn not_after(cert_der: &[u8]) -> Option<SystemTime> {
 /// A certificate's subject alternative names as `URI:…`, `DNS:…`, `IP:…`, for people
 /// (empty if it does not parse or has none).
 pub fn alt_names(cert_der: &[u8]) -> Vec<String> {
-    let Some(cert) = parse(cert_der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .map(|name| match name {
+    map_alt_names(cert_der, |name| {
+        Some(match name {
             GeneralName::URI(uri) => format!("URI:{uri}"),
             GeneralName::DNSName(dns) => format!("DNS:{dns}"),
             GeneralName::IPAddress(bytes) => match ip_from(bytes) {
@@ -74,26 +66,28 @@ pub fn alt_names(cert_der: &[u8]) -> Vec<String> {
             },
             other => format!("{other:?}"),
         })
-        .collect()
+    })
 }
 
 /// The hosts a DER certificate is for: its DNS names (lower case) and IP addresses.
 pub fn hosts_of(cert_der: &[u8]) -> Vec<String> {
+    map_alt_names(cert_der, |name| match name {
+        GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+        GeneralName::IPAddress(bytes) => ip_from(bytes).map(|ip| ip.to_string()),
+        _ => None,
+    })
+}
+
+/// `f` of each subject alternative name it keeps (empty if the certificate does not
+/// parse or has none).
+fn map_alt_names<T>(cert_der: &[u8], f: impl Fn(&GeneralName) -> Option<T>) -> Vec<T> {
     let Some(cert) = parse(cert_der) else {
         return Vec::new();
     };
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return Vec::new();
     };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
-            GeneralName::IPAddress(bytes) => ip_from(bytes).map(|ip| ip.to_string()),
-            _ => None,
-        })
-        .collect()
+    san.value.general_names.iter().filter_map(f).collect()
 }
 
 /// Whether `host` (a name or an IP, IPv6 with or without brackets) is one of `hosts`.
