@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::platform::config::LogFormat;
+use svc_platform::config::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -93,7 +93,7 @@ pub struct RunArgs {
     #[arg(long, env = "SVC_INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// Log line format on stderr.
-    #[arg(long, env = "SVC_LOG_FORMAT", value_enum)]
+    #[arg(long, env = "SVC_LOG_FORMAT", value_parser = log_format_parser())]
     pub log_format: Option<LogFormat>,
     /// Also append every log line as JSON to this file (read by `svc trace`).
     #[arg(long, env = "SVC_LOG_FILE")]
@@ -133,7 +133,7 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 8080)]
     pub gateway_port: u16,
     /// Log format of the children.
-    #[arg(long, value_enum, default_value = "pretty")]
+    #[arg(long, value_parser = log_format_parser(), default_value = "pretty")]
     pub log_format: LogFormat,
 }
 
@@ -306,4 +306,11 @@ pub struct CertsIssueArgs {
     /// Replace an existing certificate and key of that name.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `--log-format`: the platform's [`LogFormat`], with its names listed in `--help`.
+fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(LogFormat::NAMES)
+        .map(|name| name.parse::<LogFormat>().expect("a listed name parses"))
 }

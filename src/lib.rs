@@ -1,10 +1,10 @@
 //! svc: one executable that runs any role of an order-processing backend.
 //!
-//! - [`platform`]: servers, clients, discovery, config, storage, telemetry; no roles.
+//! - [`svc_platform`] (crates/platform): servers, clients, discovery, config, storage,
+//!   telemetry; a crate of its own that cannot name a role.
 //! - [`roles`]: one module per role, each built on the platform.
 //! - [`commands`]: the CLI subcommands (`run`, `dev`, `status`, `roles`, `config check`).
 
 pub mod cli;
 pub mod commands;
-pub mod platform;
 pub mod roles;

@@ -78,7 +78,7 @@ async fn guarded_cluster() -> Guarded {
     })
     .await;
     let client = reqwest::Client::builder()
-        .use_preconfigured_tls(svc::platform::tls::client_config(&material("operator")))
+        .use_preconfigured_tls(svc_platform::tls::client_config(&material("operator")))
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))
         .build()

@@ -13,8 +13,8 @@ use common::*;
 use nix::sys::signal::Signal;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use svc::platform::tls::pki;
 use svc::roles::gateway::guard::{generate_key, hash_key};
+use svc_platform::tls::pki;
 
 /// A key and the entry of the keys file that grants it every scope.
 struct Key {

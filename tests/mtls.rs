@@ -21,7 +21,7 @@ use reqwest::StatusCode;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
-use svc::platform::tls::pki;
+use svc_platform::tls::pki;
 
 /// A client trusting the test CA and presenting `identity` (PEM cert + key), if any.
 fn client_with(identity: Option<(&str, &str)>) -> reqwest::Client {
@@ -362,7 +362,7 @@ async fn a_caller_refuses_a_callee_whose_certificate_names_another_role() {
     let payments = cluster.start("payments", "pay-0", &dead_url());
     // What orders' client for its payments dependency does (one pool per dependency).
     let to_payments =
-        svc::platform::tls::http_client_builder(Some(&material("orders")), Some("payments"))
+        svc_platform::tls::http_client_builder(Some(&material("orders")), Some("payments"))
             .build()
             .unwrap();
     let metrics = |svc: &Svc| format!("{}/metrics", svc.url);

@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{middleware::from_fn, test, web, App, HttpResponse};
-use svc::platform::config::{LogFormat, OtlpSettings};
-use svc::platform::metrics::Metrics;
-use svc::platform::peer_view::PeerView;
-use svc::platform::server::{self, PlatformState, Readiness};
-use svc::platform::store::Store;
-use svc::platform::telemetry;
+use svc_platform::config::{LogFormat, OtlpSettings};
+use svc_platform::metrics::Metrics;
+use svc_platform::peer_view::PeerView;
+use svc_platform::server::{self, PlatformState, Readiness};
+use svc_platform::store::Store;
+use svc_platform::telemetry;
 
 const ROUNDS: usize = 20;
 const PER_ROUND: usize = 500;

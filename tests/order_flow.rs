@@ -224,11 +224,11 @@ async fn concurrent_orders_keep_stock_payments_and_notifications_consistent() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let bodies: Vec<Value> = (0..ORDERS)
         .map(|i| {
-            let first = rng.gen_range(0..stock.len());
-            let mut lines = vec![(stock[first].0, rng.gen_range(1..=3))];
-            if rng.gen_bool(0.5) {
-                let second = (first + rng.gen_range(1..stock.len())) % stock.len();
-                lines.push((stock[second].0, rng.gen_range(1..=3)));
+            let first = rng.random_range(0..stock.len());
+            let mut lines = vec![(stock[first].0, rng.random_range(1..=3))];
+            if rng.random_bool(0.5) {
+                let second = (first + rng.random_range(1..stock.len())) % stock.len();
+                lines.push((stock[second].0, rng.random_range(1..=3)));
             }
             let card = (i % 25 == 7).then_some(DECLINED_CARD);
             order_body(&lines, card)

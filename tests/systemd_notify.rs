@@ -29,7 +29,7 @@ fn health_ready(port: u16) -> bool {
         return false;
     };
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
-    let config = Arc::new(svc::platform::tls::client_config(&material("operator")));
+    let config = Arc::new(svc_platform::tls::client_config(&material("operator")));
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let Ok(conn) = rustls::ClientConnection::new(config, name) else {
         return false;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
-use svc::platform::tls::{client_config, pki};
+use svc_platform::tls::{client_config, pki};
 
 /// A payments instance using `dir`, checking its files every `reload_interval`.
 fn start_payments(cluster: &Cluster, id: &str, dir: &Path, reload_interval: &str) -> Svc {

@@ -1,5 +1,5 @@
 //! `svc certs`: make the cluster CA (`init`) and issue instance and operator
-//! certificates (`issue`) for mutual TLS, with [`crate::platform::tls::pki`].
+//! certificates (`issue`) for mutual TLS, with [`svc_platform::tls::pki`].
 //!
 //! Guarantees: a role must be one of the catalog's, or `operator`; a bad request (role,
 //! name, host, validity) exits 2 before anything is written; a refused or failed write
@@ -14,9 +14,9 @@ use rustls::pki_types::CertificateDer;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::{CertsCommand, CertsInitArgs, CertsIssueArgs};
-use crate::platform::tls::identity;
-use crate::platform::tls::pki::{self, IssueRequest, PkiError};
 use crate::roles;
+use svc_platform::tls::identity;
+use svc_platform::tls::pki::{self, IssueRequest, PkiError};
 
 pub fn run(command: CertsCommand) -> ExitCode {
     match command {

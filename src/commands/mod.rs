@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::{Cli, Command, ConfigCommand, IdentityArgs};
-use crate::platform::tls::{setup, TlsMaterial};
+use svc_platform::tls::{setup, TlsMaterial};
 
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;

@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::RunArgs;
-use crate::platform::config::{Config, ConfigError, Overrides};
-use crate::platform::shards::ShardCounts;
-use crate::platform::tls::TlsError;
-use crate::platform::{lifecycle, telemetry};
 use crate::roles;
+use svc_platform::config::{Config, ConfigError, Overrides};
+use svc_platform::shards::ShardCounts;
+use svc_platform::tls::TlsError;
+use svc_platform::{lifecycle, telemetry};
 
 pub fn run(args: RunArgs) -> ExitCode {
     let (entry, manifest) = match roles::find(&args.role) {

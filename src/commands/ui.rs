@@ -25,9 +25,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::UiArgs;
-use crate::platform::problem::Problem;
-use crate::platform::registry_api::INDEX_HEADER;
-use crate::platform::tls::http_client_builder;
+use svc_platform::problem::Problem;
+use svc_platform::registry_api::INDEX_HEADER;
+use svc_platform::tls::http_client_builder;
 
 /// The registry's clock on catalog reads (`roles/registry/http.rs`); the page uses it.
 const TIME_HEADER: &str = "x-svc-time-ms";

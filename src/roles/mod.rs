@@ -13,8 +13,8 @@ pub mod registry;
 
 use std::sync::{Arc, OnceLock};
 
-use crate::platform::manifest::{Manifest, RoleCatalog};
-use crate::platform::role::RoleEntry;
+use svc_platform::manifest::{Manifest, RoleCatalog};
+use svc_platform::role::RoleEntry;
 
 /// Every role, the registry first (it must start before the others).
 pub const ALL: &[&RoleEntry] = &[

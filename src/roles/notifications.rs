@@ -14,11 +14,11 @@ use actix_web::{web, HttpResponse};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::platform::events::{self, Event, EVENTS_PATH};
-use crate::platform::problem::Problem;
-use crate::platform::registry_api::now_ms;
-use crate::platform::role::{RoleContext, RoleEntry, Routes};
-use crate::platform::store::{self, JsonTable, Store, StoreError};
+use svc_platform::events::{self, Event, EVENTS_PATH};
+use svc_platform::problem::Problem;
+use svc_platform::registry_api::now_ms;
+use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::store::{self, JsonTable, Store, StoreError};
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../roles/notifications.yaml"),

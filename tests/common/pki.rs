@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-use svc::platform::tls::{client_config, pki, setup, TlsMaterial};
+use svc_platform::tls::{client_config, pki, setup, TlsMaterial};
 
 /// The key every test gateway accepts, with every scope and no practical rate limit.
 pub const TEST_API_KEY: &str = "svck_test_0123456789abcdef0123456789abcdef";

@@ -29,15 +29,15 @@ use tokio::sync::mpsc;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::DevArgs;
-use crate::platform::config::Config;
-use crate::platform::manifest::{RoleCatalog, OPERATOR};
-use crate::platform::tls::{pki, setup, TlsMaterial};
 use crate::roles;
 use child::Launcher;
 use fleet::Fleet;
 use plan::Plan;
 use signals::StopSignals;
 use startup::{Outcome, StartupError, Watch};
+use svc_platform::config::Config;
+use svc_platform::manifest::{RoleCatalog, OPERATOR};
+use svc_platform::tls::{pki, setup, TlsMaterial};
 
 /// Generous for a debug build on a loaded laptop; a healthy start takes about a second.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);

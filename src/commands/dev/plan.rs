@@ -13,11 +13,9 @@
 
 use std::ffi::OsString;
 
-use clap::ValueEnum as _;
-
 use super::replicas::{self, ReplicasError};
 use crate::cli::DevArgs;
-use crate::platform::manifest::{Manifest, RoleCatalog};
+use svc_platform::manifest::{Manifest, RoleCatalog};
 
 /// The role every other instance registers with: the only one that does not register.
 pub fn is_registry(manifest: &Manifest) -> bool {
@@ -185,11 +183,7 @@ fn spec(
     tls_dir: &Option<std::path::PathBuf>,
 ) -> InstanceSpec {
     let instance_id = format!("{}-{n}", manifest.name);
-    let log_format = args
-        .log_format
-        .to_possible_value()
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_default();
+    let log_format = args.log_format.name();
     let mut argv: Vec<OsString> = vec![
         "run".into(),
         "--role".into(),
@@ -245,8 +239,8 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::platform::config::LogFormat;
     use crate::roles;
+    use svc_platform::config::LogFormat;
 
     fn dev_args(replicas: &[&str]) -> DevArgs {
         DevArgs {

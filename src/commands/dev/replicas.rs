@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::plan::is_registry;
-use crate::platform::manifest::RoleCatalog;
+use svc_platform::manifest::RoleCatalog;
 
 /// A guard against a typo such as `orders=100` starting a hundred processes.
 pub const MAX_REPLICAS: usize = 16;

@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use crate::platform::tls::TlsMaterial;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+use svc_platform::tls::TlsMaterial;
 
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
@@ -20,7 +20,7 @@ use super::fleet::Fleet;
 use super::plan::{InstanceSpec, Plan};
 use super::ready::ReadyLine;
 use super::signals::StopSignals;
-use crate::platform::registry_client::RegistryClient;
+use svc_platform::registry_client::RegistryClient;
 
 /// How often to ask the registry whether everyone is in its catalog.
 const CATALOG_POLL: Duration = Duration::from_millis(100);

@@ -96,8 +96,8 @@ mod tests {
 
     use super::*;
     use crate::cli::DevArgs;
-    use crate::platform::config::LogFormat;
     use crate::roles;
+    use svc_platform::config::LogFormat;
 
     #[test]
     fn one_row_per_instance_then_timing_and_urls() {

@@ -17,12 +17,12 @@ use futures::future::join_all;
 
 use super::{fail, EXIT_FAILURE};
 use crate::cli::StatusArgs;
-use crate::platform::registry_api::{now_ms, Instance};
-use crate::platform::registry_client::RegistryClient;
-use crate::platform::tls::http_client_builder;
 use crate::roles;
 use prom::Figures;
 use report::{InstanceStatus, RegistryStatus, Report};
+use svc_platform::registry_api::{now_ms, Instance};
+use svc_platform::registry_client::RegistryClient;
+use svc_platform::tls::http_client_builder;
 
 /// A health probe or scrape that takes longer than this says enough about the instance.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

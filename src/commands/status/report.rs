@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::prom::Figures;
-use crate::platform::registry_api::Instance;
+use svc_platform::registry_api::Instance;
 
 #[derive(Debug, Serialize)]
 pub struct Report {

@@ -15,8 +15,8 @@ use std::process::ExitCode;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::TraceArgs;
-use crate::platform::trace_context::{self, TraceContext};
 use logs::LogLine;
+use svc_platform::trace_context::{self, TraceContext};
 
 /// What the argument names.
 #[derive(Debug, PartialEq, Eq)]

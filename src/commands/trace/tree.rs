@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::logs::LogLine;
-use crate::platform::telemetry::SPAN_TARGET;
+use svc_platform::telemetry::SPAN_TARGET;
 
 /// Fields every line has, or that the span header already says.
 const SHOWN_ELSEWHERE: &[&str] = &["trace_id", "request_id"];

@@ -8,8 +8,8 @@
 
 use actix_web::{http::StatusCode, HttpRequest, HttpResponse};
 
-use crate::platform::client::{Call, CallError, ServiceClient};
-use crate::platform::problem::Problem;
+use svc_platform::client::{Call, CallError, ServiceClient};
+use svc_platform::problem::Problem;
 
 /// Public prefix in front of the owners' internal paths.
 const PUBLIC_PREFIX: &str = "/api";

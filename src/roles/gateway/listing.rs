@@ -16,8 +16,8 @@ use actix_web::{http::StatusCode, web, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::platform::client::{Call, CallResponse, ServiceClient};
-use crate::platform::problem::Problem;
+use svc_platform::client::{Call, CallResponse, ServiceClient};
+use svc_platform::problem::Problem;
 
 /// The page size when the request names none; sent to every shard explicitly, so the
 /// merge and the shards agree on it.

@@ -24,16 +24,16 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::platform::client::ServiceClient;
-use crate::platform::config::Scope;
-use crate::platform::problem::Problem;
-use crate::platform::role::{RoleContext, RoleEntry, Routes};
-use crate::platform::shards::{shard_in_id, ShardCounts};
+use svc_platform::client::ServiceClient;
+use svc_platform::config::Scope;
+use svc_platform::problem::Problem;
+use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::shards::{shard_in_id, ShardCounts};
 
-use crate::platform::ids;
 use forward::{forward, Target};
 use guard::Guard;
 use listing::Listing;
+use svc_platform::ids;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/gateway.yaml"),

@@ -13,7 +13,7 @@ use super::reservations::{
     self, commit, get_reservation, list_reservations, release, reserve, ReservationStatus, Reserved,
 };
 use super::reserve_request::{LineRequest, ReserveOrder, ReserveRequest};
-use crate::platform::store::Store;
+use svc_platform::store::Store;
 
 const TTL: u64 = 60_000;
 const T0: u64 = 1_000_000;

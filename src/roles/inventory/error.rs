@@ -5,7 +5,7 @@
 //! failures stay a separate variant so they are logged and answered as 500, never
 //! mistaken for a refusal.
 
-use crate::platform::store::StoreError;
+use svc_platform::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -63,7 +63,7 @@ fn shortages_text(shortages: &[Shortage]) -> String {
         .join("; ")
 }
 
-crate::platform::store::redb_errors_into!(InventoryError);
+svc_platform::store::redb_errors_into!(InventoryError);
 
 #[cfg(test)]
 mod tests {

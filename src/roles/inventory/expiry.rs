@@ -21,9 +21,9 @@ use tokio::time::MissedTickBehavior;
 
 use super::error::InventoryError;
 use super::reservations::{self, Reservation, ReservationStatus};
-use crate::platform::registry_api::now_ms;
-use crate::platform::shutdown::Shutdown;
-use crate::platform::store::{Store, StoreError};
+use svc_platform::registry_api::now_ms;
+use svc_platform::shutdown::Shutdown;
+use svc_platform::store::{Store, StoreError};
 
 /// `(expires_at_ms, order_id)` of every held reservation, earliest deadline first.
 const HOLDS: TableDefinition<(u64, &'static str), ()> = TableDefinition::new("inventory_holds");

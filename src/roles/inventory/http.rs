@@ -14,10 +14,10 @@ use super::error::InventoryError;
 use super::products::{self, NewProduct, StockChange};
 use super::reservations::{self, Reservation, ReservationStatus, Reserved};
 use super::reserve_request::{check_order_id, ReserveRequest};
-use crate::platform::problem::Problem;
-use crate::platform::registry_api::now_ms;
-use crate::platform::shards::ShardCounts;
-use crate::platform::store::Store;
+use svc_platform::problem::Problem;
+use svc_platform::registry_api::now_ms;
+use svc_platform::shards::ShardCounts;
+use svc_platform::store::Store;
 
 /// What every handler shares.
 pub struct Inventory {

@@ -26,7 +26,7 @@ mod domain_tests;
 
 use std::sync::Arc;
 
-use crate::platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::role::{RoleContext, RoleEntry, Routes};
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/inventory.yaml"),

@@ -12,8 +12,8 @@ use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::error::InventoryError;
-use crate::platform::ids;
-use crate::platform::store::{self, JsonTable, Store, StoreError};
+use svc_platform::ids;
+use svc_platform::store::{self, JsonTable, Store, StoreError};
 
 const PRODUCTS: JsonTable = TableDefinition::new("inventory_products");
 

@@ -23,7 +23,7 @@ use super::error::{InventoryError, Shortage};
 use super::expiry;
 use super::products;
 use super::reserve_request::ReserveOrder;
-use crate::platform::store::{self, JsonTable, Store, StoreError};
+use svc_platform::store::{self, JsonTable, Store, StoreError};
 
 const RESERVATIONS: JsonTable = TableDefinition::new("inventory_reservations");
 

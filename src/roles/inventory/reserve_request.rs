@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::error::InventoryError;
 use super::products::check_sku;
-use crate::platform::ids;
+use svc_platform::ids;
 
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: u64 = 1000;

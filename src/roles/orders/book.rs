@@ -12,9 +12,9 @@ use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::order::{Order, OrderRequest, Status, Step};
-use crate::platform::events;
-use crate::platform::registry_api::now_ms;
-use crate::platform::store::{self, JsonTable, Store, StoreError};
+use svc_platform::events;
+use svc_platform::registry_api::now_ms;
+use svc_platform::store::{self, JsonTable, Store, StoreError};
 
 const ORDERS: JsonTable = TableDefinition::new("orders");
 const IDEMPOTENCY: JsonTable = TableDefinition::new("orders_idempotency");
@@ -36,7 +36,7 @@ pub enum BookError {
     Store(#[from] StoreError),
 }
 
-crate::platform::store::redb_errors_into!(BookError);
+svc_platform::store::redb_errors_into!(BookError);
 
 /// What an idempotency key remembers: the order and the request that created it.
 #[derive(Debug, Serialize, Deserialize)]

@@ -20,11 +20,11 @@ use super::book::{BookError, Created, OrderBook};
 use super::order::{check_id, NewOrder, Order};
 use super::placement::INVENTORY;
 use super::saga::SagaRunner;
-use crate::platform::client::{self, Call, ServiceClient};
-use crate::platform::problem::Problem;
-use crate::platform::shards::ShardCounts;
-use crate::platform::shutdown::Shutdown;
-use crate::platform::trace_context;
+use svc_platform::client::{self, Call, ServiceClient};
+use svc_platform::problem::Problem;
+use svc_platform::shards::ShardCounts;
+use svc_platform::shutdown::Shutdown;
+use svc_platform::trace_context;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_PAGE: usize = 1000;

@@ -18,8 +18,8 @@ mod saga;
 
 use std::sync::Arc;
 
-use crate::platform::events::OutboxRelay;
-use crate::platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::events::OutboxRelay;
+use svc_platform::role::{RoleContext, RoleEntry, Routes};
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/orders.yaml"),

@@ -11,8 +11,8 @@
 //!             └──────────────┴─────────────┴→ compensate ─done→ CANCELLED
 //! ```
 
-use crate::platform::ids;
 use serde::{Deserialize, Serialize};
+use svc_platform::ids;
 
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: u32 = 1000;

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use super::order::{Line, Outcome};
-use crate::platform::shards::ShardCounts;
+use svc_platform::shards::ShardCounts;
 
 pub const INVENTORY: &str = "inventory";
 pub const PAYMENTS: &str = "payments";
@@ -73,7 +73,7 @@ pub fn merge_reservations(parts: Vec<Outcome>) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::shards::shard_for_key;
+    use svc_platform::shards::shard_for_key;
 
     fn line(sku: &str) -> Line {
         Line {

@@ -25,19 +25,19 @@ use tokio::sync::broadcast;
 use super::book::OrderBook;
 use super::order::{Order, Outcome, Step};
 use super::placement::{self, INVENTORY, PAYMENTS};
-use crate::platform::client::{Call, CallResponse, ServiceClient};
-use crate::platform::events::OutboxSignal;
-use crate::platform::registry_api::now_ms;
-use crate::platform::shards::ShardCounts;
-use crate::platform::shutdown::Shutdown;
-use crate::platform::telemetry::SPAN_TARGET;
-use crate::platform::trace_context::{self, TraceContext};
+use svc_platform::client::{Call, CallResponse, ServiceClient};
+use svc_platform::events::OutboxSignal;
+use svc_platform::registry_api::now_ms;
+use svc_platform::shards::ShardCounts;
+use svc_platform::shutdown::Shutdown;
+use svc_platform::telemetry::SPAN_TARGET;
+use svc_platform::trace_context::{self, TraceContext};
 use tracing::Instrument;
 
 const RETRY_MIN: Duration = Duration::from_millis(100);
 
 /// Test hook: pause this long before every saga step, so a test can kill the process
-/// while sagas are in the middle. Never set in production.
+/// while sagas are in the middle. Only in builds with fault hooks (see `svc_platform::fault`).
 pub const FAULT_STEP_DELAY_ENV: &str = "SVC_FAULT_SAGA_STEP_DELAY";
 
 /// Why a step did not complete this time.
@@ -73,12 +73,7 @@ impl SagaRunner {
         settings: SagaSettings,
         shutdown: Shutdown,
     ) -> SagaRunner {
-        let step_delay = std::env::var(FAULT_STEP_DELAY_ENV)
-            .ok()
-            .and_then(|v| humantime::parse_duration(&v).ok());
-        if let Some(d) = step_delay {
-            tracing::warn!(delay = ?d, "fault injection: every saga step is delayed");
-        }
+        let step_delay = svc_platform::fault::delay(FAULT_STEP_DELAY_ENV);
         SagaRunner {
             book,
             client,
@@ -157,7 +152,7 @@ impl SagaRunner {
                 span_id = %trace.span_id_hex(),
                 parent_span_id = %trace.parent_span_id_hex(),
             );
-            crate::platform::telemetry::bind_trace(&span, &trace);
+            svc_platform::telemetry::bind_trace(&span, &trace);
             let started = std::time::Instant::now();
             let performed = trace_context::scope(trace, self.perform(&order, step))
                 .instrument(span.clone())

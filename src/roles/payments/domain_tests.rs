@@ -10,7 +10,7 @@ use super::error::PaymentError;
 use super::ledger::{self, EntryKind};
 use super::payment::{Authorization, AuthorizeRequest, Payment, PaymentStatus};
 use super::transitions::{authorize, capture, get_payment, list_payments, void, Authorized};
-use crate::platform::store::Store;
+use svc_platform::store::Store;
 
 const LIMIT: u64 = 1_000_000;
 const T0: u64 = 1_000;

@@ -4,7 +4,7 @@
 //! `http.rs` for the status of each). A decline is not here: it is a stored outcome,
 //! not a refusal of the request (see `transitions::Authorized`).
 
-use crate::platform::store::StoreError;
+use svc_platform::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
@@ -32,4 +32,4 @@ pub enum PaymentError {
     Store(#[from] StoreError),
 }
 
-crate::platform::store::redb_errors_into!(PaymentError);
+svc_platform::store::redb_errors_into!(PaymentError);

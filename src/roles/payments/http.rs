@@ -14,9 +14,9 @@ use super::error::PaymentError;
 use super::ledger;
 use super::payment::{check_order_id, AuthorizeRequest, Payment};
 use super::transitions::{self, Authorized};
-use crate::platform::problem::Problem;
-use crate::platform::registry_api::now_ms;
-use crate::platform::store::Store;
+use svc_platform::problem::Problem;
+use svc_platform::registry_api::now_ms;
+use svc_platform::store::Store;
 
 /// What every handler shares.
 pub struct Payments {

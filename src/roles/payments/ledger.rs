@@ -12,7 +12,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::error::PaymentError;
-use crate::platform::store::{self, Store, StoreError};
+use svc_platform::store::{self, Store, StoreError};
 
 const LEDGER: TableDefinition<u64, &[u8]> = TableDefinition::new("payments_ledger");
 

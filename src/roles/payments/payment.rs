@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::PaymentError;
-use crate::platform::ids;
+use svc_platform::ids;
 
 pub const MAX_AMOUNT_MINOR: u64 = 1_000_000_000_000;
 /// The card number that is always declined, to exercise the compensation path.

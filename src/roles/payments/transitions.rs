@@ -14,7 +14,7 @@ use redb::{ReadableTable, Table, TableDefinition};
 use super::error::PaymentError;
 use super::ledger::{self, EntryKind};
 use super::payment::{Authorization, Payment, PaymentStatus};
-use crate::platform::store::{self, JsonTable, Store, StoreError};
+use svc_platform::store::{self, JsonTable, Store, StoreError};
 
 const PAYMENTS: JsonTable = TableDefinition::new("payments");
 

@@ -14,11 +14,11 @@ use serde::Deserialize;
 
 use super::lease_table::{self, LeaseTable};
 use super::{Delta, RegistryState};
-use crate::platform::access::caller;
-use crate::platform::problem::Problem;
-use crate::platform::registry_api::{now_ms, LeaseGrant, Registration, INDEX_HEADER};
-use crate::platform::server::quiet;
-use crate::platform::tls::identity;
+use svc_platform::access::caller;
+use svc_platform::problem::Problem;
+use svc_platform::registry_api::{now_ms, LeaseGrant, Registration, INDEX_HEADER};
+use svc_platform::server::quiet;
+use svc_platform::tls::identity;
 
 /// The registry's clock on catalog reads, so readers (the `/ui` page, `svc status`) can
 /// compute lease ages without trusting their own clock.

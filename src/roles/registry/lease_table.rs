@@ -14,9 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::platform::config::{check_base_url, check_instance_id};
-use crate::platform::registry_api::{Catalog, Instance, Registration, RoleInstances};
-use crate::platform::shards::MAX_SHARDS;
+use svc_platform::config::{check_base_url, check_instance_id};
+use svc_platform::registry_api::{Catalog, Instance, Registration, RoleInstances};
+use svc_platform::shards::MAX_SHARDS;
 
 /// The metadata key an instance of a stateful role names its shard with.
 pub const SHARD_KEY: &str = "shard";

@@ -17,11 +17,11 @@ use parking_lot::Mutex;
 use redb::TableDefinition;
 use tokio::sync::watch;
 
-use crate::platform::config::RegistrySettings;
-use crate::platform::registry_api::{now_ms, Instance};
-use crate::platform::role::{RoleContext, RoleEntry, Routes};
-use crate::platform::shutdown::Shutdown;
-use crate::platform::store::{self, JsonTable, Store, StoreError};
+use svc_platform::config::RegistrySettings;
+use svc_platform::registry_api::{now_ms, Instance};
+use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::shutdown::Shutdown;
+use svc_platform::store::{self, JsonTable, Store, StoreError};
 
 pub use lease_table::LeaseTable;
 

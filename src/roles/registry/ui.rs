@@ -7,7 +7,7 @@
 use actix_web::http::header;
 use actix_web::HttpResponse;
 
-use crate::platform::server::quiet;
+use svc_platform::server::quiet;
 
 const PAGE: &str = include_str!("ui.html");
 

@@ -12,11 +12,11 @@
 //!   ([`AuthFailure`]); the caller answers both the same way.
 
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
-use rand::RngCore;
+use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::platform::config::{ApiKeySettings, Scope};
+use svc_platform::config::{ApiKeySettings, Scope};
 
 /// What every key starts with, so a leaked one is easy to recognise (and to scan for).
 pub const KEY_PREFIX: &str = "svck_";
@@ -143,7 +143,9 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 /// A new random key: `svck_` and 32 bytes from the operating system, in hex.
 pub fn generate_key() -> String {
     let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .expect("the operating system's random source works");
     format!("{KEY_PREFIX}{}", to_hex(&bytes))
 }
 

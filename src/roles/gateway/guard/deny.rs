@@ -22,8 +22,8 @@ use prometheus::{IntCounterVec, Opts, Registry};
 
 use super::api_keys::AuthFailure;
 use super::rate_limit::{Rate, RetryAfter};
-use crate::platform::config::Scope;
-use crate::platform::problem::Problem;
+use svc_platform::config::Scope;
+use svc_platform::problem::Problem;
 
 /// Sent with every 401 (RFC 6750).
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"svc\"";

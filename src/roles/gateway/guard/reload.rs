@@ -11,9 +11,9 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::platform::config::GatewaySettings;
-use crate::platform::shutdown::Shutdown;
-use crate::platform::tls::setup;
+use svc_platform::config::GatewaySettings;
+use svc_platform::shutdown::Shutdown;
+use svc_platform::tls::setup;
 
 use super::Guard;
 

@@ -30,7 +30,7 @@ use actix_web::{
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::platform::client::deadline;
+use svc_platform::client::deadline;
 
 /// Whether the request body has been read to its end.
 #[derive(Clone)]

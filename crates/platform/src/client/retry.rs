@@ -86,7 +86,7 @@ pub fn backoff(base: Duration, max: Duration, retry: u32, rng: &mut impl Rng) ->
     let exp = retry.saturating_sub(1).min(20);
     let cap = base.saturating_mul(1 << exp).min(max);
     let half = cap / 2;
-    half + rng.gen_range(Duration::ZERO..=cap - half)
+    half + rng.random_range(Duration::ZERO..=cap - half)
 }
 
 #[cfg(test)]

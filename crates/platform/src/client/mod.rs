@@ -262,7 +262,7 @@ impl ServiceClient {
                 policy.backoff_base,
                 policy.backoff_max,
                 attempt,
-                &mut rand::thread_rng(),
+                &mut rand::rng(),
             );
             let now = Instant::now();
             if now + pause >= deadline {

@@ -29,8 +29,8 @@ use super::call::shard_of;
 use super::concurrency::ConcurrencyLimit;
 use super::metrics::DependencyMetrics;
 use super::retry::Outcome;
-use crate::platform::config::CallPolicy;
-use crate::platform::registry_api::Instance;
+use crate::config::CallPolicy;
+use crate::registry_api::Instance;
 
 /// Which instance: the id alone is not enough, a restarted instance may come back at
 /// another address and must not inherit the old one's record.
@@ -181,7 +181,7 @@ impl Dependency {
         } else {
             fresh
         };
-        let mut rng = rand::thread_rng();
+        let mut rng = rand::rng();
         let probes: Vec<_> = pool
             .iter()
             .filter(|(_, _, a)| *a == Admission::Probe)
@@ -194,7 +194,7 @@ impl Dependency {
             let i = balance::p2c(&costs, &mut rng).unwrap_or(0);
             pool[i]
         } else {
-            probes[rng.gen_range(0..probes.len())]
+            probes[rng.random_range(0..probes.len())]
         };
         let probe = *admission == Admission::Probe;
         if let Some(endpoint) = endpoints.get_mut(key) {
@@ -354,8 +354,8 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::client::metrics::ClientMetrics;
-    use crate::platform::client::retry::FailureKind;
+    use crate::client::metrics::ClientMetrics;
+    use crate::client::retry::FailureKind;
 
     fn instance(id: &str, port: u16, shard: u32) -> Instance {
         Instance {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::call::{Call, CallResponse};
 use super::deadline;
 use super::retry::FailureKind;
-use crate::platform::trace_context::{self, REQUEST_ID, TRACEPARENT};
+use crate::trace_context::{self, REQUEST_ID, TRACEPARENT};
 
 /// Why an attempt brought no answer.
 #[derive(Debug, Clone)]

@@ -31,11 +31,11 @@ tokio::task_local! {
 impl TraceContext {
     /// Starts a new trace.
     pub fn new_root() -> Self {
-        let mut rng = rand::thread_rng();
-        let trace_id = rng.gen_range(1..=u128::MAX);
+        let mut rng = rand::rng();
+        let trace_id = rng.random_range(1..=u128::MAX);
         Self {
             trace_id,
-            span_id: rng.gen_range(1..=u64::MAX),
+            span_id: rng.random_range(1..=u64::MAX),
             parent_span_id: None,
             sampled: true,
             request_id: format!("{trace_id:032x}"),
@@ -79,7 +79,7 @@ impl TraceContext {
     /// caller's `traceparent`) or a saga step (from the order's) runs in.
     pub fn child(&self) -> Self {
         Self {
-            span_id: rand::thread_rng().gen_range(1..=u64::MAX),
+            span_id: rand::rng().random_range(1..=u64::MAX),
             parent_span_id: Some(self.span_id),
             ..self.clone()
         }

@@ -50,20 +50,21 @@ storage_error_from!(
 
 /// Lets a role's error type take redb errors with `?`, as storage failures: the type
 /// needs `From<StoreError>` (usually a `Store(#[from] StoreError)` variant).
+#[macro_export]
 macro_rules! redb_errors_into {
     ($target:ty) => {
-        $crate::platform::store::redb_errors_into!(@each $target;
+        $crate::redb_errors_into!(@each $target;
             redb::TransactionError, redb::TableError, redb::CommitError, redb::StorageError);
     };
     (@each $target:ty; $($t:ty),*) => {$(
         impl From<$t> for $target {
             fn from(e: $t) -> Self {
-                <$target>::from($crate::platform::store::StoreError::from(e))
+                <$target>::from($crate::store::StoreError::from(e))
             }
         }
     )*};
 }
-pub(crate) use redb_errors_into;
+pub use crate::redb_errors_into;
 
 /// One open redb file. Cheap to share behind an `Arc`; redb serialises writers itself.
 pub struct Store {

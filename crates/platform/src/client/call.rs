@@ -176,7 +176,7 @@ impl CallResponse {
 }
 
 /// The shard an instance owns, from its registration metadata.
-pub fn shard_of(instance: &crate::platform::registry_api::Instance) -> Option<u32> {
+pub fn shard_of(instance: &crate::registry_api::Instance) -> Option<u32> {
     instance.metadata.get("shard").and_then(|s| s.parse().ok())
 }
 

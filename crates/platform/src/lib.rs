@@ -1,12 +1,15 @@
-//! The platform layer: everything an instance needs that is not a role's business.
+//! The platform layer of svc: everything an instance needs that is not a role's business.
 //!
 //! Servers, clients, discovery, config, storage and telemetry are each made here, once.
-//! This layer never imports a role; roles plug in through [`role::RoleEntry`].
+//! This crate cannot name a role (it does not depend on the `svc` crate, which holds
+//! them); roles plug in through [`role::RoleEntry`]. It has no command line either: the
+//! `svc` crate parses flags and hands over typed values.
 
 pub mod access;
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod fault;
 pub mod ids;
 pub mod lease_keeper;
 pub mod lifecycle;

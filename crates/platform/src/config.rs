@@ -43,7 +43,7 @@ impl ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines, for a terminal.
@@ -51,6 +51,30 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line, for log shippers and `svc trace`.
     Json,
+}
+
+impl LogFormat {
+    pub const NAMES: [&'static str; 2] = ["pretty", "json"];
+
+    /// The name used in config files and flags.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("expected one of: {}", LogFormat::NAMES.join(", "))),
+        }
+    }
 }
 
 /// The whole configuration of one process. Every field has a documented default, so an
@@ -923,7 +947,7 @@ mod tests {
             (c.shards.count("orders"), c.shards.count("payments")),
             (2, 1)
         );
-        let flags = crate::platform::shards::ShardCounts::parse_list(&["orders=4".into()]).ok();
+        let flags = crate::shards::ShardCounts::parse_list(&["orders=4".into()]).ok();
         let c = c
             .apply(Overrides {
                 shard: Some(3),
@@ -982,12 +1006,12 @@ mod shipped_files {
         for (name, text) in [
             (
                 "config/default.yaml",
-                include_str!("../../config/default.yaml"),
+                include_str!("../../../config/default.yaml"),
             ),
-            ("config/dev.yaml", include_str!("../../config/dev.yaml")),
+            ("config/dev.yaml", include_str!("../../../config/dev.yaml")),
             (
                 "config/vm-example.yaml",
-                include_str!("../../config/vm-example.yaml"),
+                include_str!("../../../config/vm-example.yaml"),
             ),
         ] {
             let config = Config::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
@@ -997,7 +1021,7 @@ mod shipped_files {
 
     #[test]
     fn default_file_matches_built_in_defaults() {
-        let file = Config::parse(include_str!("../../config/default.yaml"), "default").unwrap();
+        let file = Config::parse(include_str!("../../../config/default.yaml"), "default").unwrap();
         let built_in = Config::default();
         assert_eq!(
             serde_json::to_value(&file).unwrap(),

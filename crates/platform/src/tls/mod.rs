@@ -5,7 +5,7 @@
 //!
 //! Every internal connection is authenticated both ways by certificates issued from one
 //! cluster CA; a certificate names exactly one role, which is who the peer is. What that
-//! role may call is decided by [`crate::platform::access`].
+//! role may call is decided by [`crate::access`].
 
 mod client_side;
 pub mod identity;

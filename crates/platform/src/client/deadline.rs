@@ -1,7 +1,7 @@
 //! Deadlines: how long the caller will still wait, passed from call to call.
 //!
 //! Every outgoing attempt carries `x-svc-deadline-ms`, the milliseconds its caller is
-//! still willing to wait. The server ([`crate::platform::server::observe`]) reads it,
+//! still willing to wait. The server ([`crate::server::observe`]) reads it,
 //! runs the handler for at most that long (a callee does not keep working for a caller
 //! that gave up), and installs the deadline in a task-local with [`scope`]; calls made
 //! while handling the request then take `min(own timeout, what is left)` through

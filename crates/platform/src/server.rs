@@ -12,7 +12,7 @@
 //! platform's own chatter, counted in the metrics anyway) at trace.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::{
@@ -25,6 +25,7 @@ use actix_web::{
 use tracing::Instrument;
 
 use super::client::deadline;
+use super::fault;
 use super::metrics::Metrics;
 use super::peer_view::PeerView;
 use super::problem::{self, Problem};
@@ -78,7 +79,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &PlatformState) {
 /// Body limits and `problem+json` answers for extractor failures, without the platform
 /// endpoints: what a public listener needs.
 pub fn configure_extractors(cfg: &mut web::ServiceConfig, state: &PlatformState) {
-    fault_http_500(); // says so at start-up if the test hook is on
+    fault::http_500(); // says so at start-up if the test hook is on
     cfg.app_data(web::Data::new(state.clone()))
         .app_data(
             web::JsonConfig::default()
@@ -234,8 +235,8 @@ async fn handle(
     ctx: TraceContext,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     use actix_web::ResponseError as _;
-    if fault_http_500() && !is_platform_endpoint(req.path()) {
-        let problem = Problem::internal(format!("fault injected by {FAULT_HTTP_500_ENV}"));
+    if fault::http_500() && !is_platform_endpoint(req.path()) {
+        let problem = Problem::internal(format!("fault injected by {}", fault::HTTP_500_ENV));
         return Ok(req.into_response(problem.error_response()));
     }
     let budget = req
@@ -270,25 +271,6 @@ async fn handle(
         Ok(result) => result.map(ServiceResponse::map_into_boxed_body),
         Err(_) => Err(expired().into()),
     }
-}
-
-/// Test hook: with `SVC_FAULT_HTTP_500=1` in its environment, an instance answers 500 to
-/// every request except its platform endpoints (health, metrics, peers), so tests can
-/// make a dependency fail while it stays registered and observable. Read once; never
-/// set in production (start-up says so loudly when it is).
-pub const FAULT_HTTP_500_ENV: &str = "SVC_FAULT_HTTP_500";
-
-fn fault_http_500() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        let on = std::env::var(FAULT_HTTP_500_ENV).is_ok_and(|v| v == "1");
-        if on {
-            tracing::warn!(
-                "fault injection: every request but health, metrics and peers answers 500"
-            );
-        }
-        on
-    })
 }
 
 fn is_platform_endpoint(path: &str) -> bool {

@@ -14,9 +14,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::material::{TlsError, TlsMaterial};
 use super::public_cert::PublicCert;
-use crate::platform::config::TlsSettings;
-use crate::platform::listener::Transport;
-use crate::platform::shutdown::Shutdown;
+use crate::config::TlsSettings;
+use crate::listener::Transport;
+use crate::shutdown::Shutdown;
 
 /// The material of an instance of `role`, or `None` when `tls.insecure` is set.
 pub fn load_material(

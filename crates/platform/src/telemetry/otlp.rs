@@ -9,7 +9,7 @@
 //! as `svc trace` does. That takes an [`IdGenerator`] that hands out the ids [`bind`]
 //! puts in a thread-local while it starts the span; other spans get random ids.
 //!
-//! Spans of [`quiet`](crate::platform::server::quiet) answers (probes, scrapes, lease
+//! Spans of [`quiet`](crate::server::quiet) answers (probes, scrapes, lease
 //! renewals, watches) are marked by [`mark_quiet`] and never sent, as they are kept out
 //! of the log file.
 
@@ -30,8 +30,8 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::platform::config::OtlpSettings;
-use crate::platform::trace_context::TraceContext;
+use crate::config::OtlpSettings;
+use crate::trace_context::TraceContext;
 
 /// How often queued spans are sent.
 const EXPORT_INTERVAL: Duration = Duration::from_secs(1);

@@ -22,7 +22,7 @@ use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 
 use super::identity;
-use crate::platform::config::TlsFiles;
+use crate::config::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

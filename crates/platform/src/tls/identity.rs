@@ -119,7 +119,7 @@ fn parse(cert_der: &[u8]) -> Option<X509Certificate<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::tls::pki::{self, IssueRequest};
+    use crate::tls::pki::{self, IssueRequest};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
 

@@ -89,8 +89,8 @@ pub fn p2c(costs: &[f64], rng: &mut impl Rng) -> Option<usize> {
         0 => None,
         1 => Some(0),
         n => {
-            let a = rng.gen_range(0..n);
-            let mut b = rng.gen_range(0..n - 1);
+            let a = rng.random_range(0..n);
+            let mut b = rng.random_range(0..n - 1);
             if b >= a {
                 b += 1;
             }
@@ -98,7 +98,7 @@ pub fn p2c(costs: &[f64], rng: &mut impl Rng) -> Option<usize> {
                 a
             } else if costs[b] < costs[a] {
                 b
-            } else if rng.gen_bool(0.5) {
+            } else if rng.random_bool(0.5) {
                 a
             } else {
                 b
