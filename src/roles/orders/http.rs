@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::book::{BookError, Created, OrderBook};
 use super::order::{check_id, NewOrder, Order};
@@ -23,7 +22,6 @@ use super::saga::SagaRunner;
 use svc_platform::client::{self, Call, ServiceClient};
 use svc_platform::problem::Problem;
 use svc_platform::shards::ShardCounts;
-use svc_platform::shutdown::Shutdown;
 use svc_platform::trace_context;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -35,9 +33,6 @@ pub struct OrdersState {
     pub runner: Arc<SagaRunner>,
     pub client: ServiceClient,
     pub create_wait: Duration,
-    /// Triggered when this instance stops: its sagas stop with it (and resume after the
-    /// restart), so a create waiting for one answers at once instead of `create_wait`.
-    pub shutdown: Shutdown,
     /// This role's name and the shard this instance owns.
     pub role: String,
     pub shard: u32,
@@ -154,38 +149,17 @@ async fn check_products_exist(
     Ok(())
 }
 
-/// Waits up to `create_wait` for the saga of `id` to end (less if this instance stops),
-/// then reads the order.
+/// Makes sure the saga of `id` runs and waits up to `create_wait` for it to end (less if
+/// the caller's deadline is nearer or this instance stops), then reads the order.
 async fn settle(state: &OrdersState, id: &str) -> Result<Order, Problem> {
-    let mut finished = state.runner.subscribe();
     state.runner.drive(id.to_string());
     // Answer 202 before the caller's deadline rather than make it time out.
-    let wait = client::deadline::bounded(state.create_wait);
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let current = state.book.get(id)?;
-        match current {
-            Some(o) if o.is_final() => return Ok(o),
-            None => return Err(Problem::not_found(format!("no order `{id}`"))),
-            Some(o) => {
-                let ended = tokio::select! {
-                    ended = tokio::time::timeout_at(deadline, finished.recv()) => ended,
-                    // Stopping (SIGTERM): the saga runner has stopped, so nothing will end
-                    // this saga before the restart; waiting out `create_wait` would only
-                    // hold up the drain (and keep this shard away for that long). 202 now.
-                    () = state.shutdown.wait() => {
-                        return Ok(state.book.get(id)?.unwrap_or(o));
-                    }
-                };
-                match ended {
-                    Err(_) => return Ok(o),
-                    Ok(Ok(done)) if done != id => continue,
-                    Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => continue,
-                    Ok(Err(RecvError::Closed)) => return Ok(o),
-                }
-            }
-        }
-    }
+    let until = tokio::time::Instant::now() + client::deadline::bounded(state.create_wait);
+    state
+        .runner
+        .wait_for_outcome(id, until)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no order `{id}`")))
 }
 
 fn answer(order: &Order, created: bool) -> HttpResponse {
