@@ -19,6 +19,7 @@ use super::book::{BookError, Created, OrderBook};
 use super::order::{check_id, NewOrder, Order};
 use super::placement::INVENTORY;
 use super::saga::SagaRunner;
+use super::view::{OrderPage, OrderView};
 use svc_platform::client::{self, Call, ServiceClient};
 use svc_platform::problem::Problem;
 use svc_platform::shards::ShardCounts;
@@ -60,17 +61,6 @@ impl From<BookError> for Problem {
             BookError::Store(e) => e.into(),
         }
     }
-}
-
-/// The order as clients see it: the card number is never echoed, and the stored trace
-/// context is internal (the caller has its own `x-request-id`).
-fn view(order: &Order) -> serde_json::Value {
-    let mut v = serde_json::to_value(order).unwrap_or_default();
-    if let Some(map) = v.as_object_mut() {
-        map.remove("card");
-        map.remove("traceparent");
-    }
-    v
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
@@ -170,7 +160,7 @@ fn answer(order: &Order, created: bool) -> HttpResponse {
     };
     HttpResponse::build(status)
         .insert_header(("location", format!("/v1/orders/{}", order.id)))
-        .json(view(order))
+        .json(OrderView::from(order))
 }
 
 async fn create(
@@ -229,14 +219,14 @@ async fn list(state: State, page: web::Query<Page>) -> Result<HttpResponse, Prob
         check_id(after).map_err(|e| Problem::bad_request(format!("after: {e}")))?;
     }
     let (orders, next_after) = state.book.list(page.after.as_deref(), limit)?;
-    let orders: Vec<_> = orders.iter().map(view).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "orders": orders, "next_after": next_after })))
+    let orders = orders.iter().map(OrderView::from).collect();
+    Ok(HttpResponse::Ok().json(OrderPage { orders, next_after }))
 }
 
 async fn get(state: State, id: web::Path<String>) -> Result<HttpResponse, Problem> {
     check_id(&id).map_err(|e| Problem::bad_request(format!("order id: {e}")))?;
     match state.book.get(&id)? {
-        Some(order) => Ok(HttpResponse::Ok().json(view(&order))),
+        Some(order) => Ok(HttpResponse::Ok().json(OrderView::from(&order))),
         None => Err(Problem::not_found(format!("no order `{id}`"))),
     }
 }

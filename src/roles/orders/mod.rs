@@ -5,6 +5,7 @@
 //! - [`book`]: the redb tables and the transactions on them.
 //! - [`placement`]: which inventory and payments shards hold an order's parts (pure).
 //! - [`saga`]: the runner that drives unfinished orders, and waits for one to end.
+//! - [`view`]: the order as the public API shows it.
 //! - [`http`]: thin handlers.
 //!
 //! This instance owns one shard: the ids it mints carry it (`ord-<shard>-<ulid>`), and
@@ -15,6 +16,7 @@ mod http;
 mod order;
 mod placement;
 mod saga;
+mod view;
 
 use std::sync::Arc;
 
