@@ -4,6 +4,7 @@
 //! - [`order`]: the order, its steps and the transition rules (pure).
 //! - [`book`]: the redb tables and the transactions on them.
 //! - [`placement`]: which inventory and payments shards hold an order's parts (pure).
+//! - [`place`]: placing an order, the use case behind a create.
 //! - [`saga`]: the runner that drives unfinished orders, and waits for one to end.
 //! - [`view`]: the order as the public API shows it.
 //! - [`http`]: thin handlers.
@@ -14,6 +15,7 @@
 mod book;
 mod http;
 mod order;
+mod place;
 mod placement;
 mod saga;
 mod view;
