@@ -14,9 +14,9 @@ use actix_web::{web, HttpResponse};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use svc_platform::clock::now_ms;
 use svc_platform::events::{self, Event, EVENTS_PATH};
 use svc_platform::problem::Problem;
-use svc_platform::registry_api::now_ms;
 use svc_platform::role::{RoleContext, RoleEntry, Routes};
 use svc_platform::store::{self, JsonTable, Store, StoreError};
 

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::client::{Call, ServiceClient};
+use super::clock::now_ms;
 use super::manifest::{Manifest, RoleCatalog};
-use super::registry_api::now_ms;
 use super::shards::{shard_for_key, ShardCounts};
 use super::shutdown::Shutdown;
 use super::store::{self, Store, StoreError};

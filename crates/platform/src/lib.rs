@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod events;
 pub mod fault;

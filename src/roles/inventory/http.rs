@@ -14,8 +14,8 @@ use super::error::InventoryError;
 use super::products::{self, NewProduct, StockChange};
 use super::reservations::{self, Reservation, ReservationStatus, Reserved};
 use super::reserve_request::{check_order_id, ReserveRequest};
+use svc_platform::clock::now_ms;
 use svc_platform::problem::Problem;
-use svc_platform::registry_api::now_ms;
 use svc_platform::shards::ShardCounts;
 use svc_platform::store::Store;
 

@@ -14,8 +14,8 @@ use super::error::PaymentError;
 use super::ledger;
 use super::payment::{check_order_id, AuthorizeRequest, Payment};
 use super::transitions::{self, Authorized};
+use svc_platform::clock::now_ms;
 use svc_platform::problem::Problem;
-use svc_platform::registry_api::now_ms;
 use svc_platform::store::Store;
 
 /// What every handler shares.
