@@ -21,6 +21,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::backoff::Backoff;
 use super::client::{Call, ServiceClient};
 use super::clock::now_ms;
 use super::manifest::{Manifest, RoleCatalog};
@@ -37,8 +38,8 @@ const OUTBOX_META: TableDefinition<&str, u64> = TableDefinition::new("platform_o
 const NEXT_SEQ: &str = "next_seq";
 const INBOX: TableDefinition<&str, u64> = TableDefinition::new("platform_inbox");
 
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Pause between deliveries to a subscriber that keeps failing.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// Backstop poll, in case a wake-up was missed.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -241,7 +242,8 @@ impl OutboxRelay {
 
     async fn deliver_forever(&self, sub: &Subscriber) {
         let mut wake = self.signal.0.subscribe();
-        let mut retry = RETRY_MIN;
+        // Failed deliveries in a row, for the backoff.
+        let mut failures = 0u32;
         let role = sub.label();
         let role = role.as_str();
         loop {
@@ -249,7 +251,7 @@ impl OutboxRelay {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!(subscriber = role, error = %e, "cannot read the outbox");
-                    tokio::time::sleep(RETRY_MAX).await;
+                    tokio::time::sleep(RETRY.max).await;
                     continue;
                 }
             };
@@ -270,15 +272,16 @@ impl OutboxRelay {
             };
             match self.deliver(sub, &event).await {
                 Ok(()) => {
-                    retry = RETRY_MIN;
+                    failures = 0;
                     if let Err(e) = self.advance(sub, event.seq) {
                         tracing::error!(subscriber = role, error = %e, "cannot store the delivery cursor; the event will be delivered again");
                     }
                 }
                 Err(reason) => {
+                    failures = failures.saturating_add(1);
+                    let retry = RETRY.delay(failures, &mut rand::rng());
                     tracing::warn!(subscriber = role, event = %event.id, kind = %event.kind, %reason, retry_in = ?retry, "event delivery failed; will retry");
                     tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(RETRY_MAX);
                 }
             }
         }

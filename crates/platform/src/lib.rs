@@ -6,6 +6,7 @@
 //! `svc` crate parses flags and hands over typed values.
 
 pub mod access;
+pub mod backoff;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -25,6 +25,7 @@ use tokio::sync::broadcast;
 use super::book::OrderBook;
 use super::order::{Order, Outcome, Step};
 use super::placement::{self, INVENTORY, PAYMENTS};
+use svc_platform::backoff::Backoff;
 use svc_platform::client::{Call, CallResponse, ServiceClient};
 use svc_platform::clock::now_ms;
 use svc_platform::events::OutboxSignal;
@@ -34,7 +35,8 @@ use svc_platform::telemetry::SPAN_TARGET;
 use svc_platform::trace_context::{self, TraceContext};
 use tracing::Instrument;
 
-const RETRY_MIN: Duration = Duration::from_millis(100);
+/// The first pause before a step is retried; it doubles up to `retry_max`.
+const RETRY_BASE: Duration = Duration::from_millis(100);
 
 /// Test hook: pause this long before every saga step, so a test can kill the process
 /// while sagas are in the middle. Only in builds with fault hooks (see `svc_platform::fault`).
@@ -119,7 +121,10 @@ impl SagaRunner {
     }
 
     async fn run(&self, id: &str) {
-        let mut retry = RETRY_MIN;
+        // Jittered: after an outage, every pending order must not retry in lockstep.
+        let backoff = Backoff::new(RETRY_BASE, self.retry_max);
+        // Failed tries of the current step, for the backoff.
+        let mut failures = 0u32;
         loop {
             if let Some(delay) = self.step_delay {
                 tokio::time::sleep(delay).await;
@@ -170,13 +175,14 @@ impl SagaRunner {
                     let saved = tokio::task::spawn_blocking(move || book.save_step(&next)).await;
                     match saved {
                         Ok(Ok(evented)) => {
-                            retry = RETRY_MIN;
+                            failures = 0;
                             if evented {
                                 self.outbox.notify();
                             }
                         }
                         Ok(Err(e)) => {
                             tracing::error!(order_id = id, error = %e, "cannot store saga progress; retrying the step");
+                            let retry = backoff.delay(failures.saturating_add(1), &mut rand::rng());
                             tokio::time::sleep(retry).await;
                         }
                         Err(e) => {
@@ -185,9 +191,10 @@ impl SagaRunner {
                     }
                 }
                 Err(Retry::Transient(reason)) => {
+                    failures = failures.saturating_add(1);
+                    let retry = backoff.delay(failures, &mut rand::rng());
                     tracing::warn!(order_id = id, ?step, %reason, retry_in = ?retry, "saga step will be retried");
                     tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(self.retry_max);
                 }
             }
         }

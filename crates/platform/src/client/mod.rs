@@ -45,6 +45,7 @@ use parking_lot::Mutex;
 
 pub use call::{shard_of, Call, CallError, CallResponse};
 
+use super::backoff::Backoff;
 use super::config::{ClientSettings, Config};
 use super::peer_view::PeerView;
 use super::tls::{http_client_builder, TlsMaterial};
@@ -258,12 +259,8 @@ impl ServiceClient {
                 return result;
             }
             // The rules allow a retry; the deadline and the budget must too.
-            let pause = retry::backoff(
-                policy.backoff_base,
-                policy.backoff_max,
-                attempt,
-                &mut rand::rng(),
-            );
+            let pause = Backoff::new(policy.backoff_base, policy.backoff_max)
+                .delay(attempt, &mut rand::rng());
             let now = Instant::now();
             if now + pause >= deadline {
                 dependency.metrics.skipped_deadline.inc();

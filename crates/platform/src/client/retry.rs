@@ -10,11 +10,7 @@
 //! Everything else is final: an answer below 500 is the callee's verdict, and a POST
 //! that may have been received must not run twice. Whether a permitted retry actually
 //! happens also depends on attempts left, the deadline and the retry budget
-//! ([`super::budget`]); the pause before it is [`backoff`].
-
-use std::time::Duration;
-
-use rand::Rng;
+//! ([`super::budget`]); the pause before it is [`crate::backoff::Backoff::delay`].
 
 use super::breaker::Signal;
 
@@ -79,20 +75,9 @@ impl Outcome {
     }
 }
 
-/// The pause before retry number `retry` (1 for the first): exponential from `base`,
-/// capped at `max`, with "equal jitter" (a random point in the upper half) so that
-/// callers who failed together do not come back together, yet never retry at once.
-pub fn backoff(base: Duration, max: Duration, retry: u32, rng: &mut impl Rng) -> Duration {
-    let exp = retry.saturating_sub(1).min(20);
-    let cap = base.saturating_mul(1 << exp).min(max);
-    let half = cap / 2;
-    half + rng.random_range(Duration::ZERO..=cap - half)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{rngs::StdRng, SeedableRng};
 
     #[test]
     fn never_sent_is_always_retryable() {
@@ -133,23 +118,5 @@ mod tests {
             Outcome::Failed(FailureKind::Refused).breaker_signal(),
             Signal::Refused
         );
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let mut rng = StdRng::seed_from_u64(3);
-        let base = Duration::from_millis(20);
-        let max = Duration::from_millis(100);
-        for _ in 0..200 {
-            let first = backoff(base, max, 1, &mut rng);
-            assert!(first >= base / 2 && first <= base, "{first:?}");
-            let second = backoff(base, max, 2, &mut rng);
-            assert!(second >= base && second <= 2 * base, "{second:?}");
-            let late = backoff(base, max, 30, &mut rng);
-            assert!(late >= max / 2 && late <= max, "{late:?}");
-        }
-        let draws: std::collections::HashSet<_> =
-            (0..50).map(|_| backoff(base, max, 3, &mut rng)).collect();
-        assert!(draws.len() > 10, "jittered: {draws:?}");
     }
 }
