@@ -22,7 +22,7 @@ use super::placement::INVENTORY;
 use super::saga::SagaRunner;
 use svc_platform::client::{self, Call, ServiceClient};
 use svc_platform::problem::Problem;
-use svc_platform::shards::ShardCounts;
+use svc_platform::shards::{ShardCounts, ShardOwnership};
 use svc_platform::shutdown::Shutdown;
 use svc_platform::trace_context;
 
@@ -38,9 +38,8 @@ pub struct OrdersState {
     /// Triggered when this instance stops: its sagas stop with it (and resume after the
     /// restart), so a create waiting for one answers at once instead of `create_wait`.
     pub shutdown: Shutdown,
-    /// This role's name and the shard this instance owns.
-    pub role: String,
-    pub shard: u32,
+    /// The shard this instance owns, which refuses keys and ids of other shards.
+    pub ownership: ShardOwnership,
     pub shards: ShardCounts,
 }
 
@@ -104,17 +103,7 @@ async fn blocking<T: Send + 'static>(
 /// order for the same key.
 fn check_key_shard(state: &OrdersState, key: Option<&str>) -> Result<(), Problem> {
     let Some(key) = key else { return Ok(()) };
-    let owner = state.shards.owner(&state.role, key);
-    if owner == state.shard {
-        return Ok(());
-    }
-    Err(Problem::new(
-        StatusCode::MISDIRECTED_REQUEST,
-        format!(
-            "Idempotency-Key `{key}` belongs to shard {owner} of {}; this instance owns shard {}",
-            state.role, state.shard
-        ),
-    ))
+    Ok(state.ownership.check_key("Idempotency-Key", key)?)
 }
 
 /// Every SKU must be known to inventory (on the shard that owns it) before an order is
@@ -270,6 +259,7 @@ async fn get(state: State, id: web::Path<String>) -> Result<HttpResponse, Proble
 async fn cancel(state: State, id: web::Path<String>) -> Result<HttpResponse, Problem> {
     let id = id.into_inner();
     check_id(&id).map_err(|e| Problem::bad_request(format!("order id: {e}")))?;
+    state.ownership.check_id("order", &id)?;
     let book = state.book.clone();
     let id2 = id.clone();
     blocking(move || book.request_cancel(&id2)).await?;
