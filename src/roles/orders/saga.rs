@@ -31,9 +31,8 @@ use svc_platform::clock::now_ms;
 use svc_platform::events::OutboxSignal;
 use svc_platform::shards::ShardCounts;
 use svc_platform::shutdown::Shutdown;
-use svc_platform::telemetry::SPAN_TARGET;
+use svc_platform::telemetry::Verdict;
 use svc_platform::trace_context::{self, TraceContext};
-use tracing::Instrument;
 
 /// The first pause before a step is retried; it doubles up to `retry_max`.
 const RETRY_BASE: Duration = Duration::from_millis(100);
@@ -143,31 +142,22 @@ impl SagaRunner {
                 return;
             }
             let step = order.next_step();
-            // Each step is a child span of the trace that created the order.
+            // Each step is a child span of the request that created the order (whose
+            // span the stored traceparent names), in that request's trace.
             let trace = order
                 .traceparent
                 .as_deref()
                 .and_then(TraceContext::parse_traceparent)
                 .map(|t| t.child())
                 .unwrap_or_else(TraceContext::new_root);
-            let span = tracing::info_span!(
-                "saga",
-                order_id = %order.id,
-                trace_id = %trace.trace_id_hex(),
-                span_id = %trace.span_id_hex(),
-                parent_span_id = %trace.parent_span_id_hex(),
-            );
-            svc_platform::telemetry::bind_trace(&span, &trace);
-            let started = std::time::Instant::now();
-            let performed = trace_context::scope(trace, self.perform(&order, step))
-                .instrument(span.clone())
+            let work = svc_platform::unit_of_work!(&trace, "saga", order_id = %order.id);
+            let performed = work
+                .instrument(trace_context::scope(trace, self.perform(&order, step)))
                 .await;
             // The step's own line: what `svc trace` hangs the step's calls under.
-            span.in_scope(|| {
-                let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-                let ok = performed.is_ok();
-                tracing::debug!(target: SPAN_TARGET, ?step, ok, ms, "saga step");
-            });
+            let ok = performed.is_ok();
+            let verdict = if ok { Verdict::Done } else { Verdict::Failed };
+            svc_platform::end_unit_of_work!(work, verdict, "saga step", ?step, ok);
             match performed {
                 Ok(outcome) => {
                     let next = order.after(step, outcome, now_ms());
