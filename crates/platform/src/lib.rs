@@ -22,6 +22,7 @@ pub mod peer_view;
 pub mod problem;
 pub mod registry_api;
 pub mod registry_client;
+pub mod reload;
 pub mod role;
 pub mod server;
 pub mod shards;
