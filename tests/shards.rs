@@ -386,3 +386,58 @@ fn shard_settings_that_cannot_work_stop_start_up_naming_the_key() {
     assert_eq!(out.code(), Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("key `shards`"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn payments_and_notifications_refuse_a_misrouted_call_with_421() {
+    let sc = ShardedCluster::start(ShardedOptions {
+        notifications: 2,
+        ..ShardedOptions::default()
+    })
+    .await;
+    // An order id that hashes to shard 1 of payments and of notifications (2 shards each).
+    let order = keys_on_shard("ord-0", 1, 2, 1).remove(0);
+
+    // Payments: shard 0 refuses to authorize, capture or void it, naming shard 1...
+    let authorize = json!({ "amount_minor": 500 });
+    for (step, body) in [
+        ("authorize", authorize.clone()),
+        ("capture", json!({})),
+        ("void", json!({})),
+    ] {
+        let url = format!("{}/v1/payments/{order}/{step}", sc.payments[0].url);
+        let res = post_json_as("orders", &url, &body).await;
+        let problem = assert_problem(res, 421, &format!("{step} on payments shard 0")).await;
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("belongs to shard 1 of payments"),
+            "{problem}"
+        );
+    }
+    // ...and wrote nothing (not even a void's tombstone), while its owner takes it.
+    let listed = get_json(&format!("{}/v1/payments", sc.payments[0].url)).await;
+    assert_eq!(listed["payments"], json!([]), "{listed}");
+    let url = format!("{}/v1/payments/{order}/authorize", sc.payments[1].url);
+    let res = post_json_as("orders", &url, &authorize).await;
+    assert_eq!(res.status(), 201);
+
+    // Notifications: shard 0 refuses the order's event; shard 1 records it.
+    let event = json!({
+        "id": "orders-0/1", "kind": "order.confirmed", "producer": "orders-0", "seq": 1,
+        "occurred_at_ms": 0, "key": order,
+        "payload": { "order_id": order, "total_minor": 500 },
+    });
+    let url = |shard: usize| format!("{}/v1/events", sc.notifications[shard].url);
+    let res = post_json_as("orders", &url(0), &event).await;
+    let problem = assert_problem(res, 421, "an event on notifications shard 0").await;
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("belongs to shard 1 of notifications"),
+        "{problem}"
+    );
+    let res = post_json_as("orders", &url(1), &event).await;
+    assert_eq!(res.status(), 200);
+    let on = |shard: usize| format!("{}/v1/notifications", sc.notifications[shard].url);
+    assert_eq!(get_json(&on(0)).await["notifications"], json!([]));
+    let recorded = get_json(&on(1)).await;
+    assert_eq!(recorded["notifications"][0]["order_id"], order.as_str());
+}

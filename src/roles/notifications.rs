@@ -6,7 +6,9 @@
 //!
 //! With several shards, the relay sends an order's events to the shard its order id
 //! hashes to (`fnv1a64(order id) % shards(notifications)`), and the gateway reads an
-//! order's notifications there: each shard holds the notifications of its orders.
+//! order's notifications there: each shard holds the notifications of its orders. An
+//! event for another shard is refused with 421 (`events::check_delivery`), so it is
+//! never recorded where no reader of its order looks.
 
 use std::sync::Arc;
 
@@ -14,10 +16,11 @@ use actix_web::{web, HttpResponse};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use svc_platform::clock::now_ms;
 use svc_platform::events::{self, Event, EVENTS_PATH};
 use svc_platform::problem::Problem;
-use svc_platform::registry_api::now_ms;
 use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::shards::ShardOwnership;
 use svc_platform::store::{self, JsonTable, Store, StoreError};
 
 pub const ENTRY: RoleEntry = RoleEntry {
@@ -103,8 +106,14 @@ pub fn record_event(store: &Store, event: &Event) -> Result<bool, NotifyError> {
 
 fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
     let store = ctx.store.clone();
+    let ownership = ShardOwnership::new(
+        ctx.manifest.name.clone(),
+        ctx.config.shard,
+        ctx.config.shards.clone(),
+    );
     Ok(Arc::new(move |cfg| {
         cfg.app_data(web::Data::new(store.clone()))
+            .app_data(web::Data::new(ownership.clone()))
             .route(EVENTS_PATH, web::post().to(receive))
             .route("/v1/notifications", web::get().to(list));
     }))
@@ -112,10 +121,12 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
 
 async fn receive(
     store: web::Data<Arc<Store>>,
+    ownership: web::Data<ShardOwnership>,
     event: web::Json<Event>,
 ) -> Result<HttpResponse, Problem> {
     let store = store.into_inner();
     let event = event.into_inner();
+    events::check_delivery(&ownership, &event)?;
     let id = event.id.clone();
     let first = web::block(move || record_event(&store, &event))
         .await

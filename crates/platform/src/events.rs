@@ -21,10 +21,11 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::backoff::Backoff;
 use super::client::{Call, ServiceClient};
+use super::clock::now_ms;
 use super::manifest::{Manifest, RoleCatalog};
-use super::registry_api::now_ms;
-use super::shards::{shard_for_key, ShardCounts};
+use super::shards::{shard_for_key, Misdirected, ShardCounts, ShardOwnership};
 use super::shutdown::Shutdown;
 use super::store::{self, Store, StoreError};
 use super::trace_context::{self, TraceContext};
@@ -37,8 +38,8 @@ const OUTBOX_META: TableDefinition<&str, u64> = TableDefinition::new("platform_o
 const NEXT_SEQ: &str = "next_seq";
 const INBOX: TableDefinition<&str, u64> = TableDefinition::new("platform_inbox");
 
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Pause between deliveries to a subscriber that keeps failing.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// Backstop poll, in case a wake-up was missed.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -63,6 +64,24 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub payload: serde_json::Value,
+}
+
+impl Event {
+    /// The shard, of a subscriber with `shards` of them, that gets this event: the one
+    /// owning its key, or shard 0 for an event without one.
+    pub fn shard(&self, shards: u32) -> u32 {
+        self.key
+            .as_deref()
+            .map_or(0, |key| shard_for_key(key, shards))
+    }
+}
+
+/// For a sharded consumer: refuses (421) an event the relay delivers to another shard,
+/// which a misrouted delivery would otherwise record where no reader of its key looks.
+pub fn check_delivery(ownership: &ShardOwnership, event: &Event) -> Result<(), Misdirected> {
+    let key = event.key.as_deref().unwrap_or("");
+    let owner = event.shard(ownership.count());
+    ownership.check_owner("event key", key, owner)
 }
 
 /// What [`append`] adds besides its kind and payload.
@@ -134,13 +153,9 @@ impl Subscriber {
     /// Whether `event` is this stream's to deliver.
     fn wants(&self, event: &Event) -> bool {
         self.kinds.contains(&event.kind)
-            && self.shard.is_none_or(|(shard, shards)| {
-                event
-                    .key
-                    .as_deref()
-                    .map_or(0, |key| shard_for_key(key, shards))
-                    == shard
-            })
+            && self
+                .shard
+                .is_none_or(|(shard, shards)| event.shard(shards) == shard)
     }
 
     /// Where its cursor is stored. An unsharded or single-shard stream keeps the key
@@ -241,7 +256,8 @@ impl OutboxRelay {
 
     async fn deliver_forever(&self, sub: &Subscriber) {
         let mut wake = self.signal.0.subscribe();
-        let mut retry = RETRY_MIN;
+        // Failed deliveries in a row, for the backoff.
+        let mut failures = 0u32;
         let role = sub.label();
         let role = role.as_str();
         loop {
@@ -249,7 +265,7 @@ impl OutboxRelay {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!(subscriber = role, error = %e, "cannot read the outbox");
-                    tokio::time::sleep(RETRY_MAX).await;
+                    tokio::time::sleep(RETRY.max).await;
                     continue;
                 }
             };
@@ -270,15 +286,16 @@ impl OutboxRelay {
             };
             match self.deliver(sub, &event).await {
                 Ok(()) => {
-                    retry = RETRY_MIN;
+                    failures = 0;
                     if let Err(e) = self.advance(sub, event.seq) {
                         tracing::error!(subscriber = role, error = %e, "cannot store the delivery cursor; the event will be delivered again");
                     }
                 }
                 Err(reason) => {
+                    failures = failures.saturating_add(1);
+                    let retry = RETRY.delay(failures, &mut rand::rng());
                     tracing::warn!(subscriber = role, event = %event.id, kind = %event.kind, %reason, retry_in = ?retry, "event delivery failed; will retry");
                     tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(RETRY_MAX);
                 }
             }
         }
@@ -466,6 +483,29 @@ mod tests {
             "no key: shard 0"
         );
         assert!(!subs[0].wants(&event("order.shipped", Some("ord-0-a"))));
+    }
+
+    #[test]
+    fn a_consumer_shard_accepts_exactly_what_the_relay_sends_it() {
+        let producer = manifest("orders", true, &["order.confirmed"], &[]);
+        let catalog = RoleCatalog::new(vec![
+            producer.clone(),
+            manifest("notifications", true, &[], &["order.confirmed"]),
+        ])
+        .unwrap();
+        let shards = ShardCounts::parse_list(&["notifications=3".into()]).unwrap();
+        let subs = subscribers(&catalog, &producer, &shards);
+        for key in [Some("ord-0-a"), Some("ord-1-b"), Some("x"), None] {
+            let e = event("order.confirmed", key);
+            for (shard, sub) in (0..).zip(&subs) {
+                let own = ShardOwnership::new("notifications", shard, shards.clone());
+                let accepted = check_delivery(&own, &e);
+                assert_eq!(accepted.is_ok(), sub.wants(&e), "{key:?} at {shard}");
+                if let Err(m) = accepted {
+                    assert_eq!(m.owner, e.shard(3), "names the right shard");
+                }
+            }
+        }
     }
 
     #[test]

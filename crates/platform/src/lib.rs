@@ -6,7 +6,9 @@
 //! `svc` crate parses flags and hands over typed values.
 
 pub mod access;
+pub mod backoff;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod events;
 pub mod fault;
@@ -20,6 +22,7 @@ pub mod peer_view;
 pub mod problem;
 pub mod registry_api;
 pub mod registry_client;
+pub mod reload;
 pub mod role;
 pub mod server;
 pub mod shards;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use redb::TableDefinition;
 
+use super::backoff::Backoff;
 use super::registry_api::{Catalog, Instance};
 use super::registry_client::RegistryClient;
 use super::shutdown::Shutdown;
@@ -21,8 +22,7 @@ const PEER_VIEW: JsonTable = TableDefinition::new("platform_peer_view");
 const CATALOG_KEY: &str = "catalog";
 
 /// Pause after a failed watch, growing with consecutive failures up to the cap.
-const WATCH_RETRY_MIN: Duration = Duration::from_millis(200);
-const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
+const WATCH_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
 
 #[derive(Clone)]
 pub struct PeerView {
@@ -107,8 +107,8 @@ impl PeerView {
                     failures = failures.saturating_add(1);
                     current += 1;
                     index = None;
-                    let pause = WATCH_RETRY_MIN * failures.min(10);
-                    tokio::time::sleep(pause.min(WATCH_RETRY_MAX)).await;
+                    let pause = WATCH_RETRY.delay(failures, &mut rand::rng());
+                    tokio::time::sleep(pause).await;
                 }
             }
         }

@@ -6,7 +6,8 @@
 //! `/health/live`, `/health/ready`, `/metrics` and `/v1/peers`, and makes every extractor
 //! failure and unknown route a `problem+json` answer.
 //!
-//! The access log line of a request goes to [`telemetry::SPAN_TARGET`]: failures at
+//! The access log line of a request goes to [`super::telemetry::SPAN_TARGET`] (it is a
+//! [`super::telemetry::UnitOfWork`], like a saga step): failures at
 //! warn/info, successes at debug (kept by the log file, so `svc trace` sees every call),
 //! and successes of [`quiet`] answers (probes, scrapes, lease renewals, watches: the
 //! platform's own chatter, counted in the metrics anyway) at trace.
@@ -22,14 +23,13 @@ use actix_web::{
     middleware::Next,
     web, HttpRequest, HttpResponse, Responder,
 };
-use tracing::Instrument;
 
 use super::client::deadline;
 use super::fault;
 use super::metrics::Metrics;
 use super::peer_view::PeerView;
 use super::problem::{self, Problem};
-use super::telemetry::{self, SPAN_TARGET};
+use super::telemetry::Verdict;
 use super::trace_context::{self, TraceContext, REQUEST_ID, TRACEPARENT};
 
 /// Marks an answer as routine plumbing: its success is logged at trace, not debug.
@@ -164,24 +164,10 @@ pub async fn observe(
     let state = req.app_data::<web::Data<PlatformState>>().cloned();
     let method = req.method().to_string();
     let path = req.path().to_string();
-    let span = tracing::info_span!(
-        "request",
-        trace_id = %ctx.trace_id_hex(),
-        span_id = %ctx.span_id_hex(),
-        parent_span_id = tracing::field::Empty,
-        request_id = %ctx.request_id,
-    );
-    if ctx.parent_span_id.is_some() {
-        span.record(
-            "parent_span_id",
-            tracing::field::display(ctx.parent_span_id_hex()),
-        );
-    }
-    telemetry::bind_trace(&span, &ctx);
+    let work = crate::unit_of_work!(&ctx, "request", request_id = %ctx.request_id);
     let request_id = ctx.request_id.clone();
-    let started = Instant::now();
-    let result = handle(req, next, ctx).instrument(span.clone()).await;
-    let elapsed = started.elapsed();
+    let result = work.instrument(handle(req, next, ctx)).await;
+    let elapsed = work.elapsed();
     let (status, route, quiet) = match &result {
         Ok(res) => (
             res.status().as_u16(),
@@ -202,19 +188,8 @@ pub async fn observe(
             .observe_request(&route, &method, status, elapsed);
     }
     // Successes below info: a terminal stays readable; the log file keeps debug.
-    span.in_scope(|| {
-        let ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
-        if status >= 500 {
-            tracing::warn!(target: SPAN_TARGET, %method, %path, status, ms, "request failed");
-        } else if status >= 400 {
-            tracing::info!(target: SPAN_TARGET, %method, %path, status, ms, "request refused");
-        } else if quiet {
-            telemetry::mark_quiet(&span);
-            tracing::trace!(target: SPAN_TARGET, %method, %path, status, ms, "request");
-        } else {
-            tracing::debug!(target: SPAN_TARGET, %method, %path, status, ms, "request");
-        }
-    });
+    let verdict = Verdict::of_status(status, quiet);
+    crate::end_unit_of_work!(work, verdict, "request", %method, %path, status);
     result.map(|mut res| {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             res.headers_mut()

@@ -14,10 +14,18 @@
 //! The counts (`shards:` in the config, one number per stateful role, default 1) are a
 //! property of the cluster: every instance must be given the same ones, and changing one
 //! moves keys between shards, which needs a data migration `svc` does not do.
+//!
+//! A stateful instance holds its [`ShardOwnership`] and checks every call that writes
+//! about an entity against it: one whose key belongs to another shard is refused with
+//! [`Misdirected`] (421, naming the right shard) before anything is written, so a
+//! misrouted call can never leave a second copy of an entity on the wrong shard.
 
 use std::collections::BTreeMap;
 
+use actix_web::http::StatusCode;
 use serde::{Deserialize, Serialize};
+
+use super::problem::Problem;
 
 /// The most shards a role may have; also bounds the shard number an instance claims.
 pub const MAX_SHARDS: u32 = 1024;
@@ -72,6 +80,96 @@ impl ShardCounts {
             }
         }
         Ok(counts)
+    }
+}
+
+/// The shard of its role this instance holds, and the counts that place every key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardOwnership {
+    role: String,
+    shard: u32,
+    counts: ShardCounts,
+}
+
+/// A call about an entity that lives on another shard of this role: answered 421
+/// (Misdirected Request), naming the shard that owns it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} `{key}` belongs to shard {owner} of {role}; this instance owns shard {shard}")]
+pub struct Misdirected {
+    /// What the key names, as the detail says it: `sku`, `order`, `Idempotency-Key`.
+    pub what: &'static str,
+    pub key: String,
+    pub role: String,
+    /// The shard that owns the key.
+    pub owner: u32,
+    /// The shard this instance holds.
+    pub shard: u32,
+}
+
+impl From<Misdirected> for Problem {
+    fn from(m: Misdirected) -> Problem {
+        Problem::new(StatusCode::MISDIRECTED_REQUEST, m.to_string())
+    }
+}
+
+impl ShardOwnership {
+    /// Instance holding `shard` of `role`, in a cluster with `counts`.
+    pub fn new(role: impl Into<String>, shard: u32, counts: ShardCounts) -> ShardOwnership {
+        ShardOwnership {
+            role: role.into(),
+            shard,
+            counts,
+        }
+    }
+
+    /// The shard this instance holds.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    /// How many shards this role has.
+    pub fn count(&self) -> u32 {
+        self.counts.count(&self.role)
+    }
+
+    /// The counts of every role (where this role's calls to others go).
+    pub fn counts(&self) -> &ShardCounts {
+        &self.counts
+    }
+
+    /// An entity keyed by a string the client chose (a SKU, an order id at payments, an
+    /// `Idempotency-Key`): it belongs to the shard the key hashes to.
+    pub fn check_key(&self, what: &'static str, key: &str) -> Result<(), Misdirected> {
+        self.check_owner(what, key, self.counts.owner(&self.role, key))
+    }
+
+    /// An entity whose id was minted with its shard (`ord-<shard>-…`). An id without a
+    /// shard was minted by none, so no shard owns it: it passes, to be answered 404.
+    pub fn check_id(&self, what: &'static str, id: &str) -> Result<(), Misdirected> {
+        match shard_in_id(id) {
+            Some(owner) => self.check_owner(what, id, owner),
+            None => Ok(()),
+        }
+    }
+
+    /// An entity whose owner the caller worked out by a rule of its own (an event's
+    /// shard, see `events::check_delivery`).
+    pub fn check_owner(
+        &self,
+        what: &'static str,
+        key: &str,
+        owner: u32,
+    ) -> Result<(), Misdirected> {
+        if owner == self.shard {
+            return Ok(());
+        }
+        Err(Misdirected {
+            what,
+            key: key.to_string(),
+            role: self.role.clone(),
+            owner,
+            shard: self.shard,
+        })
     }
 }
 
@@ -147,6 +245,60 @@ mod tests {
         let twice = ShardCounts::parse_list(&["orders=2".into(), "orders=3".into()]);
         assert!(twice.unwrap_err().contains("twice"));
         assert_eq!(parse("").unwrap_or_default(), ShardCounts::default());
+    }
+
+    fn ownership(shard: u32) -> ShardOwnership {
+        let counts = ShardCounts::parse_list(&["payments=2".into()]).unwrap_or_default();
+        ShardOwnership::new("payments", shard, counts)
+    }
+
+    #[test]
+    fn a_key_is_accepted_by_its_shard_only() {
+        let on0 = (0..)
+            .map(|i| format!("ord-0-{i}"))
+            .find(|k| shard_for_key(k, 2) == 0);
+        let on0 = on0.unwrap_or_default();
+        assert_eq!(ownership(0).check_key("order", &on0), Ok(()));
+        let refused = ownership(1).check_key("order", &on0);
+        assert_eq!(
+            refused,
+            Err(Misdirected {
+                what: "order",
+                key: on0.clone(),
+                role: "payments".into(),
+                owner: 0,
+                shard: 1,
+            })
+        );
+    }
+
+    #[test]
+    fn one_shard_owns_every_key() {
+        let alone = ShardOwnership::new("notifications", 0, ShardCounts::default());
+        assert_eq!(alone.count(), 1);
+        for key in ["a", "b", "ord-1-x", ""] {
+            assert_eq!(alone.check_key("order", key), Ok(()), "{key}");
+        }
+    }
+
+    #[test]
+    fn an_id_is_accepted_by_the_shard_in_it() {
+        assert_eq!(ownership(1).check_id("order", "ord-1-01hz"), Ok(()));
+        let refused = ownership(0).check_id("order", "ord-1-01hz");
+        assert_eq!(refused.map_err(|m| m.owner), Err(1));
+        // Minted by no shard: nobody's, so not refused here (the handler answers 404).
+        assert_eq!(ownership(0).check_id("order", "legacy"), Ok(()));
+    }
+
+    #[test]
+    fn misdirected_is_a_421_problem_naming_the_owner() {
+        let problem = Problem::from(ownership(0).check_owner("sku", "tea", 1).unwrap_err());
+        assert_eq!(problem.status, 421);
+        assert_eq!(problem.title, "Misdirected Request");
+        assert_eq!(
+            problem.detail,
+            "sku `tea` belongs to shard 1 of payments; this instance owns shard 0"
+        );
     }
 
     #[test]

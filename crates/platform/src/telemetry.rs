@@ -8,7 +8,8 @@
 //! re-parsing formatted text.
 //!
 //! The file keeps one more kind of line than stderr by default: the debug lines of
-//! [`SPAN_TARGET`], one per request served and per saga step. They are what lets
+//! [`SPAN_TARGET`], one per request served and per saga step ([`UnitOfWork`], the one
+//! way such a span is opened and its end line written). They are what lets
 //! `svc trace` draw every call of a trace, also the successful ones, while a terminal
 //! stays quiet. Renewals, watches, probes and scrapes log at trace level, so they fill
 //! neither.
@@ -39,6 +40,12 @@ use super::config::{LogFormat, OtlpSettings};
 use super::trace_context::TraceContext;
 
 pub mod otlp;
+mod unit_of_work;
+
+/// For [`unit_of_work!`](crate::unit_of_work) in crates that do not name `tracing`.
+#[doc(hidden)]
+pub use tracing as __tracing;
+pub use unit_of_work::{UnitOfWork, Verdict};
 
 /// Target of the one debug line per unit of work (request served, saga step) that the
 /// log file always keeps. `RUST_LOG=svc::span=debug` shows them on stderr too.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::backoff::Backoff;
+use super::backoff::RestartBackoff;
 use super::console;
 use super::plan::InstanceSpec;
 use super::process::Process;
@@ -76,7 +76,7 @@ async fn supervise(
     mut stop: watch::Receiver<Stop>,
 ) {
     let instance = spec.instance_id.as_str();
-    let mut backoff = Backoff::default();
+    let mut backoff = RestartBackoff::default();
     let mut ever_ready = false;
     loop {
         if *stop.borrow_and_update() != Stop::No {

@@ -20,7 +20,8 @@ use crate::cli::StatusArgs;
 use crate::roles;
 use prom::Figures;
 use report::{InstanceStatus, RegistryStatus, Report};
-use svc_platform::registry_api::{now_ms, Instance};
+use svc_platform::clock::now_ms;
+use svc_platform::registry_api::Instance;
 use svc_platform::registry_client::RegistryClient;
 use svc_platform::tls::http_client_builder;
 

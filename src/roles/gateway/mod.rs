@@ -124,10 +124,7 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
 /// again whenever the file changes (checked every `tls.reload_interval`, and on SIGHUP).
 fn start_guard(ctx: &RoleContext) -> anyhow::Result<Guard> {
     let settings = &ctx.config.gateway;
-    let seen = settings
-        .api_keys_file
-        .as_deref()
-        .and_then(guard::reload::stamp);
+    let seen = guard::reload::stamp(settings);
     let keys = settings.all_keys("config")?;
     let guard = Guard::new(settings, &keys, ctx.metrics.registry())?;
     if guard.key_count() == 0 {

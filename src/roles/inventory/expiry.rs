@@ -21,7 +21,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::error::InventoryError;
 use super::reservations::{self, Reservation, ReservationStatus};
-use svc_platform::registry_api::now_ms;
+use svc_platform::clock::now_ms;
 use svc_platform::shutdown::Shutdown;
 use svc_platform::store::{Store, StoreError};
 

@@ -7,16 +7,16 @@
 
 use std::sync::Arc;
 
-use actix_web::{http::StatusCode, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::error::InventoryError;
 use super::products::{self, NewProduct, StockChange};
 use super::reservations::{self, Reservation, ReservationStatus, Reserved};
 use super::reserve_request::{check_order_id, ReserveRequest};
+use svc_platform::clock::now_ms;
 use svc_platform::problem::Problem;
-use svc_platform::registry_api::now_ms;
-use svc_platform::shards::ShardCounts;
+use svc_platform::shards::ShardOwnership;
 use svc_platform::store::Store;
 
 /// What every handler shares.
@@ -24,27 +24,9 @@ pub struct Inventory {
     pub store: Arc<Store>,
     /// How long a new reservation is held before it expires.
     pub reservation_ttl_ms: u64,
-    /// This role's name, the shard this instance owns, and the shard counts.
-    pub role: String,
-    pub shard: u32,
-    pub shards: ShardCounts,
-}
-
-impl Inventory {
-    /// A product belongs to the shard its SKU hashes to; any other shard refuses it.
-    fn check_owns(&self, sku: &str) -> Result<(), Problem> {
-        let owner = self.shards.owner(&self.role, sku);
-        if owner == self.shard {
-            return Ok(());
-        }
-        Err(Problem::new(
-            StatusCode::MISDIRECTED_REQUEST,
-            format!(
-                "sku `{sku}` belongs to shard {owner} of {}; this instance owns shard {}",
-                self.role, self.shard
-            ),
-        ))
-    }
+    /// The shard this instance owns: a product belongs to the shard its SKU hashes to,
+    /// and any other shard refuses to write it (a read there finds nothing: 404).
+    pub ownership: ShardOwnership,
 }
 
 type State = web::Data<Inventory>;
@@ -116,7 +98,7 @@ async fn create_product(
     body: web::Json<NewProduct>,
 ) -> Result<HttpResponse, Problem> {
     let product = body.into_inner().parse()?;
-    state.check_owns(&product.sku)?;
+    state.ownership.check_key("sku", &product.sku)?;
     let store = state.store.clone();
     let saved = product.clone();
     blocking(move || products::create_product(&store, &saved)).await?;
@@ -158,6 +140,7 @@ async fn adjust_stock(
     body: web::Json<StockChange>,
 ) -> Result<HttpResponse, Problem> {
     let sku = sku_from(path)?;
+    state.ownership.check_key("sku", &sku)?;
     let delta = body.into_inner().parse()?;
     let store = state.store.clone();
     let product = blocking(move || products::adjust_stock(&store, &sku, delta)).await?;

@@ -12,7 +12,8 @@
 //!
 //! This instance owns one shard: the products whose SKU hashes to it
 //! (`fnv1a64(sku) % shards(inventory)`), and the reservations of their lines. A create
-//! for a SKU of another shard is refused with 421, so a product can never exist twice.
+//! or stock change for a SKU of another shard is refused with 421, so a product can
+//! never exist twice.
 
 mod error;
 mod expiry;
@@ -27,6 +28,7 @@ mod domain_tests;
 use std::sync::Arc;
 
 use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::shards::ShardOwnership;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/inventory.yaml"),
@@ -43,9 +45,11 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
     let state = Arc::new(http::Inventory {
         store: ctx.store.clone(),
         reservation_ttl_ms: u64::try_from(settings.reservation_ttl.as_millis()).unwrap_or(u64::MAX),
-        role: ctx.manifest.name.clone(),
-        shard: ctx.config.shard,
-        shards: ctx.config.shards.clone(),
+        ownership: ShardOwnership::new(
+            ctx.manifest.name.clone(),
+            ctx.config.shard,
+            ctx.config.shards.clone(),
+        ),
     });
     Ok(Arc::new(move |cfg| http::routes(cfg, state.clone())))
 }

@@ -12,8 +12,8 @@ use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::order::{Order, OrderRequest, Status, Step};
+use svc_platform::clock::now_ms;
 use svc_platform::events;
-use svc_platform::registry_api::now_ms;
 use svc_platform::store::{self, JsonTable, Store, StoreError};
 
 const ORDERS: JsonTable = TableDefinition::new("orders");

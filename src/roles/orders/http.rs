@@ -27,7 +27,7 @@ use super::saga::SagaRunner;
 use super::view::{OrderPage, OrderView};
 use svc_platform::client::{self, ServiceClient};
 use svc_platform::problem::Problem;
-use svc_platform::shards::ShardCounts;
+use svc_platform::shards::{ShardCounts, ShardOwnership};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_PAGE: usize = 1000;
@@ -39,9 +39,8 @@ pub struct OrdersState {
     /// Asks inventory whether the products of a new order exist.
     pub client: ServiceClient,
     pub create_wait: Duration,
-    /// This role's name and the shard this instance owns.
-    pub role: String,
-    pub shard: u32,
+    /// The shard this instance owns, which refuses keys and ids of other shards.
+    pub ownership: ShardOwnership,
     pub shards: ShardCounts,
 }
 
@@ -107,17 +106,7 @@ async fn blocking<T: Send + 'static>(
 /// order for the same key.
 fn check_key_shard(state: &OrdersState, key: Option<&str>) -> Result<(), Problem> {
     let Some(key) = key else { return Ok(()) };
-    let owner = state.shards.owner(&state.role, key);
-    if owner == state.shard {
-        return Ok(());
-    }
-    Err(Problem::new(
-        StatusCode::MISDIRECTED_REQUEST,
-        format!(
-            "Idempotency-Key `{key}` belongs to shard {owner} of {}; this instance owns shard {}",
-            state.role, state.shard
-        ),
-    ))
+    Ok(state.ownership.check_key("Idempotency-Key", key)?)
 }
 
 /// Makes sure the saga of `id` runs and waits up to `create_wait` for it to end (less if
@@ -201,6 +190,7 @@ async fn get(state: State, id: web::Path<String>) -> Result<HttpResponse, Proble
 async fn cancel(state: State, id: web::Path<String>) -> Result<HttpResponse, Problem> {
     let id = id.into_inner();
     check_id(&id).map_err(|e| Problem::bad_request(format!("order id: {e}")))?;
+    state.ownership.check_id("order", &id)?;
     let book = state.book.clone();
     let id2 = id.clone();
     blocking(move || book.request_cancel(&id2)).await?;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use svc_platform::events::OutboxRelay;
 use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::shards::ShardOwnership;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/orders.yaml"),
@@ -59,8 +60,11 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
         runner,
         client: ctx.client.clone(),
         create_wait: ctx.config.orders.create_wait,
-        role: ctx.manifest.name.clone(),
-        shard: ctx.config.shard,
+        ownership: ShardOwnership::new(
+            ctx.manifest.name.clone(),
+            ctx.config.shard,
+            ctx.config.shards.clone(),
+        ),
         shards: ctx.config.shards.clone(),
     };
     Ok(Arc::new(move |cfg| http::routes(cfg, state.clone())))

@@ -26,17 +26,18 @@ use tokio::sync::broadcast::error::RecvError;
 use super::book::OrderBook;
 use super::order::{Order, Outcome, Step};
 use super::placement::{self, INVENTORY, PAYMENTS};
+use svc_platform::backoff::Backoff;
 use svc_platform::client::{Call, CallResponse, ServiceClient};
+use svc_platform::clock::now_ms;
 use svc_platform::events::OutboxSignal;
-use svc_platform::registry_api::now_ms;
 use svc_platform::shards::ShardCounts;
 use svc_platform::shutdown::Shutdown;
 use svc_platform::store::StoreError;
-use svc_platform::telemetry::SPAN_TARGET;
+use svc_platform::telemetry::Verdict;
 use svc_platform::trace_context::{self, TraceContext};
-use tracing::Instrument;
 
-const RETRY_MIN: Duration = Duration::from_millis(100);
+/// The first pause before a step is retried; it doubles up to `retry_max`.
+const RETRY_BASE: Duration = Duration::from_millis(100);
 
 /// Test hook: pause this long before every saga step, so a test can kill the process
 /// while sagas are in the middle. Only in builds with fault hooks (see `svc_platform::fault`).
@@ -148,7 +149,10 @@ impl SagaRunner {
     }
 
     async fn run(&self, id: &str) {
-        let mut retry = RETRY_MIN;
+        // Jittered: after an outage, every pending order must not retry in lockstep.
+        let backoff = Backoff::new(RETRY_BASE, self.retry_max);
+        // Failed tries of the current step, for the backoff.
+        let mut failures = 0u32;
         loop {
             if let Some(delay) = self.step_delay {
                 tokio::time::sleep(delay).await;
@@ -167,31 +171,22 @@ impl SagaRunner {
                 return;
             }
             let step = order.next_step();
-            // Each step is a child span of the trace that created the order.
+            // Each step is a child span of the request that created the order (whose
+            // span the stored traceparent names), in that request's trace.
             let trace = order
                 .traceparent
                 .as_deref()
                 .and_then(TraceContext::parse_traceparent)
                 .map(|t| t.child())
                 .unwrap_or_else(TraceContext::new_root);
-            let span = tracing::info_span!(
-                "saga",
-                order_id = %order.id,
-                trace_id = %trace.trace_id_hex(),
-                span_id = %trace.span_id_hex(),
-                parent_span_id = %trace.parent_span_id_hex(),
-            );
-            svc_platform::telemetry::bind_trace(&span, &trace);
-            let started = std::time::Instant::now();
-            let performed = trace_context::scope(trace, self.perform(&order, step))
-                .instrument(span.clone())
+            let work = svc_platform::unit_of_work!(&trace, "saga", order_id = %order.id);
+            let performed = work
+                .instrument(trace_context::scope(trace, self.perform(&order, step)))
                 .await;
             // The step's own line: what `svc trace` hangs the step's calls under.
-            span.in_scope(|| {
-                let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-                let ok = performed.is_ok();
-                tracing::debug!(target: SPAN_TARGET, ?step, ok, ms, "saga step");
-            });
+            let ok = performed.is_ok();
+            let verdict = if ok { Verdict::Done } else { Verdict::Failed };
+            svc_platform::end_unit_of_work!(work, verdict, "saga step", ?step, ok);
             match performed {
                 Ok(outcome) => {
                     let next = order.after(step, outcome, now_ms());
@@ -199,13 +194,14 @@ impl SagaRunner {
                     let saved = tokio::task::spawn_blocking(move || book.save_step(&next)).await;
                     match saved {
                         Ok(Ok(evented)) => {
-                            retry = RETRY_MIN;
+                            failures = 0;
                             if evented {
                                 self.outbox.notify();
                             }
                         }
                         Ok(Err(e)) => {
                             tracing::error!(order_id = id, error = %e, "cannot store saga progress; retrying the step");
+                            let retry = backoff.delay(failures.saturating_add(1), &mut rand::rng());
                             tokio::time::sleep(retry).await;
                         }
                         Err(e) => {
@@ -214,9 +210,10 @@ impl SagaRunner {
                     }
                 }
                 Err(Retry::Transient(reason)) => {
+                    failures = failures.saturating_add(1);
+                    let retry = backoff.delay(failures, &mut rand::rng());
                     tracing::warn!(order_id = id, ?step, %reason, retry_in = ?retry, "saga step will be retried");
                     tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(self.retry_max);
                 }
             }
         }

@@ -14,8 +14,9 @@ use super::error::PaymentError;
 use super::ledger;
 use super::payment::{check_order_id, AuthorizeRequest, Payment};
 use super::transitions::{self, Authorized};
+use svc_platform::clock::now_ms;
 use svc_platform::problem::Problem;
-use svc_platform::registry_api::now_ms;
+use svc_platform::shards::ShardOwnership;
 use svc_platform::store::Store;
 
 /// What every handler shares.
@@ -23,6 +24,9 @@ pub struct Payments {
     pub store: Arc<Store>,
     /// Authorizations above this amount are declined.
     pub decline_above_minor: u64,
+    /// The shard this instance owns: an order's payment lives on the shard its order id
+    /// hashes to, and any other shard refuses to write it (a read there finds nothing).
+    pub ownership: ShardOwnership,
 }
 
 type State = web::Data<Payments>;
@@ -74,12 +78,20 @@ fn order_id_from(path: web::Path<String>) -> Result<String, Problem> {
     Ok(id)
 }
 
+/// The order id of a call that changes its payment, refused (421) by any shard but the
+/// owner: a payment written elsewhere would be found by no one, and could be taken twice.
+fn owned_order_id(state: &Payments, path: web::Path<String>) -> Result<String, Problem> {
+    let id = order_id_from(path)?;
+    state.ownership.check_key("order", &id)?;
+    Ok(id)
+}
+
 async fn authorize(
     state: State,
     path: web::Path<String>,
     body: web::Json<AuthorizeRequest>,
 ) -> Result<HttpResponse, Problem> {
-    let order_id = order_id_from(path)?;
+    let order_id = owned_order_id(&state, path)?;
     let auth = body.into_inner().parse()?;
     let store = state.store.clone();
     let limit = state.decline_above_minor;
@@ -100,14 +112,14 @@ async fn authorize(
 }
 
 async fn capture(state: State, path: web::Path<String>) -> Result<HttpResponse, Problem> {
-    let order_id = order_id_from(path)?;
+    let order_id = owned_order_id(&state, path)?;
     let store = state.store.clone();
     let p = blocking(move || transitions::capture(&store, &order_id, now_ms())).await?;
     Ok(HttpResponse::Ok().json(p))
 }
 
 async fn void(state: State, path: web::Path<String>) -> Result<HttpResponse, Problem> {
-    let order_id = order_id_from(path)?;
+    let order_id = owned_order_id(&state, path)?;
     let store = state.store.clone();
     let p = blocking(move || transitions::void(&store, &order_id, now_ms())).await?;
     Ok(HttpResponse::Ok().json(p))

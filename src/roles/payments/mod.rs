@@ -6,6 +6,10 @@
 //! - [`ledger`]: the append-only record of every change, and totals replayed from it.
 //! - [`http`]: the `/v1/` API, thin handlers over the above.
 //! - [`error`]: every refusal, typed.
+//!
+//! This instance owns one shard: the payments of the orders whose id hashes to it
+//! (`fnv1a64(order id) % shards(payments)`). A change to the payment of an order of
+//! another shard is refused with 421, so no payment is ever written where no one looks.
 
 mod error;
 mod http;
@@ -19,6 +23,7 @@ mod domain_tests;
 use std::sync::Arc;
 
 use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::shards::ShardOwnership;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/payments.yaml"),
@@ -29,6 +34,11 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
     let state = Arc::new(http::Payments {
         store: ctx.store.clone(),
         decline_above_minor: ctx.config.payments.decline_above_minor,
+        ownership: ShardOwnership::new(
+            ctx.manifest.name.clone(),
+            ctx.config.shard,
+            ctx.config.shards.clone(),
+        ),
     });
     Ok(Arc::new(move |cfg| http::routes(cfg, state.clone())))
 }

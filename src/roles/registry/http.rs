@@ -15,8 +15,9 @@ use serde::Deserialize;
 use super::lease_table::{self, LeaseTable};
 use super::{Delta, RegistryState};
 use svc_platform::access::caller;
+use svc_platform::clock::now_ms;
 use svc_platform::problem::Problem;
-use svc_platform::registry_api::{now_ms, LeaseGrant, Registration, INDEX_HEADER};
+use svc_platform::registry_api::{LeaseGrant, Registration, INDEX_HEADER};
 use svc_platform::server::quiet;
 use svc_platform::tls::identity;
 

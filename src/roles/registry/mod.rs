@@ -17,8 +17,9 @@ use parking_lot::Mutex;
 use redb::TableDefinition;
 use tokio::sync::watch;
 
+use svc_platform::clock::now_ms;
 use svc_platform::config::RegistrySettings;
-use svc_platform::registry_api::{now_ms, Instance};
+use svc_platform::registry_api::Instance;
 use svc_platform::role::{RoleContext, RoleEntry, Routes};
 use svc_platform::shutdown::Shutdown;
 use svc_platform::store::{self, JsonTable, Store, StoreError};

@@ -24,9 +24,13 @@
 //!   without a verdict, so the next call probes instead.
 //!
 //! The breaker is plain data with time passed in: the state machine is tested without
-//! a clock or a network, and the caller logs and counts the [`Transition`]s.
+//! a clock or a network, and the caller logs and counts the [`Transition`]s. The
+//! opening after `n` failed probes lasts [`Backoff::exact`]`(n + 1)`: exact, not
+//! jittered, since it is also what callers are told to wait (`Retry-After`).
 
 use std::time::{Duration, Instant};
+
+use crate::backoff::Backoff;
 
 /// When an instance is ejected, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +87,18 @@ pub enum Transition {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Inner {
-    Closed { failures: u32 },
-    Open { until: Instant, backoff: Duration },
-    HalfOpen { backoff: Duration, probing: bool },
+    Closed {
+        failures: u32,
+    },
+    /// `openings`: 1 for the first opening, one more for each failed probe since.
+    Open {
+        until: Instant,
+        openings: u32,
+    },
+    HalfOpen {
+        openings: u32,
+        probing: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -132,19 +145,19 @@ impl Breaker {
     /// Marks the probe as sent (after [`Admission::Probe`]).
     pub fn start_probe(&mut self, now: Instant) -> Option<Transition> {
         match self.inner {
-            Inner::Open { until, backoff } if now >= until => {
+            Inner::Open { until, openings } if now >= until => {
                 self.inner = Inner::HalfOpen {
-                    backoff,
+                    openings,
                     probing: true,
                 };
                 Some(Transition::HalfOpened)
             }
             Inner::HalfOpen {
-                backoff,
+                openings,
                 probing: false,
             } => {
                 self.inner = Inner::HalfOpen {
-                    backoff,
+                    openings,
                     probing: true,
                 };
                 None
@@ -160,17 +173,11 @@ impl Breaker {
                 self.inner = Inner::Closed { failures: 0 };
                 None
             }
-            (Inner::Closed { .. }, Signal::Refused) => {
-                Some(self.open(now, self.policy.base, OpenCause::Refused))
-            }
+            (Inner::Closed { .. }, Signal::Refused) => Some(self.open(now, 1, OpenCause::Refused)),
             (Inner::Closed { failures }, Signal::Failure) => {
                 let failures = failures.saturating_add(1);
                 if failures >= self.policy.failures_to_open.max(1) {
-                    Some(self.open(
-                        now,
-                        self.policy.base,
-                        OpenCause::ConsecutiveFailures(failures),
-                    ))
+                    Some(self.open(now, 1, OpenCause::ConsecutiveFailures(failures)))
                 } else {
                     self.inner = Inner::Closed { failures };
                     None
@@ -180,9 +187,9 @@ impl Breaker {
                 self.inner = Inner::Closed { failures: 0 };
                 Some(Transition::Closed)
             }
-            (Inner::HalfOpen { backoff, .. }, Signal::Failure | Signal::Refused) if probe => {
-                let longer = backoff.saturating_mul(2).min(self.policy.max);
-                Some(self.open(now, longer, OpenCause::ProbeFailed))
+            (Inner::HalfOpen { openings, .. }, Signal::Failure | Signal::Refused) if probe => {
+                // Open again, for twice as long (up to the cap).
+                Some(self.open(now, openings.saturating_add(1), OpenCause::ProbeFailed))
             }
             // Calls that started before the breaker opened: old news.
             (Inner::Open { .. } | Inner::HalfOpen { .. }, _) => None,
@@ -191,19 +198,19 @@ impl Breaker {
 
     /// The probe's caller gave up before a result: let the next call probe.
     pub fn abandon_probe(&mut self) {
-        if let Inner::HalfOpen { backoff, .. } = self.inner {
+        if let Inner::HalfOpen { openings, .. } = self.inner {
             self.inner = Inner::HalfOpen {
-                backoff,
+                openings,
                 probing: false,
             };
         }
     }
 
-    fn open(&mut self, now: Instant, backoff: Duration, cause: OpenCause) -> Transition {
-        let backoff = backoff.min(self.policy.max);
+    fn open(&mut self, now: Instant, openings: u32, cause: OpenCause) -> Transition {
+        let backoff = Backoff::new(self.policy.base, self.policy.max).exact(openings);
         self.inner = Inner::Open {
             until: now + backoff,
-            backoff,
+            openings,
         };
         Transition::Opened { cause, backoff }
     }

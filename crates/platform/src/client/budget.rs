@@ -51,10 +51,15 @@ impl RetryBudget {
         self.slot(now).calls += 1;
     }
 
+    /// Whether a retry is left, without taking it.
+    pub fn allows(&self, now: Instant) -> bool {
+        let (calls, retries) = self.totals(now);
+        retries < self.allowed(calls)
+    }
+
     /// Takes one retry from the budget if there is one left; `false` means do not retry.
     pub fn try_withdraw(&mut self, now: Instant) -> bool {
-        let (calls, retries) = self.totals(now);
-        if retries < self.allowed(calls) {
+        if self.allows(now) {
             self.slot(now).retries += 1;
             true
         } else {

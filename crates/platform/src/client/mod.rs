@@ -8,17 +8,19 @@
 //! 1. [`concurrency`]: a permit from the dependency's limit, or fail fast (`Overloaded`).
 //! 2. [`deadline`]: the call's deadline is `min(own timeout, the deadline of the request
 //!    being handled)`.
-//! 3. For each attempt:
-//!    - [`dependency`]: choose an instance (shard filter, circuit breakers, untried
-//!      instances first, probes of ejected instances, then [`balance`]'s power of two
-//!      choices on outstanding calls × latency);
-//!    - [`transport`]: send it with the trace context and the remaining deadline,
-//!      bounded by the attempt's time;
-//!    - record the outcome: latency for the balancer, success or failure for the
-//!      instance's [`breaker`];
-//!    - [`retry`]: repeat only if safe (never sent, or idempotent) and worth it, after
-//!      a jittered backoff, on another instance when there is one, while the deadline
-//!      allows and the dependency's retry [`budget`] has room.
+//! 3. For each attempt, three named phases:
+//!    - *choose the target* (`choose_target`): [`dependency`] picks an instance (shard
+//!      filter, circuit breakers, untried instances first, probes of ejected instances,
+//!      then [`balance`]'s power of two choices on outstanding calls × latency),
+//!      waiting briefly for a shard's holder that is being restarted;
+//!    - *one attempt* (`attempt`): [`transport`] sends it with the trace context and
+//!      the remaining deadline, bounded by the attempt's time, and the outcome is
+//!      recorded: latency for the balancer, success or failure for the instance's
+//!      [`breaker`];
+//!    - *the retry decision* ([`retry::decide`], pure): repeat only if safe (never
+//!      sent, or idempotent) and worth it, after a jittered backoff, on another
+//!      instance when there is one, while the deadline allows and the dependency's
+//!      retry [`budget`] has room.
 //!
 //! What a caller gets: the answer of the last attempt (any status, 5xx included once
 //! retries are spent), or a [`CallError`] saying why there is none. The policy of each
@@ -48,9 +50,9 @@ pub use call::{shard_of, Call, CallError, CallResponse};
 use super::config::{ClientSettings, Config};
 use super::peer_view::PeerView;
 use super::tls::{http_client_builder, TlsMaterial};
-use dependency::{Dependency, EndpointKey, Pick};
+use dependency::{Dependency, EndpointKey, InFlight, Pick};
 use metrics::ClientMetrics;
-use retry::Outcome;
+use retry::{AfterAttempt, Decision, FailureKind, GiveUp, Outcome};
 
 /// Longest wait for a TCP (and TLS) connection: one that takes longer goes elsewhere
 /// (a connect failure is always safe to retry).
@@ -146,6 +148,7 @@ impl ServiceClient {
         d
     }
 
+    /// One call: a permit, a deadline, then attempts until [`retry::decide`] gives up.
     async fn call_with(
         &self,
         dependency: &Arc<Dependency>,
@@ -168,22 +171,94 @@ impl ServiceClient {
             });
         }
         dependency.budget.lock().record_call(started);
-        let max_attempts = policy.max_attempts.max(1);
         let mut tried: Vec<EndpointKey> = Vec::new();
         // The result of the previous attempt, returned if no further attempt can go.
         let mut previous: Option<Result<CallResponse, CallError>> = None;
-        let mut attempt = 1;
+        let mut attempts = 0;
         // Whether an attempt of this call found nothing listening (see the owner wait).
         let mut refused_here = false;
         loop {
+            let target = match self
+                .choose_target(dependency, call, &tried, started, deadline, refused_here)
+                .await
+            {
+                Ok(target) => target,
+                Err(none) => return previous.unwrap_or(Err(none)),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < Duration::from_millis(1) {
+                // The header counts whole milliseconds: nothing useful fits.
+                return previous.unwrap_or(Err(CallError::Timeout {
+                    role: role.to_string(),
+                    instance: None,
+                    timeout: policy.timeout,
+                }));
+            }
+            attempts += 1;
+            tried.push(target.key().clone());
+            let instance = target.instance_id.clone();
+            let (outcome, result) = attempt(dependency, call, target, left, attempts).await;
+            refused_here |= matches!(outcome, Outcome::Failed(FailureKind::Refused));
+            let now = Instant::now();
+            let decision = {
+                // Read, and for a retry taken, under one lock: no other call takes the
+                // last retry in between.
+                let mut budget = dependency.budget.lock();
+                let facts = AfterAttempt {
+                    outcome,
+                    idempotent: call.idempotent,
+                    attempts,
+                    time_left: deadline.saturating_duration_since(now),
+                    budget_allows: budget.allows(now),
+                };
+                let decision = retry::decide(&facts, policy, &mut rand::rng());
+                if let Decision::Retry { .. } = decision {
+                    let taken = budget.try_withdraw(now);
+                    debug_assert!(taken, "the budget allowed it under this lock");
+                }
+                decision
+            };
+            let pause = match decision {
+                Decision::Retry { after } => after,
+                Decision::GiveUp(why) => {
+                    match why {
+                        GiveUp::NoTimeLeft => dependency.metrics.skipped_deadline.inc(),
+                        GiveUp::BudgetSpent => {
+                            dependency.metrics.skipped_budget.inc();
+                            tracing::debug!(dependency = %role, %instance, "retry budget spent; not retrying");
+                        }
+                        GiveUp::Final | GiveUp::NoAttemptsLeft => {}
+                    }
+                    return result;
+                }
+            };
+            dependency.metrics.retries.inc();
+            tracing::debug!(dependency = %role, %instance, ?outcome, attempt = attempts, pause = ?pause, "retrying the call");
+            previous = Some(result);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// The instance for the next attempt, or why there is none. A shard that had a
+    /// holder a moment ago but has none now, or whose holder just refused this very
+    /// call, is usually one being restarted: it deregistered on SIGTERM, or its old
+    /// address no longer listens. This waits a little for the new holder, so a rolling
+    /// restart is invisible; a dead shard still gets its 503 once the wait is over, and
+    /// an instance ejected for failing is not waited for.
+    async fn choose_target(
+        &self,
+        dependency: &Arc<Dependency>,
+        call: &Call<'_>,
+        tried: &[EndpointKey],
+        started: Instant,
+        deadline: Instant,
+        refused_here: bool,
+    ) -> Result<InFlight, CallError> {
+        let role = dependency.role.as_str();
+        loop {
             let now = Instant::now();
             let view = self.inner.peers.instances(role);
-            let pick = dependency.pick(&view, call.shard, &tried, now);
-            // A shard that had a holder a moment ago but has none now, or whose holder
-            // just refused this very call, is usually one being restarted: it
-            // deregistered on SIGTERM, or its old address no longer listens. Wait a little for the new holder, so a rolling
-            // restart is invisible; a dead shard still gets its 503 once the wait is
-            // over, and an instance ejected for failing is not waited for.
+            let pick = dependency.pick(&view, call.shard, tried, now);
             dependency.note_shards(&view, now);
             let owner_may_return = call
                 .shard
@@ -198,89 +273,64 @@ impl ServiceClient {
                 tokio::time::sleep(OWNER_POLL).await;
                 continue;
             }
-            let target = match pick {
-                Pick::Chosen(target) => target,
-                Pick::NoInstance => {
-                    return previous.unwrap_or(Err(CallError::NoInstance {
-                        role: role.to_string(),
-                        shard: call.shard,
-                    }))
-                }
-                Pick::AllEjected { retry_in } => {
-                    return previous.unwrap_or(Err(CallError::Ejected {
-                        role: role.to_string(),
-                        shard: call.shard,
-                        retry_in,
-                    }))
-                }
-            };
-            let left = deadline.saturating_duration_since(now);
-            if left < Duration::from_millis(1) {
-                // The header counts whole milliseconds: nothing useful fits.
-                return previous.unwrap_or(Err(CallError::Timeout {
+            return match pick {
+                Pick::Chosen(target) => Ok(target),
+                Pick::NoInstance => Err(CallError::NoInstance {
                     role: role.to_string(),
-                    instance: None,
-                    timeout: policy.timeout,
-                }));
-            }
-            let another_may_follow = call.idempotent && attempt < max_attempts;
-            let budget = match policy.attempt_timeout {
-                Some(limit) if another_may_follow => limit.min(left),
-                _ => left,
-            };
-            let sent = transport::send(&dependency.http, &target.address, call, budget).await;
-            let outcome = match &sent {
-                Ok(res) => Outcome::Answered(res.status),
-                Err(failure) => Outcome::Failed(failure.kind),
-            };
-            refused_here |= matches!(outcome, Outcome::Failed(retry::FailureKind::Refused));
-            match &sent {
-                Err(failure) => dependency.metrics.attempt_failed(failure.kind.label()),
-                Ok(res) if res.status >= 500 => dependency.metrics.attempt_failed("status_5xx"),
-                Ok(_) => {}
-            }
-            let instance = target.instance_id.clone();
-            tried.push(target.key().clone());
-            target.finish(outcome, Instant::now());
-            let result = sent.map_err(|failure| match failure.kind {
-                retry::FailureKind::TimedOut => CallError::Timeout {
+                    shard: call.shard,
+                }),
+                Pick::AllEjected { retry_in } => Err(CallError::Ejected {
                     role: role.to_string(),
-                    instance: Some(instance.clone()),
-                    timeout: budget,
-                },
-                _ => CallError::Unreachable {
-                    role: role.to_string(),
-                    instance: instance.clone(),
-                    detail: failure.detail,
-                },
-            });
-            if attempt >= max_attempts || !outcome.retryable(call.idempotent) {
-                return result;
-            }
-            // The rules allow a retry; the deadline and the budget must too.
-            let pause = retry::backoff(
-                policy.backoff_base,
-                policy.backoff_max,
-                attempt,
-                &mut rand::rng(),
-            );
-            let now = Instant::now();
-            if now + pause >= deadline {
-                dependency.metrics.skipped_deadline.inc();
-                return result;
-            }
-            if !dependency.budget.lock().try_withdraw(now) {
-                dependency.metrics.skipped_budget.inc();
-                tracing::debug!(dependency = %role, %instance, "retry budget spent; not retrying");
-                return result;
-            }
-            dependency.metrics.retries.inc();
-            tracing::debug!(dependency = %role, %instance, ?outcome, attempt, pause = ?pause, "retrying the call");
-            previous = Some(result);
-            tokio::time::sleep(pause).await;
-            attempt += 1;
+                    shard: call.shard,
+                    retry_in,
+                }),
+            };
         }
     }
+}
+
+/// One attempt, number `attempts` of the call, on `target` with `left` until the
+/// deadline: sends it, counts a failure, tells the balancer and the breaker, and says
+/// what came of it, as an [`Outcome`] and as what the caller would get.
+async fn attempt(
+    dependency: &Dependency,
+    call: &Call<'_>,
+    target: InFlight,
+    left: Duration,
+    attempts: u32,
+) -> (Outcome, Result<CallResponse, CallError>) {
+    let role = dependency.role.as_str();
+    let policy = &dependency.policy;
+    let another_may_follow = call.idempotent && attempts < policy.max_attempts.max(1);
+    let budget = match policy.attempt_timeout {
+        Some(limit) if another_may_follow => limit.min(left),
+        _ => left,
+    };
+    let sent = transport::send(&dependency.http, &target.address, call, budget).await;
+    let outcome = match &sent {
+        Ok(res) => Outcome::Answered(res.status),
+        Err(failure) => Outcome::Failed(failure.kind),
+    };
+    match &sent {
+        Err(failure) => dependency.metrics.attempt_failed(failure.kind.label()),
+        Ok(res) if res.status >= 500 => dependency.metrics.attempt_failed("status_5xx"),
+        Ok(_) => {}
+    }
+    let instance = target.instance_id.clone();
+    target.finish(outcome, Instant::now());
+    let result = sent.map_err(|failure| match failure.kind {
+        FailureKind::TimedOut => CallError::Timeout {
+            role: role.to_string(),
+            instance: Some(instance),
+            timeout: budget,
+        },
+        _ => CallError::Unreachable {
+            role: role.to_string(),
+            instance,
+            detail: failure.detail,
+        },
+    });
+    (outcome, result)
 }
 
 /// Counts one call when it ends, also when its caller drops it half-way (`cancelled`:

@@ -10,13 +10,17 @@
 //! Everything else is final: an answer below 500 is the callee's verdict, and a POST
 //! that may have been received must not run twice. Whether a permitted retry actually
 //! happens also depends on attempts left, the deadline and the retry budget
-//! ([`super::budget`]); the pause before it is [`backoff`].
+//! ([`super::budget`]); the pause before it is [`crate::backoff::Backoff::delay`]. All of
+//! that is one pure function, [`decide`]: the service client gathers the facts after
+//! each attempt and does what it says.
 
 use std::time::Duration;
 
 use rand::Rng;
 
 use super::breaker::Signal;
+use crate::backoff::Backoff;
+use crate::config::CallPolicy;
 
 /// How an attempt failed when no answer came back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,20 +83,201 @@ impl Outcome {
     }
 }
 
-/// The pause before retry number `retry` (1 for the first): exponential from `base`,
-/// capped at `max`, with "equal jitter" (a random point in the upper half) so that
-/// callers who failed together do not come back together, yet never retry at once.
-pub fn backoff(base: Duration, max: Duration, retry: u32, rng: &mut impl Rng) -> Duration {
-    let exp = retry.saturating_sub(1).min(20);
-    let cap = base.saturating_mul(1 << exp).min(max);
-    let half = cap / 2;
-    half + rng.random_range(Duration::ZERO..=cap - half)
+/// What is known after an attempt, for [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterAttempt {
+    pub outcome: Outcome,
+    /// Whether the call may be repeated once sent ([`super::Call::idempotent`]).
+    pub idempotent: bool,
+    /// Attempts made so far, this one included (1 after the first).
+    pub attempts: u32,
+    /// Until the call's deadline.
+    pub time_left: Duration,
+    /// Whether the dependency's retry budget has a retry left.
+    pub budget_allows: bool,
+}
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Repeat the call after this pause (and take the retry from the budget).
+    Retry { after: Duration },
+    /// Return this attempt's result as it is.
+    GiveUp(GiveUp),
+}
+
+/// Why an attempt's result is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// Repeating is unsafe or cannot help ([`Outcome::retryable`]); success included.
+    Final,
+    /// `max_attempts` were made.
+    NoAttemptsLeft,
+    /// The pause before a retry would reach the deadline.
+    NoTimeLeft,
+    /// The dependency's retry budget is spent.
+    BudgetSpent,
+}
+
+/// Whether to repeat a call after an attempt, and after how long: the rules above, in
+/// this order (attempts, safety, deadline, budget). Pure apart from the jitter, which
+/// comes from `rng`.
+pub fn decide(facts: &AfterAttempt, policy: &CallPolicy, rng: &mut impl Rng) -> Decision {
+    if facts.attempts >= policy.max_attempts.max(1) {
+        return Decision::GiveUp(GiveUp::NoAttemptsLeft);
+    }
+    if !facts.outcome.retryable(facts.idempotent) {
+        return Decision::GiveUp(GiveUp::Final);
+    }
+    let pause = Backoff::new(policy.backoff_base, policy.backoff_max).delay(facts.attempts, rng);
+    if pause >= facts.time_left {
+        return Decision::GiveUp(GiveUp::NoTimeLeft);
+    }
+    if !facts.budget_allows {
+        return Decision::GiveUp(GiveUp::BudgetSpent);
+    }
+    Decision::Retry { after: pause }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::{rngs::StdRng, SeedableRng};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn policy() -> CallPolicy {
+        CallPolicy {
+            max_attempts: 3,
+            backoff_base: 20 * MS,
+            backoff_max: 100 * MS,
+            ..CallPolicy::default()
+        }
+    }
+
+    /// A first attempt with plenty of time and budget.
+    fn after(outcome: Outcome, idempotent: bool) -> AfterAttempt {
+        AfterAttempt {
+            outcome,
+            idempotent,
+            attempts: 1,
+            time_left: Duration::from_secs(5),
+            budget_allows: true,
+        }
+    }
+
+    fn decide_seeded(facts: AfterAttempt) -> Decision {
+        decide(&facts, &policy(), &mut StdRng::seed_from_u64(1))
+    }
+
+    fn retries(d: Decision) -> bool {
+        matches!(d, Decision::Retry { .. })
+    }
+
+    #[test]
+    fn never_sent_is_retried_even_when_not_idempotent() {
+        for kind in [FailureKind::Refused, FailureKind::NotConnected] {
+            let d = decide_seeded(after(Outcome::Failed(kind), false));
+            assert!(retries(d), "{kind:?}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn idempotent_timeouts_and_5xx_are_retried_after_the_first_backoff() {
+        for outcome in [
+            Outcome::Failed(FailureKind::TimedOut),
+            Outcome::Failed(FailureKind::Broken),
+            Outcome::Answered(500),
+            Outcome::Answered(503),
+        ] {
+            match decide_seeded(after(outcome, true)) {
+                Decision::Retry { after } => {
+                    assert!(
+                        after >= 10 * MS && after <= 20 * MS,
+                        "{outcome:?}: {after:?}"
+                    )
+                }
+                other => panic!("{outcome:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_sent_call_that_is_not_idempotent_is_final() {
+        for outcome in [
+            Outcome::Failed(FailureKind::TimedOut),
+            Outcome::Failed(FailureKind::Broken),
+            Outcome::Answered(502),
+        ] {
+            let d = decide_seeded(after(outcome, false));
+            assert_eq!(d, Decision::GiveUp(GiveUp::Final), "{outcome:?}");
+        }
+        // An answer below 500 is the callee's verdict, idempotent or not.
+        let d = decide_seeded(after(Outcome::Answered(409), true));
+        assert_eq!(d, Decision::GiveUp(GiveUp::Final));
+    }
+
+    #[test]
+    fn a_spent_budget_stops_a_retry_the_rules_allow() {
+        let facts = AfterAttempt {
+            budget_allows: false,
+            ..after(Outcome::Answered(503), true)
+        };
+        assert_eq!(decide_seeded(facts), Decision::GiveUp(GiveUp::BudgetSpent));
+    }
+
+    #[test]
+    fn no_retry_whose_pause_reaches_the_deadline() {
+        // The first pause is at least 10 ms.
+        for left in [Duration::ZERO, 5 * MS, 10 * MS] {
+            let facts = AfterAttempt {
+                time_left: left,
+                ..after(Outcome::Failed(FailureKind::Refused), false)
+            };
+            assert_eq!(decide_seeded(facts), Decision::GiveUp(GiveUp::NoTimeLeft));
+        }
+        let facts = AfterAttempt {
+            time_left: 21 * MS,
+            ..after(Outcome::Failed(FailureKind::Refused), false)
+        };
+        assert!(retries(decide_seeded(facts)));
+    }
+
+    #[test]
+    fn max_attempts_ends_it_whatever_else_allows() {
+        let facts = AfterAttempt {
+            attempts: 3,
+            ..after(Outcome::Failed(FailureKind::Refused), true)
+        };
+        assert_eq!(
+            decide_seeded(facts),
+            Decision::GiveUp(GiveUp::NoAttemptsLeft)
+        );
+        let facts = AfterAttempt {
+            attempts: 2,
+            ..facts
+        };
+        assert!(retries(decide_seeded(facts)));
+        let once = CallPolicy {
+            max_attempts: 1,
+            ..policy()
+        };
+        let facts = after(Outcome::Failed(FailureKind::Refused), true);
+        let d = decide(&facts, &once, &mut StdRng::seed_from_u64(1));
+        assert_eq!(d, Decision::GiveUp(GiveUp::NoAttemptsLeft));
+    }
+
+    #[test]
+    fn later_retries_wait_longer() {
+        let facts = AfterAttempt {
+            attempts: 2,
+            ..after(Outcome::Answered(500), true)
+        };
+        match decide_seeded(facts) {
+            Decision::Retry { after } => assert!(after >= 20 * MS && after <= 40 * MS),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn never_sent_is_always_retryable() {
@@ -133,23 +318,5 @@ mod tests {
             Outcome::Failed(FailureKind::Refused).breaker_signal(),
             Signal::Refused
         );
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let mut rng = StdRng::seed_from_u64(3);
-        let base = Duration::from_millis(20);
-        let max = Duration::from_millis(100);
-        for _ in 0..200 {
-            let first = backoff(base, max, 1, &mut rng);
-            assert!(first >= base / 2 && first <= base, "{first:?}");
-            let second = backoff(base, max, 2, &mut rng);
-            assert!(second >= base && second <= 2 * base, "{second:?}");
-            let late = backoff(base, max, 30, &mut rng);
-            assert!(late >= max / 2 && late <= max, "{late:?}");
-        }
-        let draws: std::collections::HashSet<_> =
-            (0..50).map(|_| backoff(base, max, 3, &mut rng)).collect();
-        assert!(draws.len() > 10, "jittered: {draws:?}");
     }
 }

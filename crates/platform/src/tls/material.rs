@@ -5,11 +5,11 @@
 //! the certificate names the expected identity and chains to the CA) or it is not
 //! loaded at all — a half-written rotation keeps the previous material and logs why.
 //! Connections already open keep the material they were made with; only new handshakes
-//! see a reload, so rotation needs no restart and breaks no connection.
+//! see a reload, so rotation needs no restart and breaks no connection. When to reload
+//! is [`crate::reload`]'s business: this is a [`Reloadable`] of three files.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use parking_lot::RwLock;
 use rustls::client::WebPkiServerVerifier;
@@ -23,6 +23,7 @@ use rustls::RootCertStore;
 
 use super::identity;
 use crate::config::TlsFiles;
+use crate::reload::Reloadable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -53,7 +54,6 @@ struct Loaded {
     key: Arc<CertifiedKey>,
     client_verifier: Arc<dyn ClientCertVerifier>,
     server_verifier: Arc<WebPkiServerVerifier>,
-    stamp: Vec<Option<(SystemTime, u64)>>,
 }
 
 /// The live material of one instance; cheap to share, swapped on reload.
@@ -107,15 +107,6 @@ impl TlsMaterial {
         self.current.read().server_verifier.clone()
     }
 
-    /// Reloads when any file's modification time or size changed. `Ok(false)`: nothing
-    /// changed. On error the previous material stays.
-    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        if stamp(&self.files) == self.current.read().stamp {
-            return Ok(false);
-        }
-        self.reload().map(|()| true)
-    }
-
     /// Loads the files again and swaps them in if they are consistent.
     pub fn reload(&self) -> Result<(), TlsError> {
         let loaded = load_files(&self.files, &self.identity, &self.provider)?;
@@ -124,13 +115,34 @@ impl TlsMaterial {
     }
 }
 
+impl Reloadable for TlsMaterial {
+    fn what(&self) -> &'static str {
+        "tls certificates"
+    }
+
+    fn which(&self) -> String {
+        self.identity.clone()
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        vec![
+            self.files.ca.clone(),
+            self.files.cert.clone(),
+            self.files.key.clone(),
+        ]
+    }
+
+    fn reload(&self) -> anyhow::Result<String> {
+        TlsMaterial::reload(self)?;
+        Ok("new connections use them".into())
+    }
+}
+
 fn load_files(
     files: &TlsFiles,
     identity: &str,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Loaded, TlsError> {
-    // Stamp first: a file replaced while we read it is seen as changed next time.
-    let stamp = stamp(files);
     let chain = read_certs(&files.cert)?;
     let key_der = read_key(&files.key)?;
     let signing_key = provider
@@ -195,7 +207,6 @@ fn load_files(
         key: Arc::new(key),
         client_verifier,
         server_verifier,
-        stamp,
     })
 }
 
@@ -227,16 +238,6 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
         path: show(path),
         reason: e.to_string(),
     })
-}
-
-fn stamp(files: &TlsFiles) -> Vec<Option<(SystemTime, u64)>> {
-    [&files.ca, &files.cert, &files.key]
-        .iter()
-        .map(|p| {
-            let meta = std::fs::metadata(p).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
-        })
-        .collect()
 }
 
 fn show(path: &Path) -> String {

@@ -1,15 +1,14 @@
 //! The certificate of the gateway's public listener (`tls.public_cert`, `tls.public_key`):
 //! the one the public sees, issued by whoever the public trusts, not by the cluster CA.
 //!
-//! Like the internal material ([`super::TlsMaterial`]) it is reloaded in place when its
-//! files change, and it is taken only whole: a key that does not match the certificate,
+//! Like the internal material ([`super::TlsMaterial`]) it is a [`Reloadable`], reloaded
+//! in place when its files change ([`crate::reload`]), and it is taken only whole: a key that does not match the certificate,
 //! or a file half copied, keeps the certificate in use. It is the public listener's
 //! certificate resolver, so each new handshake takes the certificate of the moment and
 //! connections already open keep the one they began with.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use parking_lot::RwLock;
 use rustls::crypto::CryptoProvider;
@@ -17,22 +16,14 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::material::{read_certs, read_key, TlsError};
-
-/// What one load of the two files produced.
-struct Loaded {
-    key: Arc<CertifiedKey>,
-    stamp: Stamp,
-}
-
-/// Modification time and size of each file; `None` for one that cannot be read.
-type Stamp = [Option<(SystemTime, u64)>; 2];
+use crate::reload::Reloadable;
 
 /// The public listener's live certificate and key; swapped on reload.
 pub struct PublicCert {
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
-    current: RwLock<Arc<Loaded>>,
+    current: RwLock<Arc<CertifiedKey>>,
 }
 
 impl std::fmt::Debug for PublicCert {
@@ -54,7 +45,7 @@ impl PublicCert {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             provider,
-            current: RwLock::new(Arc::new(loaded)),
+            current: RwLock::new(loaded),
         }))
     }
 
@@ -64,23 +55,33 @@ impl PublicCert {
 
     /// The certificate and key new handshakes use.
     pub fn certified_key(&self) -> Arc<CertifiedKey> {
-        self.current.read().key.clone()
-    }
-
-    /// Reloads when either file's modification time or size changed. `Ok(false)`:
-    /// nothing changed. On error the previous certificate stays.
-    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        if stamp(&self.cert, &self.key) == self.current.read().stamp {
-            return Ok(false);
-        }
-        self.reload().map(|()| true)
+        self.current.read().clone()
     }
 
     /// Loads the files again and swaps them in if the key matches the certificate.
     pub fn reload(&self) -> Result<(), TlsError> {
         let loaded = load_files(&self.cert, &self.key, &self.provider)?;
-        *self.current.write() = Arc::new(loaded);
+        *self.current.write() = loaded;
         Ok(())
+    }
+}
+
+impl Reloadable for PublicCert {
+    fn what(&self) -> &'static str {
+        "tls certificates"
+    }
+
+    fn which(&self) -> String {
+        "public".into()
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.cert.clone(), self.key.clone()]
+    }
+
+    fn reload(&self) -> anyhow::Result<String> {
+        PublicCert::reload(self)?;
+        Ok("new connections use them".into())
     }
 }
 
@@ -90,9 +91,11 @@ impl ResolvesServerCert for PublicCert {
     }
 }
 
-fn load_files(cert: &Path, key: &Path, provider: &Arc<CryptoProvider>) -> Result<Loaded, TlsError> {
-    // Stamp first: a file replaced while we read it is seen as changed next time.
-    let stamp = stamp(cert, key);
+fn load_files(
+    cert: &Path,
+    key: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = read_certs(cert)?;
     let signing_key = provider
         .key_provider
@@ -106,15 +109,5 @@ fn load_files(cert: &Path, key: &Path, provider: &Arc<CryptoProvider>) -> Result
         cert: cert.display().to_string(),
         key: key.display().to_string(),
     })?;
-    Ok(Loaded {
-        key: Arc::new(certified),
-        stamp,
-    })
-}
-
-fn stamp(cert: &Path, key: &Path) -> Stamp {
-    [cert, key].map(|p| {
-        let meta = std::fs::metadata(p).ok()?;
-        Some((meta.modified().ok()?, meta.len()))
-    })
+    Ok(Arc::new(certified))
 }

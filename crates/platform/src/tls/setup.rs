@@ -1,6 +1,6 @@
 //! What an instance does with its `tls:` settings at start-up: load its material (or say
 //! loudly that it runs without), build the public listener's config, and keep both
-//! fresh (every `tls.reload_interval` and on SIGHUP).
+//! fresh (every `tls.reload_interval` and on SIGHUP, through [`crate::reload`]).
 //!
 //! Start-up errors name the file and the config key it came from; a reload that fails
 //! keeps the previous material and logs why, so a bad rotation never takes an instance
@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::signal::unix::{signal, SignalKind};
 
 use super::material::{TlsError, TlsMaterial};
 use super::public_cert::PublicCert;
 use crate::config::TlsSettings;
 use crate::listener::Transport;
+use crate::reload;
 use crate::shutdown::Shutdown;
 
 /// The material of an instance of `role`, or `None` when `tls.insecure` is set.
@@ -64,104 +64,11 @@ pub fn public_transport(
 }
 
 /// Certificates the reloader keeps fresh: the internal material, the public certificate.
-pub trait Reloadable: Send + Sync {
-    /// Which certificates, in log lines: the identity, or `public`.
-    fn what(&self) -> &str;
-    /// Reloads when the files changed; `Ok(false)`: they did not.
-    fn reload_if_changed(&self) -> Result<bool, TlsError>;
-    /// Reloads now.
-    fn reload(&self) -> Result<(), TlsError>;
-}
-
-impl Reloadable for TlsMaterial {
-    fn what(&self) -> &str {
-        self.identity()
-    }
-
-    fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        TlsMaterial::reload_if_changed(self)
-    }
-
-    fn reload(&self) -> Result<(), TlsError> {
-        TlsMaterial::reload(self)
-    }
-}
-
-impl Reloadable for PublicCert {
-    fn what(&self) -> &str {
-        "public"
-    }
-
-    fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        PublicCert::reload_if_changed(self)
-    }
-
-    fn reload(&self) -> Result<(), TlsError> {
-        PublicCert::reload(self)
-    }
-}
+pub use crate::reload::Reloadable;
 
 /// Checks the files of each of `items` every `interval` and on SIGHUP, and swaps in
-/// what changed. Nothing to check: no task.
+/// what changed ([`crate::reload`]). Nothing to check: no task.
 pub fn spawn_reloader(items: Vec<Arc<dyn Reloadable>>, interval: Duration, shutdown: Shutdown) {
-    if items.is_empty() {
-        return;
-    }
-    spawn_checker("certificates", interval, shutdown, move |forced| {
-        for item in &items {
-            let result = if forced {
-                item.reload().map(|()| true)
-            } else {
-                item.reload_if_changed()
-            };
-            match result {
-                Ok(true) => tracing::info!(
-                    certificates = item.what(),
-                    forced,
-                    "tls certificates reloaded; new connections use them"
-                ),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(
-                    certificates = item.what(),
-                    error = %e,
-                    "tls certificates not reloaded; the previous ones stay in use"
-                ),
-            }
-        }
-    });
-}
-
-/// Calls `check` every `interval` with `false`, and at once on SIGHUP with `true`
-/// (forced), until `shutdown`: what every reload of files an instance reads uses (the
-/// certificates here, the gateway's API keys). `what` names them in a warning.
-pub fn spawn_checker(
-    what: &'static str,
-    interval: Duration,
-    shutdown: Shutdown,
-    mut check: impl FnMut(bool) + Send + 'static,
-) {
-    tokio::spawn(async move {
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGHUP; {what} reload on change only");
-                None
-            }
-        };
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let forced = tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = tick.tick() => false,
-                Some(()) = async {
-                    match hangup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => true,
-            };
-            check(forced);
-        }
-    });
+    let watched = items.into_iter().map(reload::Watched::new).collect();
+    reload::spawn(watched, interval, shutdown);
 }

@@ -1,30 +1,68 @@
-//! Reloading the API keys without a restart: the keys file (`gateway.api_keys_file`) is
-//! checked every `tls.reload_interval` (by modification time and size) and read at once
-//! on SIGHUP, like the certificates; what it holds, with the config's `gateway.api_keys`,
-//! replaces the guard's keys.
+//! Reloading the API keys without a restart: the keys file (`gateway.api_keys_file`) is a
+//! [`Reloadable`] watched by the platform's [`reload`] like the certificates: checked
+//! every `tls.reload_interval` (by modification time and size) and read at once on
+//! SIGHUP; what it holds, with the config's `gateway.api_keys`, replaces the guard's keys.
+//!
+//! It is paced by `tls.reload_interval` on purpose: one interval says how soon any
+//! rotated secret file (certificate or keys) is taken, and one SIGHUP reloads them all.
 //!
 //! Guarantees: a file that cannot be read or holds an entry that does not check out is
 //! not taken — the keys in use stay, a warning names the file and the entry, and the
 //! next check tries again; requests already admitted are not affected; the log names
 //! keys, never shows a key or a hash.
 
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use svc_platform::config::GatewaySettings;
+use svc_platform::reload::{self, Reloadable, Stamp, Watched};
 use svc_platform::shutdown::Shutdown;
-use svc_platform::tls::setup;
 
 use super::Guard;
 
-/// Modification time and size of the keys file; `None` when it cannot be read.
-pub type Stamp = Option<(SystemTime, u64)>;
+/// The guard's keys, as read from the config and its keys file.
+struct ApiKeys {
+    guard: Guard,
+    settings: GatewaySettings,
+    file: PathBuf,
+}
 
-/// The stamp of `path` now. Take it before reading the file: a file replaced while it
-/// is read is then seen as changed at the next check.
-pub fn stamp(path: &Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+impl Reloadable for ApiKeys {
+    fn what(&self) -> &'static str {
+        "api keys"
+    }
+
+    fn which(&self) -> String {
+        self.file.display().to_string()
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.file.clone()]
+    }
+
+    /// Reads every key again and gives them to the guard; says which keys are in use.
+    fn reload(&self) -> anyhow::Result<String> {
+        let keys = self.settings.all_keys("config")?;
+        self.guard
+            .replace_keys(&keys)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let names: Vec<String> = keys.into_iter().map(|k| k.name).collect();
+        if names.is_empty() {
+            tracing::warn!(
+                file = %self.file.display(),
+                "api keys reloaded: NO key left, every /api/v1 request is refused with 401"
+            );
+        }
+        Ok(format!("keys {} ({})", names.join(","), names.len()))
+    }
+}
+
+/// The stamp of the keys file of `settings` now, if it has one. Take it before reading
+/// the file: a file replaced while it is read is then seen as changed at the next check.
+pub fn stamp(settings: &GatewaySettings) -> Option<Stamp> {
+    let file = settings.api_keys_file.as_ref()?;
+    Some(Stamp::of(&[file]))
 }
 
 /// Keeps `guard`'s keys those of `settings` (its `api_keys_file` read again when it
@@ -33,50 +71,17 @@ pub fn stamp(path: &Path) -> Stamp {
 pub fn spawn(
     guard: Guard,
     settings: GatewaySettings,
-    seen: Stamp,
+    seen: Option<Stamp>,
     interval: Duration,
     shutdown: Shutdown,
 ) {
-    let Some(path) = settings.api_keys_file.clone() else {
+    let (Some(file), Some(seen)) = (settings.api_keys_file.clone(), seen) else {
         return;
     };
-    let mut seen = seen;
-    setup::spawn_checker("api keys", interval, shutdown, move |forced| {
-        let now = stamp(&path);
-        if !forced && now == seen {
-            return;
-        }
-        match reload(&guard, &settings) {
-            Ok(names) => {
-                seen = now;
-                if names.is_empty() {
-                    tracing::warn!(
-                        file = %path.display(),
-                        forced,
-                        "api keys reloaded: NO key left, every /api/v1 request is refused with 401"
-                    );
-                } else {
-                    tracing::info!(
-                        file = %path.display(),
-                        keys = %names.join(","),
-                        count = names.len(),
-                        forced,
-                        "api keys reloaded"
-                    );
-                }
-            }
-            // Kept unseen: tried again at the next check, in case it was half written.
-            Err(e) => tracing::warn!(
-                error = %e,
-                "api keys not reloaded; the keys in use stay"
-            ),
-        }
+    let keys = Arc::new(ApiKeys {
+        guard,
+        settings,
+        file,
     });
-}
-
-/// Reads every key again and gives them to `guard`; the names of the keys now in use.
-fn reload(guard: &Guard, settings: &GatewaySettings) -> Result<Vec<String>, String> {
-    let keys = settings.all_keys("config").map_err(|e| e.to_string())?;
-    guard.replace_keys(&keys)?;
-    Ok(keys.into_iter().map(|k| k.name).collect())
+    reload::spawn(vec![Watched::since(keys, seen)], interval, shutdown);
 }
