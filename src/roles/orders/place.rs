@@ -190,7 +190,7 @@ mod tests {
     use svc_platform::events::OutboxRelay;
     use svc_platform::peer_view::PeerView;
     use svc_platform::problem::Problem;
-    use svc_platform::registry_api::now_ms;
+    use svc_platform::clock::now_ms;
     use svc_platform::shutdown::Shutdown;
     use svc_platform::store::Store;
     use svc_platform::trace_context::TraceContext;
