@@ -25,7 +25,7 @@ use super::place::{
 };
 use super::saga::SagaRunner;
 use super::view::{OrderPage, OrderView};
-use svc_platform::client::{self, ServiceClient};
+use svc_platform::client::ServiceClient;
 use svc_platform::problem::Problem;
 use svc_platform::shards::ShardCounts;
 
@@ -120,19 +120,6 @@ fn check_key_shard(state: &OrdersState, key: Option<&str>) -> Result<(), Problem
     ))
 }
 
-/// Makes sure the saga of `id` runs and waits up to `create_wait` for it to end (less if
-/// the caller's deadline is nearer or this instance stops), then reads the order.
-async fn settle(state: &OrdersState, id: &str) -> Result<Order, Problem> {
-    state.runner.drive(id.to_string());
-    // Answer 202 before the caller's deadline rather than make it time out.
-    let until = tokio::time::Instant::now() + client::deadline::bounded(state.create_wait);
-    state
-        .runner
-        .wait_for_outcome(id, until)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("no order `{id}`")))
-}
-
 fn answer(order: &Order, created: bool) -> HttpResponse {
     let status = match (order.is_final(), created) {
         (false, _) => StatusCode::ACCEPTED,
@@ -204,7 +191,7 @@ async fn cancel(state: State, id: web::Path<String>) -> Result<HttpResponse, Pro
     let book = state.book.clone();
     let id2 = id.clone();
     blocking(move || book.request_cancel(&id2)).await?;
-    let order = settle(&state, &id).await?;
+    let order = state.runner.drive_and_wait(&id, state.create_wait).await?;
     match order.status {
         super::order::Status::Confirmed => Err(Problem::conflict(format!(
             "order `{id}` was confirmed before the cancellation took effect"

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use svc_platform::client::{self, Call, ServiceClient};
+use svc_platform::client::{Call, ServiceClient};
 use svc_platform::shards::ShardCounts;
 use svc_platform::trace_context;
 
@@ -145,7 +145,7 @@ pub async fn place_order(
         let (reader, probe, key) = (book.clone(), request.clone(), key.clone());
         let known = tokio::task::spawn_blocking(move || reader.order_for_key(&probe, Some(&key)));
         if let Some(existing) = known.await?? {
-            let order = outcome(runner, existing.id, wait).await?;
+            let order = runner.drive_and_wait(&existing.id, wait).await?;
             return Ok(Placed::Replayed(order));
         }
     }
@@ -159,26 +159,14 @@ pub async fn place_order(
     match created {
         Created::New(order) => {
             tracing::info!(order_id = %order.id, "order created");
-            Ok(Placed::Created(outcome(runner, order.id, wait).await?))
+            Ok(Placed::Created(
+                runner.drive_and_wait(&order.id, wait).await?,
+            ))
         }
         // The same key won a race with this request after the check above.
-        Created::Existing(order) => Ok(Placed::Replayed(outcome(runner, order.id, wait).await?)),
-    }
-}
-
-/// Makes sure the saga of `id` runs and waits for it (see [`SagaRunner::wait_for_outcome`]).
-async fn outcome(
-    runner: &Arc<SagaRunner>,
-    id: String,
-    wait: Duration,
-) -> Result<Order, PlaceError> {
-    runner.drive(id.clone());
-    // Stop waiting before the caller's deadline: it gets the pending order, not a timeout.
-    let until = tokio::time::Instant::now() + client::deadline::bounded(wait);
-    match runner.wait_for_outcome(&id, until).await {
-        Ok(Some(order)) => Ok(order),
-        Ok(None) => Err(BookError::NotFound(id).into()),
-        Err(e) => Err(BookError::Store(e).into()),
+        Created::Existing(order) => Ok(Placed::Replayed(
+            runner.drive_and_wait(&order.id, wait).await?,
+        )),
     }
 }
 
