@@ -62,7 +62,9 @@ impl From<BookError> for Problem {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
             BookError::NotFound(_) => Problem::not_found(e.to_string()),
-            BookError::Conflict(m) => Problem::conflict(m),
+            BookError::AlreadyConfirmed(_) | BookError::BeingConfirmed(_) => {
+                Problem::conflict(e.to_string())
+            }
             BookError::Store(e) => e.into(),
         }
     }
