@@ -18,6 +18,8 @@ mod order;
 mod place;
 mod placement;
 mod saga;
+#[cfg(test)]
+mod testing;
 mod view;
 
 use std::sync::Arc;

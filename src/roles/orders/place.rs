@@ -174,62 +174,12 @@ pub async fn place_order(
 mod tests {
     use std::cell::Cell;
 
-    use svc_platform::config::Config;
-    use svc_platform::events::OutboxRelay;
-    use svc_platform::peer_view::PeerView;
     use svc_platform::problem::Problem;
-    use svc_platform::registry_api::now_ms;
-    use svc_platform::shutdown::Shutdown;
-    use svc_platform::store::Store;
     use svc_platform::trace_context::TraceContext;
 
-    use super::super::order::{NewOrder, Outcome, Status, Step};
-    use super::super::saga::SagaSettings;
+    use super::super::order::{NewOrder, Status, Step};
+    use super::super::testing::{orders, Orders, FOREVER, TEST_LIMIT};
     use super::*;
-
-    /// Long enough that a test which waits for it has hung.
-    const FOREVER: Duration = Duration::from_secs(3600);
-    const TEST_LIMIT: Duration = Duration::from_secs(20);
-
-    /// An order book on a temporary redb file, with a saga runner that has no peers: its
-    /// sagas never get past `reserve`, so an order ends only when a test ends it.
-    struct Orders {
-        _dir: tempfile::TempDir,
-        book: OrderBook,
-        runner: Arc<SagaRunner>,
-        shutdown: Shutdown,
-    }
-
-    fn orders() -> Orders {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("orders.redb")).unwrap());
-        let book = OrderBook::new(store.clone(), 0, "orders-test".into());
-        let config = Config::default();
-        let peers = PeerView::restore(store.clone());
-        let registry = prometheus::Registry::new();
-        let client = ServiceClient::new(peers, &config, &registry, None).unwrap();
-        let (_, manifest) = crate::roles::find("orders").unwrap();
-        let catalog = crate::roles::catalog();
-        let relay = OutboxRelay::new(store, client.clone(), &catalog, &manifest, &config.shards);
-        let shutdown = Shutdown::new();
-        let settings = SagaSettings {
-            retry_max: Duration::from_millis(20),
-            shards: config.shards.clone(),
-        };
-        let runner = SagaRunner::new(
-            book.clone(),
-            client,
-            relay.signal(),
-            settings,
-            shutdown.clone(),
-        );
-        Orders {
-            _dir: dir,
-            book,
-            runner: Arc::new(runner),
-            shutdown,
-        }
-    }
 
     /// Inventory as a fixed list of SKUs (or not answering); counts the checks.
     struct Shelf {
@@ -298,20 +248,6 @@ mod tests {
                 .await
                 .expect("placing an order hung")
         }
-
-        fn stored(&self) -> Vec<Order> {
-            self.book.list(None, 100).unwrap().0
-        }
-
-        /// Ends the saga of `id` as if it had been compensated.
-        fn cancel(&self, id: &str) {
-            let order = self.book.get(id).unwrap().unwrap();
-            let cancelled = order.after(Step::Compensate, Outcome::Done, now_ms());
-            assert!(
-                self.book.save_step(&cancelled).unwrap(),
-                "an event is written"
-            );
-        }
     }
 
     #[tokio::test]
@@ -351,7 +287,7 @@ mod tests {
         let orders = orders();
         let products = shelf(&["tea"]);
         let placed = orders.place(&products, tea(1), key("k1")).await.unwrap();
-        orders.cancel(&placed.order().id);
+        orders.end_cancelled(&placed.order().id);
         let again = orders.place(&products, tea(1), key("k1")).await.unwrap();
         let Placed::Replayed(order) = again else {
             panic!("a known key replays: {again:?}")
@@ -444,7 +380,7 @@ mod tests {
         // On this single-threaded runtime the waiter now reads the pending order and
         // starts waiting before the saga is ended below.
         tokio::task::yield_now().await;
-        orders.cancel(&placed.order().id);
+        orders.end_cancelled(&placed.order().id);
         let ended = tokio::time::timeout(TEST_LIMIT, waiter).await;
         let order = ended.expect("the wait outlived the saga").unwrap().unwrap();
         assert_eq!(order.map(|o| o.status), Some(Status::Cancelled));
