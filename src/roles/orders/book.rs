@@ -30,8 +30,12 @@ pub enum BookError {
     KeyReused(String),
     #[error("no order `{0}`")]
     NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
+    /// A cancel of an order already confirmed.
+    #[error("order `{0}` is confirmed and can no longer be cancelled")]
+    AlreadyConfirmed(String),
+    /// A cancel of an order at `commit` or later: a commit may be in flight.
+    #[error("order `{0}` is being confirmed and can no longer be cancelled")]
+    BeingConfirmed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -260,14 +264,10 @@ impl OrderBook {
                 return Ok(order);
             }
             if order.status == Status::Confirmed {
-                return Err(BookError::Conflict(format!(
-                    "order `{id}` is confirmed and can no longer be cancelled"
-                )));
+                return Err(BookError::AlreadyConfirmed(id.to_string()));
             }
             if !order.cancellable() {
-                return Err(BookError::Conflict(format!(
-                    "order `{id}` is being confirmed and can no longer be cancelled"
-                )));
+                return Err(BookError::BeingConfirmed(id.to_string()));
             }
             order.cancel_requested = true;
             order.updated_at_ms = now_ms();

@@ -1,10 +1,11 @@
-//! The orders role's HTTP API: thin handlers over the order book, the saga runner and
-//! [`place_order`].
+//! The orders role's HTTP API: thin handlers over the order book and the use cases
+//! [`place_order`] and [`cancel_order`].
 //!
 //! Each handler parses (body, headers, path, query) into checked values, calls one
 //! domain function, and maps the result: a create answers 201 with the final order if
 //! its saga ended within the wait, 200 for a replayed key whose order is final, and
-//! otherwise 202 with the pending order and where to poll. Orders are always shown as
+//! otherwise 202 with the pending order and where to poll; a cancel answers 200 with the
+//! cancelled order, or 202 while its saga compensates. Orders are always shown as
 //! [`OrderView`]s. The status of each refusal is decided here, in the `From` impls for
 //! [`Problem`], and nowhere else.
 //!
@@ -19,13 +20,14 @@ use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::book::{BookError, OrderBook};
+use super::cancel::{cancel_order, CancelError};
 use super::order::{check_id, NewOrder, Order};
 use super::place::{
     place_order, IdempotencyKey, InventoryCatalogue, PlaceError, Placed, ProductCheckError,
 };
 use super::saga::SagaRunner;
 use super::view::{OrderPage, OrderView};
-use svc_platform::client::{self, ServiceClient};
+use svc_platform::client::ServiceClient;
 use svc_platform::problem::Problem;
 use svc_platform::shards::{ShardCounts, ShardOwnership};
 
@@ -61,7 +63,9 @@ impl From<BookError> for Problem {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
             BookError::NotFound(_) => Problem::not_found(e.to_string()),
-            BookError::Conflict(m) => Problem::conflict(m),
+            BookError::AlreadyConfirmed(_) | BookError::BeingConfirmed(_) => {
+                Problem::conflict(e.to_string())
+            }
             BookError::Store(e) => e.into(),
         }
     }
@@ -82,6 +86,16 @@ impl From<PlaceError> for Problem {
     }
 }
 
+impl From<CancelError> for Problem {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::Book(e) => e.into(),
+            CancelError::ConfirmedFirst(_) => Problem::conflict(e.to_string()),
+            CancelError::StoreTask(_) => Problem::internal(e.to_string()),
+        }
+    }
+}
+
 fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, Problem> {
     let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
         return Ok(None);
@@ -93,33 +107,11 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, Problem>
         .map_err(Problem::bad_request)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, BookError> + Send + 'static,
-) -> Result<T, Problem> {
-    web::block(f)
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))?
-        .map_err(Problem::from)
-}
-
 /// Refuses a key that hashes to another shard: answering it here could create a second
 /// order for the same key.
 fn check_key_shard(state: &OrdersState, key: Option<&str>) -> Result<(), Problem> {
     let Some(key) = key else { return Ok(()) };
     Ok(state.ownership.check_key("Idempotency-Key", key)?)
-}
-
-/// Makes sure the saga of `id` runs and waits up to `create_wait` for it to end (less if
-/// the caller's deadline is nearer or this instance stops), then reads the order.
-async fn settle(state: &OrdersState, id: &str) -> Result<Order, Problem> {
-    state.runner.drive(id.to_string());
-    // Answer 202 before the caller's deadline rather than make it time out.
-    let until = tokio::time::Instant::now() + client::deadline::bounded(state.create_wait);
-    state
-        .runner
-        .wait_for_outcome(id, until)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("no order `{id}`")))
 }
 
 fn answer(order: &Order, created: bool) -> HttpResponse {
@@ -188,17 +180,8 @@ async fn get(state: State, id: web::Path<String>) -> Result<HttpResponse, Proble
 }
 
 async fn cancel(state: State, id: web::Path<String>) -> Result<HttpResponse, Problem> {
-    let id = id.into_inner();
     check_id(&id).map_err(|e| Problem::bad_request(format!("order id: {e}")))?;
     state.ownership.check_id("order", &id)?;
-    let book = state.book.clone();
-    let id2 = id.clone();
-    blocking(move || book.request_cancel(&id2)).await?;
-    let order = settle(&state, &id).await?;
-    match order.status {
-        super::order::Status::Confirmed => Err(Problem::conflict(format!(
-            "order `{id}` was confirmed before the cancellation took effect"
-        ))),
-        _ => Ok(answer(&order, false)),
-    }
+    let order = cancel_order(&state.book, &state.runner, &id, state.create_wait).await?;
+    Ok(answer(&order, false))
 }

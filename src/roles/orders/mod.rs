@@ -5,6 +5,7 @@
 //! - [`book`]: the redb tables and the transactions on them.
 //! - [`placement`]: which inventory and payments shards hold an order's parts (pure).
 //! - [`place`]: placing an order, the use case behind a create.
+//! - [`cancel`]: cancelling an order, the use case behind a customer's cancel.
 //! - [`saga`]: the runner that drives unfinished orders, and waits for one to end.
 //! - [`view`]: the order as the public API shows it.
 //! - [`http`]: thin handlers.
@@ -13,11 +14,14 @@
 //! an `Idempotency-Key` is only accepted by the shard it hashes to.
 
 mod book;
+mod cancel;
 mod http;
 mod order;
 mod place;
 mod placement;
 mod saga;
+#[cfg(test)]
+mod testing;
 mod view;
 
 use std::sync::Arc;

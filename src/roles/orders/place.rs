@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use svc_platform::client::{self, Call, ServiceClient};
+use svc_platform::client::{Call, ServiceClient};
 use svc_platform::shards::ShardCounts;
 use svc_platform::trace_context;
 
@@ -145,7 +145,7 @@ pub async fn place_order(
         let (reader, probe, key) = (book.clone(), request.clone(), key.clone());
         let known = tokio::task::spawn_blocking(move || reader.order_for_key(&probe, Some(&key)));
         if let Some(existing) = known.await?? {
-            let order = outcome(runner, existing.id, wait).await?;
+            let order = runner.drive_and_wait(&existing.id, wait).await?;
             return Ok(Placed::Replayed(order));
         }
     }
@@ -159,26 +159,14 @@ pub async fn place_order(
     match created {
         Created::New(order) => {
             tracing::info!(order_id = %order.id, "order created");
-            Ok(Placed::Created(outcome(runner, order.id, wait).await?))
+            Ok(Placed::Created(
+                runner.drive_and_wait(&order.id, wait).await?,
+            ))
         }
         // The same key won a race with this request after the check above.
-        Created::Existing(order) => Ok(Placed::Replayed(outcome(runner, order.id, wait).await?)),
-    }
-}
-
-/// Makes sure the saga of `id` runs and waits for it (see [`SagaRunner::wait_for_outcome`]).
-async fn outcome(
-    runner: &Arc<SagaRunner>,
-    id: String,
-    wait: Duration,
-) -> Result<Order, PlaceError> {
-    runner.drive(id.clone());
-    // Stop waiting before the caller's deadline: it gets the pending order, not a timeout.
-    let until = tokio::time::Instant::now() + client::deadline::bounded(wait);
-    match runner.wait_for_outcome(&id, until).await {
-        Ok(Some(order)) => Ok(order),
-        Ok(None) => Err(BookError::NotFound(id).into()),
-        Err(e) => Err(BookError::Store(e).into()),
+        Created::Existing(order) => Ok(Placed::Replayed(
+            runner.drive_and_wait(&order.id, wait).await?,
+        )),
     }
 }
 
@@ -186,62 +174,12 @@ async fn outcome(
 mod tests {
     use std::cell::Cell;
 
-    use svc_platform::config::Config;
-    use svc_platform::events::OutboxRelay;
-    use svc_platform::peer_view::PeerView;
     use svc_platform::problem::Problem;
-    use svc_platform::clock::now_ms;
-    use svc_platform::shutdown::Shutdown;
-    use svc_platform::store::Store;
     use svc_platform::trace_context::TraceContext;
 
-    use super::super::order::{NewOrder, Outcome, Status, Step};
-    use super::super::saga::SagaSettings;
+    use super::super::order::{NewOrder, Status, Step};
+    use super::super::testing::{orders, Orders, FOREVER, TEST_LIMIT};
     use super::*;
-
-    /// Long enough that a test which waits for it has hung.
-    const FOREVER: Duration = Duration::from_secs(3600);
-    const TEST_LIMIT: Duration = Duration::from_secs(20);
-
-    /// An order book on a temporary redb file, with a saga runner that has no peers: its
-    /// sagas never get past `reserve`, so an order ends only when a test ends it.
-    struct Orders {
-        _dir: tempfile::TempDir,
-        book: OrderBook,
-        runner: Arc<SagaRunner>,
-        shutdown: Shutdown,
-    }
-
-    fn orders() -> Orders {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("orders.redb")).unwrap());
-        let book = OrderBook::new(store.clone(), 0, "orders-test".into());
-        let config = Config::default();
-        let peers = PeerView::restore(store.clone());
-        let registry = prometheus::Registry::new();
-        let client = ServiceClient::new(peers, &config, &registry, None).unwrap();
-        let (_, manifest) = crate::roles::find("orders").unwrap();
-        let catalog = crate::roles::catalog();
-        let relay = OutboxRelay::new(store, client.clone(), &catalog, &manifest, &config.shards);
-        let shutdown = Shutdown::new();
-        let settings = SagaSettings {
-            retry_max: Duration::from_millis(20),
-            shards: config.shards.clone(),
-        };
-        let runner = SagaRunner::new(
-            book.clone(),
-            client,
-            relay.signal(),
-            settings,
-            shutdown.clone(),
-        );
-        Orders {
-            _dir: dir,
-            book,
-            runner: Arc::new(runner),
-            shutdown,
-        }
-    }
 
     /// Inventory as a fixed list of SKUs (or not answering); counts the checks.
     struct Shelf {
@@ -310,20 +248,6 @@ mod tests {
                 .await
                 .expect("placing an order hung")
         }
-
-        fn stored(&self) -> Vec<Order> {
-            self.book.list(None, 100).unwrap().0
-        }
-
-        /// Ends the saga of `id` as if it had been compensated.
-        fn cancel(&self, id: &str) {
-            let order = self.book.get(id).unwrap().unwrap();
-            let cancelled = order.after(Step::Compensate, Outcome::Done, now_ms());
-            assert!(
-                self.book.save_step(&cancelled).unwrap(),
-                "an event is written"
-            );
-        }
     }
 
     #[tokio::test]
@@ -363,7 +287,7 @@ mod tests {
         let orders = orders();
         let products = shelf(&["tea"]);
         let placed = orders.place(&products, tea(1), key("k1")).await.unwrap();
-        orders.cancel(&placed.order().id);
+        orders.end_cancelled(&placed.order().id);
         let again = orders.place(&products, tea(1), key("k1")).await.unwrap();
         let Placed::Replayed(order) = again else {
             panic!("a known key replays: {again:?}")
@@ -456,7 +380,7 @@ mod tests {
         // On this single-threaded runtime the waiter now reads the pending order and
         // starts waiting before the saga is ended below.
         tokio::task::yield_now().await;
-        orders.cancel(&placed.order().id);
+        orders.end_cancelled(&placed.order().id);
         let ended = tokio::time::timeout(TEST_LIMIT, waiter).await;
         let order = ended.expect("the wait outlived the saga").unwrap().unwrap();
         assert_eq!(order.map(|o| o.status), Some(Status::Cancelled));

@@ -23,11 +23,11 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::book::OrderBook;
+use super::book::{BookError, OrderBook};
 use super::order::{Order, Outcome, Step};
 use super::placement::{self, INVENTORY, PAYMENTS};
 use svc_platform::backoff::Backoff;
-use svc_platform::client::{Call, CallResponse, ServiceClient};
+use svc_platform::client::{self, Call, CallResponse, ServiceClient};
 use svc_platform::clock::now_ms;
 use svc_platform::events::OutboxSignal;
 use svc_platform::shards::ShardCounts;
@@ -120,6 +120,24 @@ impl SagaRunner {
                 Err(_) | Ok(Err(RecvError::Closed)) => return Ok(Some(order)),
             }
         }
+    }
+
+    /// Makes sure the saga of `id` runs and waits for it to end: up to `wait`, less if the
+    /// caller's deadline is nearer or this instance stops (see [`Self::wait_for_outcome`]).
+    /// What a request that starts or changes a saga answers with: the final order, or the
+    /// order still `pending` if its saga takes longer.
+    pub async fn drive_and_wait(
+        self: &Arc<Self>,
+        id: &str,
+        wait: Duration,
+    ) -> Result<Order, BookError> {
+        self.drive(id.to_string());
+        // Stop waiting before the caller's deadline: it gets the pending order, not a
+        // timeout.
+        let until = tokio::time::Instant::now() + client::deadline::bounded(wait);
+        self.wait_for_outcome(id, until)
+            .await?
+            .ok_or_else(|| BookError::NotFound(id.to_string()))
     }
 
     /// Makes sure a task is driving `id`.
