@@ -20,7 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::access::{self, AccessPolicy};
 use super::client::ServiceClient;
-use super::config::Config;
+use super::config::PlatformConfig;
 use super::lease_keeper::LeaseKeeper;
 use super::listener::{self, Limits, Transport};
 use super::manifest::{Manifest, RoleCatalog};
@@ -28,7 +28,7 @@ use super::metrics::Metrics;
 use super::peer_view::PeerView;
 use super::registry_api::Registration;
 use super::registry_client::RegistryClient;
-use super::role::{RoleContext, RoleEntry};
+use super::role::{RoleContext, RoleStart};
 use super::server::{self, PlatformState, Readiness};
 use super::shutdown::Shutdown;
 use super::store::Store;
@@ -57,17 +57,20 @@ pub fn default_instance_id() -> String {
 }
 
 /// Where an instance keeps its state.
-pub fn store_path(config: &Config, role: &str, instance_id: &str) -> PathBuf {
+pub fn store_path(config: &PlatformConfig, role: &str, instance_id: &str) -> PathBuf {
     config.data_dir.join(format!("{role}-{instance_id}.redb"))
 }
 
 /// Runs one instance until a stop signal; returns once it has drained.
+/// `public_head_timeout` is how long a client of the public listener (a role whose
+/// manifest is `public`) may take to send a request head.
 pub async fn run(
-    entry: &RoleEntry,
+    start: RoleStart<'_>,
     manifest: Manifest,
     catalog: Arc<RoleCatalog>,
-    config: Config,
+    config: PlatformConfig,
     instance_id: String,
+    public_head_timeout: Duration,
 ) -> anyhow::Result<()> {
     let role = manifest.name.clone();
     let notifier = Notifier::from_env();
@@ -145,7 +148,7 @@ pub async fn run(
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     };
-    let routes = (entry.start)(&ctx).with_context(|| format!("role {role} failed to start"))?;
+    let routes = start(&ctx).with_context(|| format!("role {role} failed to start"))?;
 
     let connections_internal = metrics.connections("internal");
     let connections_public = metrics.connections("public");
@@ -204,7 +207,7 @@ pub async fn run(
             &transport,
             // Clients on the internet get the configured time to send a request head.
             Limits {
-                head_timeout: config.gateway.header_read_timeout,
+                head_timeout: public_head_timeout,
                 ..limits
             },
             connections_public,

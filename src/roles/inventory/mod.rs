@@ -20,21 +20,24 @@ mod http;
 mod products;
 mod reservations;
 mod reserve_request;
+pub mod settings;
 
 #[cfg(test)]
 mod domain_tests;
 
 use std::sync::Arc;
 
-use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::role::{RoleContext, Routes};
+
+use super::RoleEntry;
+use settings::InventorySettings;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/inventory.yaml"),
-    start,
+    start: |ctx, config| start(ctx, &config.inventory),
 };
 
-fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
-    let settings = &ctx.config.inventory;
+fn start(ctx: &RoleContext, settings: &InventorySettings) -> anyhow::Result<Routes> {
     expiry::spawn(
         ctx.store.clone(),
         settings.expiry_sweep,

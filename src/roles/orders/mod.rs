@@ -15,18 +15,22 @@ mod http;
 mod order;
 mod placement;
 mod saga;
+pub mod settings;
 
 use std::sync::Arc;
 
 use svc_platform::events::OutboxRelay;
-use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::role::{RoleContext, Routes};
+
+use super::RoleEntry;
+use settings::OrdersSettings;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/orders.yaml"),
-    start,
+    start: |ctx, config| start(ctx, &config.orders),
 };
 
-fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
+fn start(ctx: &RoleContext, settings: &OrdersSettings) -> anyhow::Result<Routes> {
     let book = book::OrderBook::new(ctx.store.clone(), ctx.config.shard, ctx.instance_id.clone());
     let relay = OutboxRelay::new(
         ctx.store.clone(),
@@ -40,7 +44,7 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
         ctx.client.clone(),
         relay.signal(),
         saga::SagaSettings {
-            retry_max: ctx.config.orders.step_retry_max,
+            retry_max: settings.step_retry_max,
             shards: ctx.config.shards.clone(),
         },
         ctx.shutdown.clone(),
@@ -54,7 +58,7 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
         book,
         runner,
         client: ctx.client.clone(),
-        create_wait: ctx.config.orders.create_wait,
+        create_wait: settings.create_wait,
         shutdown: ctx.shutdown.clone(),
         role: ctx.manifest.name.clone(),
         shard: ctx.config.shard,

@@ -45,7 +45,7 @@ use parking_lot::Mutex;
 
 pub use call::{shard_of, Call, CallError, CallResponse};
 
-use super::config::{ClientSettings, Config};
+use super::config::{ClientSettings, PlatformConfig};
 use super::peer_view::PeerView;
 use super::tls::{http_client_builder, TlsMaterial};
 use dependency::{Dependency, EndpointKey, Pick};
@@ -80,7 +80,7 @@ impl ServiceClient {
     /// `client` section, measuring into `registry`.
     pub fn new(
         peers: PeerView,
-        config: &Config,
+        config: &PlatformConfig,
         registry: &prometheus::Registry,
         tls: Option<&Arc<TlsMaterial>>,
     ) -> anyhow::Result<ServiceClient> {

@@ -42,10 +42,10 @@ use actix_web::{
 use parking_lot::RwLock;
 use prometheus::Registry;
 
+use crate::roles::gateway::settings::{ApiKeySettings, GatewaySettings, Scope};
 pub use api_keys::{generate_key, hash_key, AuthFailure, Identity, KeyTable, KEY_PREFIX};
 use deny::{Denial, DeniedCounter};
 pub use rate_limit::{Rate, RateLimiter, RetryAfter};
-use svc_platform::config::{ApiKeySettings, GatewaySettings, Scope};
 use timeout::BodyProgress;
 
 /// The guard, shared by every worker and route.

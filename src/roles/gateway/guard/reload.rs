@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use svc_platform::config::GatewaySettings;
+use crate::roles::gateway::settings::GatewaySettings;
 use svc_platform::shutdown::Shutdown;
 use svc_platform::tls::setup;
 
