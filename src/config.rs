@@ -8,13 +8,12 @@
 //! check`) with the file, the key and the reason.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use svc_platform::config::{
     self as platform, parse_yaml, read_file, AppSections, ConfigError, PlatformConfig,
-    OVERRIDES_ORIGIN,
+    PositiveDuration, OVERRIDES_ORIGIN,
 };
 use svc_platform::manifest::{Manifest, RoleCatalog};
 
@@ -113,10 +112,9 @@ impl Config {
         self.check_role_sections(origin)
     }
 
+    /// The checks of the roles' sections that their types cannot make.
     fn check_role_sections(&self, origin: &str) -> Result<(), ConfigError> {
         self.registry.check(origin)?;
-        self.orders.check(origin)?;
-        self.inventory.check(origin)?;
         self.gateway.check(origin)
     }
 
@@ -138,13 +136,15 @@ impl Config {
 
     /// How long a client of a public listener may take to send a request head: the
     /// public API is the gateway's, so its section says.
-    pub fn public_head_timeout(&self) -> Duration {
+    pub fn public_head_timeout(&self) -> PositiveDuration {
         self.gateway.header_read_timeout
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -201,9 +201,46 @@ mod tests {
             ),
             ("http:\n  max_body: 3\n", "http", "unknown field `max_body`"),
             ("workers: many\n", "workers", "invalid type"),
+            // Durations that must be more than 0, in every section.
+            (
+                "orders:\n  step_retry_max: 0s\n",
+                "orders.step_retry_max",
+                "expected more than 0",
+            ),
+            (
+                "inventory:\n  reservation_ttl: 0s\n",
+                "inventory.reservation_ttl",
+                "expected more than 0",
+            ),
+            (
+                "inventory:\n  expiry_sweep: 0ms\n",
+                "inventory.expiry_sweep",
+                "expected more than 0",
+            ),
+            (
+                "registry:\n  max_wait: 0s\n",
+                "registry.max_wait",
+                "expected more than 0",
+            ),
+            (
+                "registry:\n  renew_interval: 0s\n",
+                "registry.renew_interval",
+                "expected more than 0",
+            ),
+            (
+                "discovery:\n  registry_timeout: 0s\n",
+                "discovery.registry_timeout",
+                "expected more than 0",
+            ),
+            (
+                "http:\n  call_timeout: 0s\n",
+                "http.call_timeout",
+                "expected more than 0",
+            ),
         ] {
             let e = Config::parse(yaml, "f").unwrap_err();
             assert!(e.key.starts_with(key), "{yaml}: {e}");
+            assert_eq!(e.file, "f");
             assert!(e.reason.contains(reason), "{yaml}: {e}");
         }
         let e = Config::parse("orders: {}\nlisten: 127.0.0.1:1\norders: {}\n", "f").unwrap_err();

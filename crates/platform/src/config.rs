@@ -21,9 +21,13 @@ use super::shards::{ShardCounts, MAX_SHARDS};
 mod client;
 mod document;
 mod tls;
-pub use client::{CallPolicy, CallPolicyOverrides, ClientSettings};
+mod values;
+pub use client::{
+    CallPolicy, CallPolicyOverrides, CallPolicySettings, ClientPolicies, ClientSettings,
+};
 pub use document::{parse_yaml, read_file, AppSections};
 pub use tls::{check_scheme, TlsFiles, TlsSettings};
+pub use values::{Backoff, BackoffError, PositiveDuration, NOT_POSITIVE};
 
 /// Where a value came from, for error messages: a file path, or "flags/environment".
 pub const OVERRIDES_ORIGIN: &str = "command line / SVC_* environment";
@@ -158,15 +162,14 @@ pub struct DiscoverySettings {
     #[serde(with = "humantime_serde")]
     pub watch_wait: Duration,
     /// Timeout of a single registry call (register, renew, deregister).
-    #[serde(with = "humantime_serde")]
-    pub registry_timeout: Duration,
+    pub registry_timeout: PositiveDuration,
 }
 
 impl Default for DiscoverySettings {
     fn default() -> Self {
         Self {
             watch_wait: Duration::from_secs(30),
-            registry_timeout: Duration::from_secs(2),
+            registry_timeout: PositiveDuration::from_secs(2),
         }
     }
 }
@@ -178,8 +181,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Deprecated: the former name of `client.defaults.timeout`, still honoured (it
     /// wins over that key when set) so older config files keep working.
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    pub call_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_timeout: Option<PositiveDuration>,
 }
 
 impl Default for HttpSettings {
@@ -216,8 +219,7 @@ pub struct OtlpSettings {
     /// Collector base URL; spans are POSTed to `<endpoint>/v1/traces`.
     pub endpoint: String,
     /// Limit of one export request; spans of a failed export are dropped.
-    #[serde(with = "humantime_serde")]
-    pub export_timeout: Duration,
+    pub export_timeout: PositiveDuration,
 }
 
 impl Default for OtlpSettings {
@@ -225,7 +227,7 @@ impl Default for OtlpSettings {
         Self {
             enabled: false,
             endpoint: "http://127.0.0.1:4318".to_string(),
-            export_timeout: Duration::from_secs(3),
+            export_timeout: PositiveDuration::from_secs(3),
         }
     }
 }
@@ -238,15 +240,7 @@ impl OtlpSettings {
 
     fn check(&self, origin: &str) -> Result<(), ConfigError> {
         check_collector_url(&self.endpoint)
-            .map_err(|reason| ConfigError::new(origin, "otlp.endpoint", reason))?;
-        if self.export_timeout.is_zero() {
-            return Err(ConfigError::new(
-                origin,
-                "otlp.export_timeout",
-                "expected more than 0",
-            ));
-        }
-        Ok(())
+            .map_err(|reason| ConfigError::new(origin, "otlp.endpoint", reason))
     }
 }
 
@@ -369,13 +363,6 @@ impl PlatformConfig {
         if self.workers == 0 || self.workers > 256 {
             return Err(ConfigError::new(origin, "workers", "expected 1 to 256"));
         }
-        if self.discovery.registry_timeout.is_zero() {
-            return Err(ConfigError::new(
-                origin,
-                "discovery.registry_timeout",
-                "expected more than 0",
-            ));
-        }
         if self.http.max_body_bytes == 0 {
             return Err(ConfigError::new(
                 origin,
@@ -383,14 +370,7 @@ impl PlatformConfig {
                 "expected more than 0",
             ));
         }
-        if self.http.call_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ConfigError::new(
-                origin,
-                "http.call_timeout",
-                "expected more than 0",
-            ));
-        }
-        self.check_client(origin)?;
+        self.client_policies(origin)?;
         self.otlp.check(origin)?;
         Ok(())
     }

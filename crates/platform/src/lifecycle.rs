@@ -20,7 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::access::{self, AccessPolicy};
 use super::client::ServiceClient;
-use super::config::PlatformConfig;
+use super::config::{PlatformConfig, PositiveDuration};
 use super::lease_keeper::LeaseKeeper;
 use super::listener::{self, Limits, Transport};
 use super::manifest::{Manifest, RoleCatalog};
@@ -70,7 +70,7 @@ pub async fn run(
     catalog: Arc<RoleCatalog>,
     config: PlatformConfig,
     instance_id: String,
-    public_head_timeout: Duration,
+    public_head_timeout: PositiveDuration,
 ) -> anyhow::Result<()> {
     let role = manifest.name.clone();
     let notifier = Notifier::from_env();
@@ -130,7 +130,7 @@ pub async fn run(
     setup::spawn_reloader(reloading, config.tls.reload_interval, shutdown.clone());
     let registry_client = RegistryClient::new(
         config.registries.clone(),
-        config.discovery.registry_timeout,
+        config.discovery.registry_timeout.get(),
         tls.as_ref(),
     )?;
     let peers = PeerView::restore(store.clone());
@@ -207,7 +207,7 @@ pub async fn run(
             &transport,
             // Clients on the internet get the configured time to send a request head.
             Limits {
-                head_timeout: public_head_timeout,
+                head_timeout: public_head_timeout.get(),
                 ..limits
             },
             connections_public,

@@ -11,11 +11,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use svc_platform::config::{parse_yaml, ConfigError};
+use svc_platform::config::{parse_yaml, ConfigError, PositiveDuration};
 use svc_platform::ids;
 
 /// What an API key may do; each public route needs one scope.
@@ -80,11 +79,9 @@ pub struct GatewaySettings {
     /// Largest sum of header name and value lengths; beyond it: 431.
     pub max_header_bytes: usize,
     /// Limit of a whole request, body included; a client still sending gets 408.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
+    pub request_timeout: PositiveDuration,
     /// How long a client may take to send the request line and headers.
-    #[serde(with = "humantime_serde")]
-    pub header_read_timeout: Duration,
+    pub header_read_timeout: PositiveDuration,
 }
 
 impl Default for GatewaySettings {
@@ -94,8 +91,8 @@ impl Default for GatewaySettings {
             api_keys_file: None,
             rate_limit: RateLimitSettings::default(),
             max_header_bytes: 16 * 1024,
-            request_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(5),
+            request_timeout: PositiveDuration::from_secs(10),
+            header_read_timeout: PositiveDuration::from_secs(5),
         }
     }
 }
@@ -205,12 +202,6 @@ impl GatewaySettings {
         check_burst(self.rate_limit.burst).map_err(|r| err("rate_limit.burst", &r))?;
         if !(1024..=1024 * 1024).contains(&self.max_header_bytes) {
             return Err(err("max_header_bytes", "expected 1024 to 1048576"));
-        }
-        if self.request_timeout.is_zero() {
-            return Err(err("request_timeout", "expected more than 0"));
-        }
-        if self.header_read_timeout.is_zero() {
-            return Err(err("header_read_timeout", "expected more than 0"));
         }
         Ok(())
     }

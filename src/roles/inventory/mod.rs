@@ -40,12 +40,13 @@ pub const ENTRY: RoleEntry = RoleEntry {
 fn start(ctx: &RoleContext, settings: &InventorySettings) -> anyhow::Result<Routes> {
     expiry::spawn(
         ctx.store.clone(),
-        settings.expiry_sweep,
+        settings.expiry_sweep.get(),
         ctx.shutdown.clone(),
     );
     let state = Arc::new(http::Inventory {
         store: ctx.store.clone(),
-        reservation_ttl_ms: u64::try_from(settings.reservation_ttl.as_millis()).unwrap_or(u64::MAX),
+        reservation_ttl_ms: u64::try_from(settings.reservation_ttl.get().as_millis())
+            .unwrap_or(u64::MAX),
         role: ctx.manifest.name.clone(),
         shard: ctx.config.shard,
         shards: ctx.config.shards.clone(),

@@ -44,7 +44,7 @@ fn start(ctx: &RoleContext, settings: &OrdersSettings) -> anyhow::Result<Routes>
         ctx.client.clone(),
         relay.signal(),
         saga::SagaSettings {
-            retry_max: settings.step_retry_max,
+            retry_max: settings.step_retry_max.get(),
             shards: ctx.config.shards.clone(),
         },
         ctx.shutdown.clone(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use svc_platform::config::ConfigError;
+use svc_platform::config::PositiveDuration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -13,28 +13,14 @@ pub struct OrdersSettings {
     #[serde(with = "humantime_serde")]
     pub create_wait: Duration,
     /// Longest pause between retries of a saga step whose peer is unavailable.
-    #[serde(with = "humantime_serde")]
-    pub step_retry_max: Duration,
+    pub step_retry_max: PositiveDuration,
 }
 
 impl Default for OrdersSettings {
     fn default() -> Self {
         Self {
             create_wait: Duration::from_secs(2),
-            step_retry_max: Duration::from_secs(5),
+            step_retry_max: PositiveDuration::from_secs(5),
         }
-    }
-}
-
-impl OrdersSettings {
-    pub fn check(&self, origin: &str) -> Result<(), ConfigError> {
-        if self.step_retry_max.is_zero() {
-            return Err(ConfigError::new(
-                origin,
-                "orders.step_retry_max",
-                "expected more than 0",
-            ));
-        }
-        Ok(())
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use svc_platform::config::ConfigError;
+use svc_platform::config::{ConfigError, PositiveDuration};
 
 /// Settings the registry role applies to every lease it grants.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -15,26 +15,25 @@ pub struct RegistrySettings {
     /// An instance that has not renewed for this long is evicted.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
-    /// How often instances are told to renew. Must be well below `lease_ttl`.
-    #[serde(with = "humantime_serde")]
-    pub renew_interval: Duration,
+    /// How often instances are told to renew. At most half of `lease_ttl`.
+    pub renew_interval: PositiveDuration,
     /// Upper bound of a blocking query's `wait`.
-    #[serde(with = "humantime_serde")]
-    pub max_wait: Duration,
+    pub max_wait: PositiveDuration,
 }
 
 impl Default for RegistrySettings {
     fn default() -> Self {
         Self {
             lease_ttl: Duration::from_secs(3),
-            renew_interval: Duration::from_secs(1),
-            max_wait: Duration::from_secs(60),
+            renew_interval: PositiveDuration::from_secs(1),
+            max_wait: PositiveDuration::from_secs(60),
         }
     }
 }
 
 impl RegistrySettings {
-    /// Checks what the types alone do not: the renewal fits twice in a lease.
+    /// Checks what the types alone do not: a lease long enough to time, and a renewal
+    /// that fits twice in it.
     pub fn check(&self, origin: &str) -> Result<(), ConfigError> {
         if self.lease_ttl < Duration::from_millis(100) {
             return Err(ConfigError::new(
@@ -43,21 +42,14 @@ impl RegistrySettings {
                 "expected at least 100ms",
             ));
         }
-        if self.renew_interval.is_zero() || self.renew_interval * 2 > self.lease_ttl {
+        if self.renew_interval.get() * 2 > self.lease_ttl {
             return Err(ConfigError::new(
                 origin,
                 "registry.renew_interval",
                 format!(
-                    "expected more than 0 and at most half of registry.lease_ttl ({})",
+                    "expected at most half of registry.lease_ttl ({})",
                     humantime::format_duration(self.lease_ttl)
                 ),
-            ));
-        }
-        if self.max_wait.is_zero() {
-            return Err(ConfigError::new(
-                origin,
-                "registry.max_wait",
-                "expected more than 0",
             ));
         }
         Ok(())

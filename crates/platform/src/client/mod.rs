@@ -45,7 +45,7 @@ use parking_lot::Mutex;
 
 pub use call::{shard_of, Call, CallError, CallResponse};
 
-use super::config::{ClientSettings, PlatformConfig};
+use super::config::{ClientPolicies, PlatformConfig};
 use super::peer_view::PeerView;
 use super::tls::{http_client_builder, TlsMaterial};
 use dependency::{Dependency, EndpointKey, Pick};
@@ -70,7 +70,7 @@ pub struct ServiceClient {
 struct Inner {
     tls: Option<Arc<TlsMaterial>>,
     peers: PeerView,
-    settings: ClientSettings,
+    settings: ClientPolicies,
     metrics: ClientMetrics,
     dependencies: Mutex<HashMap<String, Arc<Dependency>>>,
 }
@@ -86,11 +86,11 @@ impl ServiceClient {
     ) -> anyhow::Result<ServiceClient> {
         if let Some(t) = config.http.call_timeout {
             tracing::warn!(
-                call_timeout = %humantime::format_duration(t),
+                call_timeout = %t,
                 "http.call_timeout is deprecated: it is used as client.defaults.timeout; move it there"
             );
         }
-        let settings = config.client_settings();
+        let settings = config.client_policies("config")?;
         let metrics = ClientMetrics::new(registry).context("cannot register client metrics")?;
         Ok(ServiceClient {
             inner: Arc::new(Inner {
@@ -259,8 +259,8 @@ impl ServiceClient {
             }
             // The rules allow a retry; the deadline and the budget must too.
             let pause = retry::backoff(
-                policy.backoff_base,
-                policy.backoff_max,
+                policy.backoff.base(),
+                policy.backoff.max(),
                 attempt,
                 &mut rand::rng(),
             );

@@ -1,42 +1,43 @@
 //! The `client:` section: how this instance calls other roles.
 //!
 //! `client.defaults` applies to every dependency; `client.dependencies.<role>` changes
-//! any of its keys for calls to that role only. Every policy is checked as it applies
-//! after inheritance, so a dependency that sets only `backoff_max` is checked against
-//! the inherited `backoff_base`.
+//! any of its keys for calls to that role only. The section as written
+//! ([`ClientSettings`]) becomes the policies in force ([`ClientPolicies`]) at load:
+//! each policy is checked as it applies after inheritance (a dependency that sets only
+//! `backoff_max` is checked against the inherited `backoff_base`), and its pauses become
+//! checked [`Backoff`]s, so the client never sees an invalid policy.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::values::{Backoff, PositiveDuration};
 use super::{ConfigError, PlatformConfig};
 use crate::manifest::RoleCatalog;
 
-/// How this instance calls other roles (see `src/platform/client/`). `defaults`
-/// applies to every dependency; `dependencies.<role>` changes any of its keys for calls
-/// to that role only (the role must exist, checked at start-up).
+/// How this instance calls other roles (see `crates/platform/src/client/`), as
+/// written. `defaults` applies to every dependency; `dependencies.<role>` changes any of
+/// its keys for calls to that role only (the role must exist, checked at start-up).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientSettings {
-    pub defaults: CallPolicy,
+    pub defaults: CallPolicySettings,
     pub dependencies: BTreeMap<String, CallPolicyOverrides>,
 }
 
-/// The resilience policy of calls to one dependency.
+/// The resilience policy of calls to one dependency, as written (`client.defaults`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CallPolicy {
+pub struct CallPolicySettings {
     /// Deadline of a whole call, retries included; what is left of it is passed on to
     /// the callee, which stops working when it runs out.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
+    pub timeout: PositiveDuration,
     /// Limit of one attempt that another may follow (an idempotent call with attempts
     /// left), so a stalled instance costs this much before the call moves on. The last
     /// possible attempt always gets whatever is left of `timeout`. Unset: no separate
     /// limit, each attempt may use all that is left.
-    #[serde(with = "humantime_serde")]
-    pub attempt_timeout: Option<Duration>,
+    pub attempt_timeout: Option<PositiveDuration>,
     /// Attempts per call, the first included (1: never retry).
     pub max_attempts: u32,
     /// Retries may add at most this share of the calls of the last 10 s...
@@ -44,8 +45,7 @@ pub struct CallPolicy {
     /// ...plus this many per second, so a quiet dependency may still retry.
     pub retry_budget_floor_per_s: f64,
     /// Pause before the first retry (jittered), doubling per retry up to `backoff_max`.
-    #[serde(with = "humantime_serde")]
-    pub backoff_base: Duration,
+    pub backoff_base: PositiveDuration,
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
     /// Consecutive failures (no connection, timeout, 500/502/504) that eject an
@@ -53,64 +53,89 @@ pub struct CallPolicy {
     pub eject_after_failures: u32,
     /// How long the first ejection lasts; then one call probes the instance, and each
     /// failed probe doubles the time, up to `eject_max`.
-    #[serde(with = "humantime_serde")]
-    pub eject_base: Duration,
+    pub eject_base: PositiveDuration,
     #[serde(with = "humantime_serde")]
     pub eject_max: Duration,
     /// Calls in flight to the dependency; beyond it a call fails at once (503 at the edge).
     pub max_concurrency: usize,
 }
 
-impl Default for CallPolicy {
+impl Default for CallPolicySettings {
     fn default() -> Self {
         Self {
-            timeout: Duration::from_secs(5),
+            timeout: PositiveDuration::from_secs(5),
             attempt_timeout: None,
             max_attempts: 3,
             retry_budget_ratio: 0.2,
             retry_budget_floor_per_s: 3.0,
-            backoff_base: Duration::from_millis(25),
+            backoff_base: PositiveDuration::from_millis(25),
             backoff_max: Duration::from_millis(500),
             eject_after_failures: 5,
-            eject_base: Duration::from_secs(1),
+            eject_base: PositiveDuration::from_secs(1),
             eject_max: Duration::from_secs(30),
             max_concurrency: 256,
         }
     }
 }
 
-/// Per-dependency changes to [`CallPolicy`]: every key optional, the rest inherited.
+/// Per-dependency changes to [`CallPolicySettings`]: every key optional, the rest
+/// inherited.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallPolicyOverrides {
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    pub attempt_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<PositiveDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_timeout: Option<PositiveDuration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_budget_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_budget_floor_per_s: Option<f64>,
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    pub backoff_base: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_base: Option<PositiveDuration>,
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub backoff_max: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eject_after_failures: Option<u32>,
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    pub eject_base: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eject_base: Option<PositiveDuration>,
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub eject_max: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<usize>,
 }
 
-impl CallPolicy {
+/// The resilience policy of calls to one dependency, in force: checked, with its
+/// pauses as [`Backoff`]s. See [`CallPolicySettings`] for what each value means.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallPolicy {
+    pub timeout: Duration,
+    pub attempt_timeout: Option<Duration>,
+    pub max_attempts: u32,
+    pub retry_budget_ratio: f64,
+    pub retry_budget_floor_per_s: f64,
+    /// Pause before a retry (jittered): `backoff_base` doubling up to `backoff_max`.
+    pub backoff: Backoff,
+    pub eject_after_failures: u32,
+    /// How long an ejection lasts: `eject_base` doubling up to `eject_max`.
+    pub eject: Backoff,
+    pub max_concurrency: usize,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        CallPolicySettings::default()
+            .check("built-in defaults", "client.defaults")
+            .expect("the built-in call policy is valid (see tests)")
+    }
+}
+
+impl CallPolicySettings {
     /// This policy with the keys `o` sets replaced.
-    pub fn with(&self, o: &CallPolicyOverrides) -> CallPolicy {
-        CallPolicy {
+    pub fn with(&self, o: &CallPolicyOverrides) -> CallPolicySettings {
+        CallPolicySettings {
             timeout: o.timeout.unwrap_or(self.timeout),
             attempt_timeout: o.attempt_timeout.or(self.attempt_timeout),
             max_attempts: o.max_attempts.unwrap_or(self.max_attempts),
@@ -127,89 +152,93 @@ impl CallPolicy {
         }
     }
 
-    /// Checks the values; `prefix` is the key of this policy, e.g. `client.defaults`.
-    pub(super) fn check(&self, origin: &str, prefix: &str) -> Result<(), ConfigError> {
+    /// The policy these values make, or what is wrong; `prefix` is the key of this
+    /// policy, e.g. `client.defaults`.
+    pub fn check(&self, origin: &str, prefix: &str) -> Result<CallPolicy, ConfigError> {
         let err = |key: &str, reason: String| {
-            Err(ConfigError::new(origin, &format!("{prefix}.{key}"), reason))
+            ConfigError::new(origin, &format!("{prefix}.{key}"), reason)
         };
-        let show = |d: Duration| humantime::format_duration(d).to_string();
-        if self.timeout.is_zero() {
-            return err("timeout", "expected more than 0".into());
-        }
-        if self.attempt_timeout.is_some_and(|t| t.is_zero()) {
-            return err("attempt_timeout", "expected more than 0".into());
-        }
         if !(1..=10).contains(&self.max_attempts) {
-            return err("max_attempts", "expected 1 to 10".into());
+            return Err(err("max_attempts", "expected 1 to 10".into()));
         }
         if !(0.0..=1.0).contains(&self.retry_budget_ratio) {
-            return err("retry_budget_ratio", "expected 0 to 1".into());
+            return Err(err("retry_budget_ratio", "expected 0 to 1".into()));
         }
         if !(0.0..=1000.0).contains(&self.retry_budget_floor_per_s) {
-            return err("retry_budget_floor_per_s", "expected 0 to 1000".into());
+            return Err(err("retry_budget_floor_per_s", "expected 0 to 1000".into()));
         }
-        if self.backoff_base.is_zero() {
-            return err("backoff_base", "expected more than 0".into());
-        }
-        if self.backoff_max < self.backoff_base {
-            let base = show(self.backoff_base);
-            return err(
-                "backoff_max",
-                format!("expected at least backoff_base ({base})"),
-            );
-        }
+        let backoff = checked_backoff(self.backoff_base, self.backoff_max, "backoff_base")
+            .map_err(|reason| err("backoff_max", reason))?;
         if self.eject_after_failures == 0 {
-            return err("eject_after_failures", "expected at least 1".into());
+            return Err(err("eject_after_failures", "expected at least 1".into()));
         }
-        if self.eject_base.is_zero() {
-            return err("eject_base", "expected more than 0".into());
-        }
-        if self.eject_max < self.eject_base {
-            let base = show(self.eject_base);
-            return err(
-                "eject_max",
-                format!("expected at least eject_base ({base})"),
-            );
-        }
+        let eject = checked_backoff(self.eject_base, self.eject_max, "eject_base")
+            .map_err(|reason| err("eject_max", reason))?;
         if !(1..=100_000).contains(&self.max_concurrency) {
-            return err("max_concurrency", "expected 1 to 100000".into());
+            return Err(err("max_concurrency", "expected 1 to 100000".into()));
         }
-        Ok(())
+        Ok(CallPolicy {
+            timeout: self.timeout.get(),
+            attempt_timeout: self.attempt_timeout.map(PositiveDuration::get),
+            max_attempts: self.max_attempts,
+            retry_budget_ratio: self.retry_budget_ratio,
+            retry_budget_floor_per_s: self.retry_budget_floor_per_s,
+            backoff,
+            eject_after_failures: self.eject_after_failures,
+            eject,
+            max_concurrency: self.max_concurrency,
+        })
     }
 }
 
-impl ClientSettings {
+/// The [`Backoff`] of a base key and a max key. The only way to fail is a max below
+/// the base (the base is more than 0 by its type), so the reason is about the max key.
+fn checked_backoff(
+    base: PositiveDuration,
+    max: Duration,
+    base_key: &str,
+) -> Result<Backoff, String> {
+    Backoff::new(base.get(), max).map_err(|_| format!("expected at least {base_key} ({base})"))
+}
+
+/// The call policies in force: one per dependency named in the config, and the
+/// defaults for every other.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClientPolicies {
+    pub defaults: CallPolicy,
+    pub dependencies: BTreeMap<String, CallPolicy>,
+}
+
+impl ClientPolicies {
     /// The policy of calls to `role`.
     pub fn policy(&self, role: &str) -> CallPolicy {
-        match self.dependencies.get(role) {
-            Some(o) => self.defaults.with(o),
-            None => self.defaults.clone(),
-        }
+        self.dependencies
+            .get(role)
+            .unwrap_or(&self.defaults)
+            .clone()
     }
 }
 
 impl PlatformConfig {
-    /// The client settings in force: `client`, with the deprecated `http.call_timeout`
-    /// (when set) as the default timeout.
-    pub fn client_settings(&self) -> ClientSettings {
-        let mut settings = self.client.clone();
+    /// The call policies in force: `client`, with the deprecated `http.call_timeout`
+    /// (when set) as the default timeout, each checked as it applies after inheritance.
+    pub fn client_policies(&self, origin: &str) -> Result<ClientPolicies, ConfigError> {
+        let mut defaults = self.client.defaults.clone();
         if let Some(timeout) = self.http.call_timeout {
-            settings.defaults.timeout = timeout;
+            defaults.timeout = timeout;
         }
-        settings
-    }
-
-    /// Checks every call policy, as it applies after inheritance.
-    pub(super) fn check_client(&self, origin: &str) -> Result<(), ConfigError> {
-        let settings = self.client_settings();
-        settings.defaults.check(origin, "client.defaults")?;
-        for role in settings.dependencies.keys() {
+        let mut policies = ClientPolicies {
+            defaults: defaults.check(origin, "client.defaults")?,
+            dependencies: BTreeMap::new(),
+        };
+        for (role, overrides) in &self.client.dependencies {
             let prefix = format!("client.dependencies.{role}");
             crate::ids::check_id("role name", role)
                 .map_err(|reason| ConfigError::new(origin, &prefix, reason))?;
-            settings.policy(role).check(origin, &prefix)?;
+            let policy = defaults.with(overrides).check(origin, &prefix)?;
+            policies.dependencies.insert(role.clone(), policy);
         }
-        Ok(())
+        Ok(policies)
     }
 
     /// Each `client.dependencies` key must name a role that can be called.
@@ -252,7 +281,7 @@ mod tests {
         )
         .unwrap();
         c.validate("f").unwrap();
-        let s = c.client_settings();
+        let s = c.client_policies("f").unwrap();
         let inventory = s.policy("inventory");
         assert_eq!(inventory.timeout, Duration::from_secs(1));
         assert_eq!(inventory.attempt_timeout, Some(Duration::from_millis(300)));
@@ -265,10 +294,14 @@ mod tests {
     fn the_old_call_timeout_still_sets_the_default_timeout() {
         let c = PlatformConfig::parse("http:\n  call_timeout: 500ms\n", "f").unwrap();
         c.validate("f").unwrap();
-        let s = c.client_settings();
+        let s = c.client_policies("f").unwrap();
         assert_eq!(s.policy("inventory").timeout, Duration::from_millis(500));
         assert_eq!(
-            PlatformConfig::default().client_settings().defaults.timeout,
+            PlatformConfig::default()
+                .client_policies("f")
+                .unwrap()
+                .defaults
+                .timeout,
             Duration::from_secs(5)
         );
     }
@@ -301,9 +334,36 @@ mod tests {
                 "client.dependencies.orders.max_concurrency",
             ),
         ] {
-            let c = PlatformConfig::parse(yaml, "f").unwrap();
-            assert_eq!(c.validate("f").unwrap_err().key, key, "{yaml}");
+            // Single values fail the parse, relations between them the check.
+            let e = PlatformConfig::parse(yaml, "f")
+                .and_then(|c| c.validate("f"))
+                .unwrap_err();
+            assert_eq!(e.key, key, "{yaml}");
         }
+    }
+
+    #[test]
+    fn the_built_in_policy_is_valid_and_its_pauses_are_backoffs() {
+        let policy = CallPolicy::default();
+        assert_eq!(policy.backoff.base(), Duration::from_millis(25));
+        assert_eq!(policy.backoff.max(), Duration::from_millis(500));
+        assert_eq!(policy.eject.base(), Duration::from_secs(1));
+        assert_eq!(policy.eject.max(), Duration::from_secs(30));
+        let e = PlatformConfig::parse(
+            "client:\n  dependencies:\n    orders: { backoff_max: 10ms }\n",
+            "f",
+        )
+        .unwrap()
+        .validate("f")
+        .unwrap_err();
+        assert_eq!(e.reason, "expected at least backoff_base (25ms)");
+        let e =
+            PlatformConfig::parse("client:\n  defaults:\n    eject_base: 0s\n", "f").unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.reason.contains("expected more than 0")),
+            ("client.defaults.eject_base", true),
+            "{e}"
+        );
     }
 
     #[test]

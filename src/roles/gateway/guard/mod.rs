@@ -82,7 +82,7 @@ impl Guard {
             keys: RwLock::new(Arc::new(table)),
             limiter,
             max_header_bytes: settings.max_header_bytes,
-            request_timeout: settings.request_timeout,
+            request_timeout: settings.request_timeout.get(),
             denied: DeniedCounter::register(registry),
         })))
     }
