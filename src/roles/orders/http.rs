@@ -1,9 +1,12 @@
-//! The orders role's HTTP API: thin handlers over the order book and the saga runner.
+//! The orders role's HTTP API: thin handlers over the order book, the saga runner and
+//! [`place_order`].
 //!
-//! A create is checked completely before anything is written (body, idempotency key,
-//! every product known to inventory), then stored `pending` and handed to the saga; the
-//! answer waits a short while for the saga to end (201 with the final state) and
-//! otherwise says 202 with the pending order and where to poll.
+//! Each handler parses (body, headers, path, query) into checked values, calls one
+//! domain function, and maps the result: a create answers 201 with the final order if
+//! its saga ended within the wait, 200 for a replayed key whose order is final, and
+//! otherwise 202 with the pending order and where to poll. Orders are always shown as
+//! [`OrderView`]s. The status of each refusal is decided here, in the `From` impls for
+//! [`Problem`], and nowhere else.
 //!
 //! An `Idempotency-Key` belongs to one shard (`fnv1a64(key) % shards(orders)`), where
 //! the gateway sends it; another shard refuses it with 421 rather than create a second
@@ -14,17 +17,17 @@ use std::time::Duration;
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 
-use super::book::{BookError, Created, OrderBook};
+use super::book::{BookError, OrderBook};
 use super::order::{check_id, NewOrder, Order};
-use super::placement::INVENTORY;
+use super::place::{
+    place_order, IdempotencyKey, InventoryCatalogue, PlaceError, Placed, ProductCheckError,
+};
 use super::saga::SagaRunner;
-use svc_platform::client::{self, Call, ServiceClient};
+use super::view::{OrderPage, OrderView};
+use svc_platform::client::{self, ServiceClient};
 use svc_platform::problem::Problem;
 use svc_platform::shards::ShardCounts;
-use svc_platform::shutdown::Shutdown;
-use svc_platform::trace_context;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_PAGE: usize = 1000;
@@ -33,11 +36,9 @@ const MAX_PAGE: usize = 1000;
 pub struct OrdersState {
     pub book: OrderBook,
     pub runner: Arc<SagaRunner>,
+    /// Asks inventory whether the products of a new order exist.
     pub client: ServiceClient,
     pub create_wait: Duration,
-    /// Triggered when this instance stops: its sagas stop with it (and resume after the
-    /// restart), so a create waiting for one answers at once instead of `create_wait`.
-    pub shutdown: Shutdown,
     /// This role's name and the shard this instance owns.
     pub role: String,
     pub shard: u32,
@@ -67,28 +68,30 @@ impl From<BookError> for Problem {
     }
 }
 
-/// The order as clients see it: the card number is never echoed, and the stored trace
-/// context is internal (the caller has its own `x-request-id`).
-fn view(order: &Order) -> serde_json::Value {
-    let mut v = serde_json::to_value(order).unwrap_or_default();
-    if let Some(map) = v.as_object_mut() {
-        map.remove("card");
-        map.remove("traceparent");
+impl From<PlaceError> for Problem {
+    fn from(e: PlaceError) -> Self {
+        match e {
+            PlaceError::Products(ProductCheckError::Unknown(_)) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+            PlaceError::Products(ProductCheckError::Unavailable(m)) => {
+                Problem::unavailable(m, Duration::from_secs(1))
+            }
+            PlaceError::Book(e) => e.into(),
+            PlaceError::StoreTask(_) => Problem::internal(e.to_string()),
+        }
     }
-    v
 }
 
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Problem> {
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, Problem> {
     let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
-    let key = value
-        .to_str()
-        .ok()
-        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
-    key.map(|k| Some(k.to_string())).ok_or_else(|| {
-        Problem::bad_request("Idempotency-Key: expected 1 to 255 printable ASCII characters")
-    })
+    // A value that is not even visible ASCII is refused by `parse` like any bad key.
+    let value = value.to_str().unwrap_or_default();
+    IdempotencyKey::parse(value)
+        .map(Some)
+        .map_err(Problem::bad_request)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -117,75 +120,17 @@ fn check_key_shard(state: &OrdersState, key: Option<&str>) -> Result<(), Problem
     ))
 }
 
-/// Every SKU must be known to inventory (on the shard that owns it) before an order is
-/// written.
-async fn check_products_exist(
-    client: &ServiceClient,
-    shards: &ShardCounts,
-    skus: Vec<String>,
-) -> Result<(), Problem> {
-    let lookups = skus.iter().map(|sku| {
-        let call = Call::get(format!("/v1/products/{sku}")).shard(shards.owner(INVENTORY, sku));
-        client.call(INVENTORY, call)
-    });
-    for (sku, res) in skus.iter().zip(futures::future::join_all(lookups).await) {
-        match res {
-            Ok(r) if r.is_success() => {}
-            Ok(r) if r.status == 404 => {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("unknown product `{sku}`"),
-                ))
-            }
-            Ok(r) => {
-                return Err(Problem::unavailable(
-                    format!("inventory could not check `{sku}` ({})", r.status),
-                    Duration::from_secs(1),
-                ))
-            }
-            Err(e) => {
-                return Err(Problem::unavailable(
-                    format!("inventory is not available to check products: {e}"),
-                    Duration::from_secs(1),
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Waits up to `create_wait` for the saga of `id` to end (less if this instance stops),
-/// then reads the order.
+/// Makes sure the saga of `id` runs and waits up to `create_wait` for it to end (less if
+/// the caller's deadline is nearer or this instance stops), then reads the order.
 async fn settle(state: &OrdersState, id: &str) -> Result<Order, Problem> {
-    let mut finished = state.runner.subscribe();
     state.runner.drive(id.to_string());
     // Answer 202 before the caller's deadline rather than make it time out.
-    let wait = client::deadline::bounded(state.create_wait);
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let current = state.book.get(id)?;
-        match current {
-            Some(o) if o.is_final() => return Ok(o),
-            None => return Err(Problem::not_found(format!("no order `{id}`"))),
-            Some(o) => {
-                let ended = tokio::select! {
-                    ended = tokio::time::timeout_at(deadline, finished.recv()) => ended,
-                    // Stopping (SIGTERM): the saga runner has stopped, so nothing will end
-                    // this saga before the restart; waiting out `create_wait` would only
-                    // hold up the drain (and keep this shard away for that long). 202 now.
-                    () = state.shutdown.wait() => {
-                        return Ok(state.book.get(id)?.unwrap_or(o));
-                    }
-                };
-                match ended {
-                    Err(_) => return Ok(o),
-                    Ok(Ok(done)) if done != id => continue,
-                    Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => continue,
-                    Ok(Err(RecvError::Closed)) => return Ok(o),
-                }
-            }
-        }
-    }
+    let until = tokio::time::Instant::now() + client::deadline::bounded(state.create_wait);
+    state
+        .runner
+        .wait_for_outcome(id, until)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no order `{id}`")))
 }
 
 fn answer(order: &Order, created: bool) -> HttpResponse {
@@ -196,7 +141,7 @@ fn answer(order: &Order, created: bool) -> HttpResponse {
     };
     HttpResponse::build(status)
         .insert_header(("location", format!("/v1/orders/{}", order.id)))
-        .json(view(order))
+        .json(OrderView::from(order))
 }
 
 async fn create(
@@ -207,34 +152,20 @@ async fn create(
     let request = body.into_inner().parse().map_err(Problem::bad_request)?;
     let key = idempotency_key(&req)?;
     check_key_shard(&state, key.as_deref())?;
-    // A replay of a known key answers with its order: it writes nothing new.
-    let (book, probe, probe_key) = (state.book.clone(), request.clone(), key.clone());
-    if let Some(existing) =
-        blocking(move || book.order_for_key(&probe, probe_key.as_deref())).await?
-    {
-        let order = settle(&state, &existing.id).await?;
-        return Ok(answer(&order, false));
-    }
-    let skus: Vec<String> = request.lines.iter().map(|l| l.sku.clone()).collect();
-    check_products_exist(&state.client, &state.shards, skus).await?;
-    let (order, created) = new_order(state.book.clone(), request, key).await?;
-    let order = settle(&state, &order.id).await?;
-    Ok(answer(&order, created))
-}
-
-async fn new_order(
-    book: OrderBook,
-    request: super::order::OrderRequest,
-    key: Option<String>,
-) -> Result<(Order, bool), Problem> {
-    let traceparent = trace_context::current().map(|c| c.traceparent());
-    match blocking(move || book.create(request, key.as_deref(), traceparent)).await? {
-        Created::New(order) => {
-            tracing::info!(order_id = %order.id, "order created");
-            Ok((order, true))
-        }
-        Created::Existing(order) => Ok((order, false)),
-    }
+    let products = InventoryCatalogue {
+        client: &state.client,
+        shards: &state.shards,
+    };
+    let placed = place_order(
+        &state.book,
+        &state.runner,
+        &products,
+        request,
+        key,
+        state.create_wait,
+    )
+    .await?;
+    Ok(answer(placed.order(), matches!(placed, Placed::Created(_))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,14 +186,14 @@ async fn list(state: State, page: web::Query<Page>) -> Result<HttpResponse, Prob
         check_id(after).map_err(|e| Problem::bad_request(format!("after: {e}")))?;
     }
     let (orders, next_after) = state.book.list(page.after.as_deref(), limit)?;
-    let orders: Vec<_> = orders.iter().map(view).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "orders": orders, "next_after": next_after })))
+    let orders = orders.iter().map(OrderView::from).collect();
+    Ok(HttpResponse::Ok().json(OrderPage { orders, next_after }))
 }
 
 async fn get(state: State, id: web::Path<String>) -> Result<HttpResponse, Problem> {
     check_id(&id).map_err(|e| Problem::bad_request(format!("order id: {e}")))?;
     match state.book.get(&id)? {
-        Some(order) => Ok(HttpResponse::Ok().json(view(&order))),
+        Some(order) => Ok(HttpResponse::Ok().json(OrderView::from(&order))),
         None => Err(Problem::not_found(format!("no order `{id}`"))),
     }
 }

@@ -4,7 +4,9 @@
 //! - [`order`]: the order, its steps and the transition rules (pure).
 //! - [`book`]: the redb tables and the transactions on them.
 //! - [`placement`]: which inventory and payments shards hold an order's parts (pure).
-//! - [`saga`]: the runner that drives unfinished orders.
+//! - [`place`]: placing an order, the use case behind a create.
+//! - [`saga`]: the runner that drives unfinished orders, and waits for one to end.
+//! - [`view`]: the order as the public API shows it.
 //! - [`http`]: thin handlers.
 //!
 //! This instance owns one shard: the ids it mints carry it (`ord-<shard>-<ulid>`), and
@@ -13,9 +15,11 @@
 mod book;
 mod http;
 mod order;
+mod place;
 mod placement;
 mod saga;
 pub mod settings;
+mod view;
 
 use std::sync::Arc;
 
@@ -59,7 +63,6 @@ fn start(ctx: &RoleContext, settings: &OrdersSettings) -> anyhow::Result<Routes>
         runner,
         client: ctx.client.clone(),
         create_wait: settings.create_wait,
-        shutdown: ctx.shutdown.clone(),
         role: ctx.manifest.name.clone(),
         shard: ctx.config.shard,
         shards: ctx.config.shards.clone(),

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::book::OrderBook;
 use super::order::{Order, Outcome, Step};
@@ -30,6 +31,7 @@ use svc_platform::events::OutboxSignal;
 use svc_platform::registry_api::now_ms;
 use svc_platform::shards::ShardCounts;
 use svc_platform::shutdown::Shutdown;
+use svc_platform::store::StoreError;
 use svc_platform::telemetry::SPAN_TARGET;
 use svc_platform::trace_context::{self, TraceContext};
 use tracing::Instrument;
@@ -87,9 +89,36 @@ impl SagaRunner {
         }
     }
 
-    /// Ids of orders whose saga ends, as they end.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.finished.subscribe()
+    /// The order `id` once its saga has ended, or as it is at `until` or when this
+    /// instance stops, whichever comes first; `None` if there is no such order.
+    ///
+    /// A stopping instance's sagas stop with it (and resume after the restart), so
+    /// nothing would end this one before `until`: waiting on would only hold up the
+    /// drain, and keep this shard away for that long.
+    pub async fn wait_for_outcome(
+        &self,
+        id: &str,
+        until: tokio::time::Instant,
+    ) -> Result<Option<Order>, StoreError> {
+        // Subscribed before the first read: a saga ending in between is either seen by
+        // that read or announced on the channel.
+        let mut finished = self.finished.subscribe();
+        loop {
+            let order = match self.book.get(id)? {
+                Some(order) if !order.is_final() => order,
+                done_or_none => return Ok(done_or_none),
+            };
+            let ended = tokio::select! {
+                ended = tokio::time::timeout_at(until, finished.recv()) => ended,
+                () = self.shutdown.wait() => return Ok(Some(self.book.get(id)?.unwrap_or(order))),
+            };
+            match ended {
+                // Another order ended, or announcements were missed: read again.
+                Ok(Ok(_) | Err(RecvError::Lagged(_))) => continue,
+                // `until` passed (or the runner is gone): the order as it is now.
+                Err(_) | Ok(Err(RecvError::Closed)) => return Ok(Some(order)),
+            }
+        }
     }
 
     /// Makes sure a task is driving `id`.

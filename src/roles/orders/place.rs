@@ -1,0 +1,504 @@
+//! Placing an order: the use case behind `POST /v1/orders`, as plain Rust.
+//!
+//! [`place_order`] takes a request already parsed at the edge and, in this order:
+//! answers a known idempotency key with its order (writing nothing); checks that every
+//! product exists ([`Catalogue`]: inventory, on the shard owning each SKU); stores the
+//! order `pending` together with its key in one transaction; hands it to the saga; and
+//! waits a short while for the saga to end. Nothing is written unless every check
+//! passed, so a refused request can be retried as it is.
+//!
+//! The outcome says whether this request created the order ([`Placed`]); the HTTP layer
+//! decides the status from it and from whether the order is final.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use svc_platform::client::{self, Call, ServiceClient};
+use svc_platform::shards::ShardCounts;
+use svc_platform::trace_context;
+
+use super::book::{BookError, Created, OrderBook};
+use super::order::{Line, Order, OrderRequest};
+use super::placement::INVENTORY;
+use super::saga::SagaRunner;
+
+/// An `Idempotency-Key` as accepted: 1 to 255 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(value: &str) -> Result<IdempotencyKey, String> {
+        let printable = value.bytes().all(|b| b.is_ascii_graphic());
+        if value.is_empty() || value.len() > 255 || !printable {
+            return Err("Idempotency-Key: expected 1 to 255 printable ASCII characters".into());
+        }
+        Ok(IdempotencyKey(value.to_string()))
+    }
+}
+
+impl std::ops::Deref for IdempotencyKey {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What placing an order did. The order is as it was when the wait ended: final, or
+/// still `pending` if its saga takes longer.
+#[derive(Debug)]
+pub enum Placed {
+    /// This request created the order.
+    Created(Order),
+    /// The idempotency key had already created this order; nothing new was written.
+    Replayed(Order),
+}
+
+impl Placed {
+    pub fn order(&self) -> &Order {
+        match self {
+            Placed::Created(order) | Placed::Replayed(order) => order,
+        }
+    }
+}
+
+/// Why placing an order failed. An unknown product, inventory not answering and a reused
+/// key refuse before anything is written; a store failure may come after the order was
+/// stored, and a replay of its key then answers with it.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error(transparent)]
+    Products(#[from] ProductCheckError),
+    /// The key was used for another request, or the store failed.
+    #[error(transparent)]
+    Book(#[from] BookError),
+    /// The task running a store transaction did not finish (a panic, or the runtime
+    /// stopping), so whether it committed is unknown.
+    #[error("the store task did not finish: {0}")]
+    StoreTask(#[from] tokio::task::JoinError),
+}
+
+/// Why the products of an order could not be confirmed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProductCheckError {
+    #[error("unknown product `{0}`")]
+    Unknown(String),
+    /// Inventory could not say; worth trying again shortly.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Where the products of an order are looked up before it is written: inventory in the
+/// service ([`InventoryCatalogue`]), a fixed list in tests.
+pub trait Catalogue {
+    /// `Ok` when the product of every line exists; else the first unknown one, or why
+    /// that could not be told.
+    async fn check_known(&self, lines: &[Line]) -> Result<(), ProductCheckError>;
+}
+
+/// Asks the inventory shard that owns each SKU, all at once.
+pub struct InventoryCatalogue<'a> {
+    pub client: &'a ServiceClient,
+    pub shards: &'a ShardCounts,
+}
+
+impl Catalogue for InventoryCatalogue<'_> {
+    async fn check_known(&self, lines: &[Line]) -> Result<(), ProductCheckError> {
+        let lookups = lines.iter().map(|line| {
+            let call = Call::get(format!("/v1/products/{}", line.sku))
+                .shard(self.shards.owner(INVENTORY, &line.sku));
+            self.client.call(INVENTORY, call)
+        });
+        for (line, res) in lines.iter().zip(futures::future::join_all(lookups).await) {
+            let sku = &line.sku;
+            match res {
+                Ok(r) if r.is_success() => {}
+                Ok(r) if r.status == 404 => return Err(ProductCheckError::Unknown(sku.clone())),
+                Ok(r) => {
+                    return Err(ProductCheckError::Unavailable(format!(
+                        "inventory could not check `{sku}` ({})",
+                        r.status
+                    )))
+                }
+                Err(e) => {
+                    return Err(ProductCheckError::Unavailable(format!(
+                        "inventory is not available to check products: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Places `request` (see the module doc), waiting up to `wait` for its saga to end, less
+/// if the caller's deadline is nearer or this instance stops.
+pub async fn place_order(
+    book: &OrderBook,
+    runner: &Arc<SagaRunner>,
+    products: &impl Catalogue,
+    request: OrderRequest,
+    key: Option<IdempotencyKey>,
+    wait: Duration,
+) -> Result<Placed, PlaceError> {
+    if let Some(key) = &key {
+        let (reader, probe, key) = (book.clone(), request.clone(), key.clone());
+        let known = tokio::task::spawn_blocking(move || reader.order_for_key(&probe, Some(&key)));
+        if let Some(existing) = known.await?? {
+            let order = outcome(runner, existing.id, wait).await?;
+            return Ok(Placed::Replayed(order));
+        }
+    }
+    products.check_known(&request.lines).await?;
+    // The saga continues the trace of the request that created the order.
+    let traceparent = trace_context::current().map(|c| c.traceparent());
+    let writer = book.clone();
+    let created =
+        tokio::task::spawn_blocking(move || writer.create(request, key.as_deref(), traceparent))
+            .await??;
+    match created {
+        Created::New(order) => {
+            tracing::info!(order_id = %order.id, "order created");
+            Ok(Placed::Created(outcome(runner, order.id, wait).await?))
+        }
+        // The same key won a race with this request after the check above.
+        Created::Existing(order) => Ok(Placed::Replayed(outcome(runner, order.id, wait).await?)),
+    }
+}
+
+/// Makes sure the saga of `id` runs and waits for it (see [`SagaRunner::wait_for_outcome`]).
+async fn outcome(
+    runner: &Arc<SagaRunner>,
+    id: String,
+    wait: Duration,
+) -> Result<Order, PlaceError> {
+    runner.drive(id.clone());
+    // Stop waiting before the caller's deadline: it gets the pending order, not a timeout.
+    let until = tokio::time::Instant::now() + client::deadline::bounded(wait);
+    match runner.wait_for_outcome(&id, until).await {
+        Ok(Some(order)) => Ok(order),
+        Ok(None) => Err(BookError::NotFound(id).into()),
+        Err(e) => Err(BookError::Store(e).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use svc_platform::config::PlatformConfig;
+    use svc_platform::events::OutboxRelay;
+    use svc_platform::peer_view::PeerView;
+    use svc_platform::problem::Problem;
+    use svc_platform::registry_api::now_ms;
+    use svc_platform::shutdown::Shutdown;
+    use svc_platform::store::Store;
+    use svc_platform::trace_context::TraceContext;
+
+    use super::super::order::{NewOrder, Outcome, Status, Step};
+    use super::super::saga::SagaSettings;
+    use super::*;
+
+    /// Long enough that a test which waits for it has hung.
+    const FOREVER: Duration = Duration::from_secs(3600);
+    const TEST_LIMIT: Duration = Duration::from_secs(20);
+
+    /// An order book on a temporary redb file, with a saga runner that has no peers: its
+    /// sagas never get past `reserve`, so an order ends only when a test ends it.
+    struct Orders {
+        _dir: tempfile::TempDir,
+        book: OrderBook,
+        runner: Arc<SagaRunner>,
+        shutdown: Shutdown,
+    }
+
+    fn orders() -> Orders {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("orders.redb")).unwrap());
+        let book = OrderBook::new(store.clone(), 0, "orders-test".into());
+        let config = PlatformConfig::default();
+        let peers = PeerView::restore(store.clone());
+        let registry = prometheus::Registry::new();
+        let client = ServiceClient::new(peers, &config, &registry, None).unwrap();
+        let (_, manifest) = crate::roles::find("orders").unwrap();
+        let catalog = crate::roles::catalog();
+        let relay = OutboxRelay::new(store, client.clone(), &catalog, &manifest, &config.shards);
+        let shutdown = Shutdown::new();
+        let settings = SagaSettings {
+            retry_max: Duration::from_millis(20),
+            shards: config.shards.clone(),
+        };
+        let runner = SagaRunner::new(
+            book.clone(),
+            client,
+            relay.signal(),
+            settings,
+            shutdown.clone(),
+        );
+        Orders {
+            _dir: dir,
+            book,
+            runner: Arc::new(runner),
+            shutdown,
+        }
+    }
+
+    /// Inventory as a fixed list of SKUs (or not answering); counts the checks.
+    struct Shelf {
+        known: &'static [&'static str],
+        answering: bool,
+        checks: Cell<usize>,
+    }
+
+    fn shelf(known: &'static [&'static str]) -> Shelf {
+        Shelf {
+            known,
+            answering: true,
+            checks: Cell::new(0),
+        }
+    }
+
+    impl Catalogue for Shelf {
+        async fn check_known(&self, lines: &[Line]) -> Result<(), ProductCheckError> {
+            self.checks.set(self.checks.get() + 1);
+            if !self.answering {
+                return Err(ProductCheckError::Unavailable("inventory is down".into()));
+            }
+            match lines.iter().find(|l| !self.known.contains(&l.sku.as_str())) {
+                Some(l) => Err(ProductCheckError::Unknown(l.sku.clone())),
+                None => Ok(()),
+            }
+        }
+    }
+
+    fn request(body: serde_json::Value) -> OrderRequest {
+        serde_json::from_value::<NewOrder>(body)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn tea(quantity: u32) -> OrderRequest {
+        request(serde_json::json!({ "lines": [{ "sku": "tea", "quantity": quantity }] }))
+    }
+
+    fn key(k: &str) -> Option<IdempotencyKey> {
+        Some(IdempotencyKey::parse(k).unwrap())
+    }
+
+    impl Orders {
+        /// Places without waiting for the saga (it would not end by itself).
+        async fn place(
+            &self,
+            products: &Shelf,
+            request: OrderRequest,
+            key: Option<IdempotencyKey>,
+        ) -> Result<Placed, PlaceError> {
+            self.place_waiting(products, request, key, Duration::ZERO)
+                .await
+        }
+
+        async fn place_waiting(
+            &self,
+            products: &Shelf,
+            request: OrderRequest,
+            key: Option<IdempotencyKey>,
+            wait: Duration,
+        ) -> Result<Placed, PlaceError> {
+            let placing = place_order(&self.book, &self.runner, products, request, key, wait);
+            tokio::time::timeout(TEST_LIMIT, placing)
+                .await
+                .expect("placing an order hung")
+        }
+
+        fn stored(&self) -> Vec<Order> {
+            self.book.list(None, 100).unwrap().0
+        }
+
+        /// Ends the saga of `id` as if it had been compensated.
+        fn cancel(&self, id: &str) {
+            let order = self.book.get(id).unwrap().unwrap();
+            let cancelled = order.after(Step::Compensate, Outcome::Done, now_ms());
+            assert!(
+                self.book.save_step(&cancelled).unwrap(),
+                "an event is written"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_order_is_stored_pending_and_handed_to_the_saga() {
+        let orders = orders();
+        let products = shelf(&["tea"]);
+        let placed = orders.place(&products, tea(2), key("k1")).await.unwrap();
+        let Placed::Created(order) = placed else {
+            panic!("a new key creates: {placed:?}")
+        };
+        assert_eq!((order.status, order.step), (Status::Pending, Step::Reserve));
+        assert_eq!(order.lines, tea(2).lines);
+        assert!(order.id.starts_with("ord-0-"), "{}", order.id);
+        assert_eq!(orders.stored(), std::slice::from_ref(&order));
+        assert_eq!(orders.book.unfinished().unwrap(), [order.id]);
+        assert_eq!(products.checks.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_known_key_replays_its_order_without_asking_inventory_or_writing() {
+        let orders = orders();
+        let first = orders.place(&shelf(&["tea"]), tea(2), key("k1")).await;
+        let first = first.unwrap().order().clone();
+        let mut down = shelf(&[]);
+        down.answering = false;
+        let again = orders.place(&down, tea(2), key("k1")).await.unwrap();
+        assert!(
+            matches!(&again, Placed::Replayed(o) if *o == first),
+            "{again:?}"
+        );
+        assert_eq!(down.checks.get(), 0, "a replay asks nobody");
+        assert_eq!(orders.stored(), [first]);
+    }
+
+    #[tokio::test]
+    async fn a_replay_answers_with_the_order_as_its_saga_left_it() {
+        let orders = orders();
+        let products = shelf(&["tea"]);
+        let placed = orders.place(&products, tea(1), key("k1")).await.unwrap();
+        orders.cancel(&placed.order().id);
+        let again = orders.place(&products, tea(1), key("k1")).await.unwrap();
+        let Placed::Replayed(order) = again else {
+            panic!("a known key replays: {again:?}")
+        };
+        assert_eq!(
+            (order.id.as_str(), order.status),
+            (placed.order().id.as_str(), Status::Cancelled)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_reused_with_another_body_is_refused_with_422() {
+        let orders = orders();
+        let products = shelf(&["tea"]);
+        let first = orders.place(&products, tea(1), key("k1")).await.unwrap();
+        let refused = orders
+            .place(&products, tea(5), key("k1"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, PlaceError::Book(BookError::KeyReused(k)) if k == "k1"),
+            "{refused:?}"
+        );
+        assert_eq!(Problem::from(refused).status, 422);
+        assert_eq!(orders.stored(), [first.order().clone()]);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_product_is_refused_with_422_and_writes_nothing() {
+        let orders = orders();
+        let products = shelf(&["tea"]);
+        let body = serde_json::json!({ "lines": [
+            { "sku": "tea", "quantity": 1 }, { "sku": "cake", "quantity": 1 }
+        ] });
+        let refused = orders.place(&products, request(body), key("k1")).await;
+        let problem = Problem::from(refused.unwrap_err());
+        assert_eq!(
+            (problem.status, problem.detail.as_str()),
+            (422, "unknown product `cake`")
+        );
+        assert!(orders.stored().is_empty());
+        assert!(orders.book.unfinished().unwrap().is_empty());
+        // The key was not spent: a corrected request with it creates the order.
+        let placed = orders.place(&products, tea(1), key("k1")).await.unwrap();
+        assert!(matches!(placed, Placed::Created(_)), "{placed:?}");
+    }
+
+    #[tokio::test]
+    async fn inventory_not_answering_is_503_and_writes_nothing() {
+        let orders = orders();
+        let mut down = shelf(&["tea"]);
+        down.answering = false;
+        let refused = orders.place(&down, tea(1), key("k1")).await.unwrap_err();
+        let problem = Problem::from(refused);
+        assert_eq!(problem.status, 503);
+        assert_eq!(problem.retry_after, Some(Duration::from_secs(1)));
+        assert!(orders.stored().is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_a_key_every_request_is_a_new_order() {
+        let orders = orders();
+        let products = shelf(&["tea"]);
+        let a = orders.place(&products, tea(1), None).await.unwrap();
+        let b = orders.place(&products, tea(1), None).await.unwrap();
+        assert!(matches!((&a, &b), (Placed::Created(_), Placed::Created(_))));
+        assert_ne!(a.order().id, b.order().id);
+        assert_eq!(orders.stored().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_order_keeps_the_trace_of_the_request_that_placed_it() {
+        let orders = orders();
+        let trace = TraceContext::new_root();
+        let products = shelf(&["tea"]);
+        let placing = orders.place(&products, tea(1), None);
+        let placed = trace_context::scope(trace.clone(), placing).await.unwrap();
+        let stored = orders.book.get(&placed.order().id).unwrap().unwrap();
+        assert_eq!(stored.traceparent, Some(trace.traceparent()));
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_when_the_saga_does() {
+        let orders = orders();
+        let placed = orders.place(&shelf(&["tea"]), tea(1), None).await.unwrap();
+        let id = placed.order().id.clone();
+        let runner = orders.runner.clone();
+        let until = tokio::time::Instant::now() + FOREVER;
+        let waiter = tokio::spawn(async move { runner.wait_for_outcome(&id, until).await });
+        // On this single-threaded runtime the waiter now reads the pending order and
+        // starts waiting before the saga is ended below.
+        tokio::task::yield_now().await;
+        orders.cancel(&placed.order().id);
+        let ended = tokio::time::timeout(TEST_LIMIT, waiter).await;
+        let order = ended.expect("the wait outlived the saga").unwrap().unwrap();
+        assert_eq!(order.map(|o| o.status), Some(Status::Cancelled));
+    }
+
+    #[tokio::test]
+    async fn a_stopping_instance_answers_at_once_with_the_pending_order() {
+        let orders = orders();
+        orders.shutdown.trigger();
+        let placed = orders
+            .place_waiting(&shelf(&["tea"]), tea(1), None, FOREVER)
+            .await
+            .unwrap();
+        assert!(matches!(&placed, Placed::Created(o) if o.status == Status::Pending));
+    }
+
+    #[test]
+    fn idempotency_keys_are_printable_ascii_up_to_255() {
+        assert!(IdempotencyKey::parse("order-42_retry.1").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
+        for bad in ["", "two words", "tab\tkey", "clé", &"k".repeat(256)] {
+            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_bodies_never_become_a_request() {
+        let bodies = [
+            serde_json::json!({ "lines": [] }),
+            serde_json::json!({ "lines": [{ "sku": "tea", "quantity": 0 }] }),
+            serde_json::json!({ "lines": [{ "sku": "tea", "quantity": "1" }] }),
+            serde_json::json!({ "lines": [{ "sku": "tea", "quantity": 1, "price_minor": 1 }] }),
+            serde_json::json!({ "lines": [{ "sku": "tea", "quantity": 1 }], "card": "12ab" }),
+            serde_json::json!({ "lines": [{ "sku": "tea", "quantity": 1 }], "total": 5 }),
+        ];
+        for body in bodies {
+            let parsed = serde_json::from_value::<NewOrder>(body.clone())
+                .map_err(|e| e.to_string())
+                .and_then(NewOrder::parse);
+            assert!(parsed.is_err(), "{body}");
+        }
+        let card = serde_json::json!({ "lines": [{ "sku": "tea", "quantity": 1 }], "card": "4111-1111 1111-1111" });
+        assert_eq!(request(card).card.as_deref(), Some("4111111111111111"));
+    }
+}
