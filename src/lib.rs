@@ -2,9 +2,11 @@
 //!
 //! - [`svc_platform`] (crates/platform): servers, clients, discovery, config, storage,
 //!   telemetry; a crate of its own that cannot name a role.
+//! - [`config`]: the application's config: the platform's keys and each role's section.
 //! - [`roles`]: one module per role, each built on the platform.
 //! - [`commands`]: the CLI subcommands (`run`, `dev`, `status`, `roles`, `config check`).
 
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod roles;

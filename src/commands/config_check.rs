@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{fail, EXIT_USAGE};
+use crate::config::Config;
 use crate::roles;
-use svc_platform::config::Config;
 
 pub fn run(path: &Path) -> ExitCode {
     let origin = path.display().to_string();

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::{KeysCommand, KeysNewArgs};
 use crate::roles::gateway::guard::{generate_key, hash_key};
-use svc_platform::config::{ApiKeySettings, Scope};
+use crate::roles::gateway::settings::{ApiKeySettings, Scope};
 
 pub fn run(command: KeysCommand) -> ExitCode {
     match command {
@@ -90,7 +90,7 @@ mod tests {
         let yaml = serde_yaml::to_string(&[e]).unwrap();
         assert!(!yaml.contains(&key), "the key itself is not in the entry");
         let config = format!("gateway:\n  api_keys:\n{}", indent(&yaml));
-        let c = svc_platform::config::Config::parse(&config, "f").unwrap();
+        let c = crate::config::Config::parse(&config, "f").unwrap();
         c.validate("f").unwrap();
         let k = &c.gateway.api_keys[0];
         assert_eq!(k.scopes, vec![Scope::OrdersRead, Scope::OrdersWrite]);

@@ -4,8 +4,10 @@ use std::process::ExitCode;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::RunArgs;
+use crate::config::{Config, Overrides};
 use crate::roles;
-use svc_platform::config::{Config, ConfigError, Overrides};
+use crate::roles::gateway::settings::GatewayOverrides;
+use svc_platform::config::{self as platform, ConfigError};
 use svc_platform::shards::ShardCounts;
 use svc_platform::tls::TlsError;
 use svc_platform::{lifecycle, telemetry};
@@ -44,16 +46,20 @@ pub fn run(args: RunArgs) -> ExitCode {
     let config = Config::load(args.config.as_deref())
         .and_then(|c| {
             c.apply(Overrides {
-                listen: args.listen,
-                data_dir: args.data_dir,
-                registries: args.registries,
-                instance_id: args.instance_id,
-                log_format: args.log_format,
-                log_file: args.log_file,
-                shard: args.shard,
-                shards,
-                tls_dir: args.tls_dir,
-                api_keys_file: args.api_keys_file,
+                platform: platform::Overrides {
+                    listen: args.listen,
+                    data_dir: args.data_dir,
+                    registries: args.registries,
+                    instance_id: args.instance_id,
+                    log_format: args.log_format,
+                    log_file: args.log_file,
+                    shard: args.shard,
+                    shards,
+                    tls_dir: args.tls_dir,
+                },
+                gateway: GatewayOverrides {
+                    api_keys_file: args.api_keys_file,
+                },
             })
         })
         .and_then(|c| c.check_for_role(&origin, &manifest, &catalog).map(|()| c));
@@ -62,30 +68,37 @@ pub fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail(EXIT_USAGE, e),
     };
     let instance_id = config
+        .platform
         .instance_id
         .clone()
         .unwrap_or_else(lifecycle::default_instance_id);
-    let log_file = match config.log_file.as_deref().map(telemetry::open_log_file) {
+    let log_file = match config
+        .platform
+        .log_file
+        .as_deref()
+        .map(telemetry::open_log_file)
+    {
         Some(Err(e)) => return fail(EXIT_FAILURE, e),
         Some(Ok(file)) => Some(file),
         None => None,
     };
     let telemetry = match telemetry::init(
-        config.log_format,
+        config.platform.log_format,
         &manifest.name,
         &instance_id,
         log_file,
-        &config.otlp,
+        &config.platform.otlp,
     ) {
         Ok(telemetry) => telemetry,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
     let result = actix_web::rt::System::new().block_on(lifecycle::run(
-        entry,
+        entry.start_with(&config),
         manifest,
         catalog,
-        config,
+        config.platform.clone(),
         instance_id,
+        config.public_head_timeout(),
     ));
     // Stopped or failed: what is still queued for the collector goes now.
     telemetry.shutdown();

@@ -1,7 +1,7 @@
 //! The roles this binary can run: the only list of them in the code.
 //!
 //! Each role is one module exposing an `ENTRY` (its embedded manifest and start
-//! function). Everything that needs "all roles" (the CLI, `svc dev`, the registry's
+//! function, which picks the role's own section out of the [`Config`]). Everything that needs "all roles" (the CLI, `svc dev`, the registry's
 //! validation) asks [`catalog`] or [`find`], which read this list.
 
 pub mod gateway;
@@ -14,7 +14,24 @@ pub mod registry;
 use std::sync::{Arc, OnceLock};
 
 use svc_platform::manifest::{Manifest, RoleCatalog};
-use svc_platform::role::RoleEntry;
+use svc_platform::role::{RoleContext, RoleStart, Routes};
+
+use crate::config::Config;
+
+/// One role this binary can run.
+pub struct RoleEntry {
+    /// The role's manifest, embedded from `roles/<role>.yaml`.
+    pub manifest_source: &'static str,
+    /// Starts the role with the platform's context and, from `Config`, its own section.
+    pub start: fn(&RoleContext, &Config) -> anyhow::Result<Routes>,
+}
+
+impl RoleEntry {
+    /// The start the platform calls, with the role's settings taken from `config`.
+    pub fn start_with<'a>(&'a self, config: &'a Config) -> RoleStart<'a> {
+        Box::new(move |ctx| (self.start)(ctx, config))
+    }
+}
 
 /// Every role, the registry first (it must start before the others).
 pub const ALL: &[&RoleEntry] = &[

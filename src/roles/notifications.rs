@@ -19,13 +19,16 @@ use serde::{Deserialize, Serialize};
 use svc_platform::clock::now_ms;
 use svc_platform::events::{self, Event, EVENTS_PATH};
 use svc_platform::problem::Problem;
-use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shards::ShardOwnership;
+
+use super::RoleEntry;
 use svc_platform::store::{self, JsonTable, Store, StoreError};
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../roles/notifications.yaml"),
-    start,
+    // No settings of its own.
+    start: |ctx, _| start(ctx),
 };
 
 /// Keyed by `<order id>/<event kind>`: one notification per order and event.

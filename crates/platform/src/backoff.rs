@@ -16,18 +16,52 @@ use std::time::Duration;
 
 use rand::Rng;
 
-/// Exponential backoff from `base`, capped at `max`.
+/// Exponential backoff from `base` (more than 0), capped at `max` (at least `base`).
+/// Configured ones are checked at load ([`Backoff::checked`]), so a running loop never
+/// sees a zero or shrinking backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
-    /// The longest wait before the first retry.
-    pub base: Duration,
-    /// The longest wait before any retry.
-    pub max: Duration,
+    base: Duration,
+    max: Duration,
+}
+
+/// Why two durations make no [`Backoff`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BackoffError {
+    #[error("expected more than 0")]
+    ZeroBase,
+    /// `max` is below `base` (the error names the key of `base`, so it is the caller's).
+    #[error("expected at least the base ({})", humantime::format_duration(*.base))]
+    MaxBelowBase { base: Duration },
 }
 
 impl Backoff {
+    /// A backoff from constants; an invalid pair fails the build (const evaluation).
     pub const fn new(base: Duration, max: Duration) -> Backoff {
+        assert!(!base.is_zero(), "a backoff starts above zero");
+        assert!(max.as_nanos() >= base.as_nanos(), "a backoff never shrinks");
         Backoff { base, max }
+    }
+
+    /// A backoff from configured values.
+    pub fn checked(base: Duration, max: Duration) -> Result<Backoff, BackoffError> {
+        if base.is_zero() {
+            return Err(BackoffError::ZeroBase);
+        }
+        if max < base {
+            return Err(BackoffError::MaxBelowBase { base });
+        }
+        Ok(Backoff { base, max })
+    }
+
+    /// The longest wait before the first retry.
+    pub fn base(&self) -> Duration {
+        self.base
+    }
+
+    /// The longest wait before any retry.
+    pub fn max(&self) -> Duration {
+        self.max
     }
 
     /// The wait before retry `attempt` (1 for the first; 0 counts as 1), without jitter:
@@ -60,13 +94,29 @@ mod tests {
         let waits: Vec<u128> = (1..=8).map(|n| b.exact(n).as_millis()).collect();
         assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 10000, 10000]);
         assert_eq!(b.exact(0), b.exact(1), "attempt 0 counts as the first");
-        assert_eq!(b.exact(u32::MAX), b.max, "no overflow however many retries");
+        assert_eq!(
+            b.exact(u32::MAX),
+            b.max(),
+            "no overflow however many retries"
+        );
     }
 
     #[test]
-    fn a_max_below_base_wins() {
-        let b = Backoff::new(100 * MS, 30 * MS);
-        assert_eq!(b.exact(1), 30 * MS);
+    fn a_backoff_starts_above_zero_and_never_shrinks() {
+        let b = Backoff::checked(25 * MS, 500 * MS).unwrap();
+        assert_eq!((b.base(), b.max()), (25 * MS, 500 * MS));
+        assert!(
+            Backoff::checked(5 * MS, 5 * MS).is_ok(),
+            "max may equal base"
+        );
+        assert_eq!(
+            Backoff::checked(Duration::ZERO, 5 * MS),
+            Err(BackoffError::ZeroBase)
+        );
+        assert_eq!(
+            Backoff::checked(25 * MS, 10 * MS),
+            Err(BackoffError::MaxBelowBase { base: 25 * MS })
+        );
     }
 
     #[test]

@@ -265,7 +265,7 @@ impl OutboxRelay {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!(subscriber = role, error = %e, "cannot read the outbox");
-                    tokio::time::sleep(RETRY.max).await;
+                    tokio::time::sleep(RETRY.max()).await;
                     continue;
                 }
             };

@@ -2,7 +2,7 @@
 //!
 //! Servers, clients, discovery, config, storage and telemetry are each made here, once.
 //! This crate cannot name a role (it does not depend on the `svc` crate, which holds
-//! them); roles plug in through [`role::RoleEntry`]. It has no command line either: the
+//! them); roles plug in through [`role::RoleStart`] and [`role::RoleContext`]. It has no command line either: the
 //! `svc` crate parses flags and hands over typed values.
 
 pub mod access;

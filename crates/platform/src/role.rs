@@ -1,16 +1,18 @@
 //! The contract between the platform and a role.
 //!
-//! A role is a manifest plus a `start` function. The platform opens the store, binds,
-//! discovers and serves; `start` gets a [`RoleContext`] with all of that ready, spawns
-//! whatever background work the role needs, and returns the routes to mount. The
-//! platform never names a role: it only ever sees [`RoleEntry`] values.
+//! A role is a manifest plus a start function. The platform opens the store, binds,
+//! discovers and serves; the start function gets a [`RoleContext`] with all of that
+//! ready, spawns whatever background work the role needs, and returns the routes to
+//! mount. The platform never names a role: the application hands
+//! [`super::lifecycle::run`] a manifest and a [`RoleStart`], having closed over the
+//! role's own settings, which the platform never sees.
 
 use std::sync::Arc;
 
 use actix_web::web;
 
 use super::client::ServiceClient;
-use super::config::Config;
+use super::config::PlatformConfig;
 use super::manifest::{Manifest, RoleCatalog};
 use super::metrics::Metrics;
 use super::peer_view::PeerView;
@@ -20,18 +22,15 @@ use super::store::Store;
 /// Mounts a role's routes on an actix app; called once per worker thread.
 pub type Routes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 
-/// One role this binary can run.
-pub struct RoleEntry {
-    /// The role's manifest, embedded from `roles/<role>.yaml`.
-    pub manifest_source: &'static str,
-    pub start: fn(&RoleContext) -> anyhow::Result<Routes>,
-}
+/// Starts a role once the platform has made its [`RoleContext`]: called once.
+pub type RoleStart<'a> = Box<dyn FnOnce(&RoleContext) -> anyhow::Result<Routes> + 'a>;
 
-/// Everything a starting role may use.
+/// Everything a starting role may use, but its own settings (which come with its
+/// [`RoleStart`]).
 pub struct RoleContext {
     pub manifest: Manifest,
     pub catalog: Arc<RoleCatalog>,
-    pub config: Config,
+    pub config: PlatformConfig,
     pub instance_id: String,
     /// The base URL this instance is registered under.
     pub address: String,

@@ -29,13 +29,13 @@ use tokio::sync::mpsc;
 
 use super::{fail, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::DevArgs;
+use crate::config::Config;
 use crate::roles;
 use child::Launcher;
 use fleet::Fleet;
 use plan::Plan;
 use signals::StopSignals;
 use startup::{Outcome, StartupError, Watch};
-use svc_platform::config::Config;
 use svc_platform::manifest::{RoleCatalog, OPERATOR};
 use svc_platform::tls::{pki, setup, TlsMaterial};
 
@@ -45,7 +45,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn run(args: DevArgs) -> ExitCode {
     // The children check the whole file; svc dev only needs to know whether TLS is on.
     let insecure = match Config::load(args.config.as_deref()) {
-        Ok(config) => config.tls.insecure,
+        Ok(config) => config.platform.tls.insecure,
         Err(e) => return fail(EXIT_USAGE, e),
     };
     let catalog = roles::catalog();

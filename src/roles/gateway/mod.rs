@@ -19,25 +19,28 @@
 mod forward;
 pub mod guard;
 mod listing;
+pub mod settings;
 
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use svc_platform::client::ServiceClient;
-use svc_platform::config::Scope;
 use svc_platform::problem::Problem;
-use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shards::{shard_in_id, ShardCounts};
 
 use forward::{forward, Target};
 use guard::Guard;
 use listing::Listing;
+use settings::{GatewaySettings, Scope};
 use svc_platform::ids;
+
+use super::RoleEntry;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/gateway.yaml"),
-    start,
+    start: |ctx, config| start(ctx, &config.gateway),
 };
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -68,12 +71,12 @@ struct Gateway {
     shards: ShardCounts,
 }
 
-fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
+fn start(ctx: &RoleContext, settings: &GatewaySettings) -> anyhow::Result<Routes> {
     let state = web::Data::new(Gateway {
         client: ctx.client.clone(),
         shards: ctx.config.shards.clone(),
     });
-    let guard = start_guard(ctx)?;
+    let guard = start_guard(ctx, settings)?;
     Ok(Arc::new(move |cfg| {
         use Scope::{OrdersRead, OrdersWrite, ProductsRead, ProductsWrite};
         let g = |scope, route| guard.protect(scope, route);
@@ -120,10 +123,9 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
     }))
 }
 
-/// The guard of `ctx.config.gateway`, with the keys of `api_keys_file` read now and
+/// The guard of the `gateway:` section, with the keys of `api_keys_file` read now and
 /// again whenever the file changes (checked every `tls.reload_interval`, and on SIGHUP).
-fn start_guard(ctx: &RoleContext) -> anyhow::Result<Guard> {
-    let settings = &ctx.config.gateway;
+fn start_guard(ctx: &RoleContext, settings: &GatewaySettings) -> anyhow::Result<Guard> {
     let seen = guard::reload::stamp(settings);
     let keys = settings.all_keys("config")?;
     let guard = Guard::new(settings, &keys, ctx.metrics.registry())?;

@@ -21,30 +21,34 @@ mod http;
 mod products;
 mod reservations;
 mod reserve_request;
+pub mod settings;
 
 #[cfg(test)]
 mod domain_tests;
 
 use std::sync::Arc;
 
-use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shards::ShardOwnership;
+
+use super::RoleEntry;
+use settings::InventorySettings;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/inventory.yaml"),
-    start,
+    start: |ctx, config| start(ctx, &config.inventory),
 };
 
-fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
-    let settings = &ctx.config.inventory;
+fn start(ctx: &RoleContext, settings: &InventorySettings) -> anyhow::Result<Routes> {
     expiry::spawn(
         ctx.store.clone(),
-        settings.expiry_sweep,
+        settings.expiry_sweep.get(),
         ctx.shutdown.clone(),
     );
     let state = Arc::new(http::Inventory {
         store: ctx.store.clone(),
-        reservation_ttl_ms: u64::try_from(settings.reservation_ttl.as_millis()).unwrap_or(u64::MAX),
+        reservation_ttl_ms: u64::try_from(settings.reservation_ttl.get().as_millis())
+            .unwrap_or(u64::MAX),
         ownership: ShardOwnership::new(
             ctx.manifest.name.clone(),
             ctx.config.shard,

@@ -20,6 +20,7 @@ mod order;
 mod place;
 mod placement;
 mod saga;
+pub mod settings;
 #[cfg(test)]
 mod testing;
 mod view;
@@ -27,15 +28,18 @@ mod view;
 use std::sync::Arc;
 
 use svc_platform::events::OutboxRelay;
-use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shards::ShardOwnership;
+
+use super::RoleEntry;
+use settings::OrdersSettings;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/orders.yaml"),
-    start,
+    start: |ctx, config| start(ctx, &config.orders),
 };
 
-fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
+fn start(ctx: &RoleContext, settings: &OrdersSettings) -> anyhow::Result<Routes> {
     let book = book::OrderBook::new(ctx.store.clone(), ctx.config.shard, ctx.instance_id.clone());
     let relay = OutboxRelay::new(
         ctx.store.clone(),
@@ -49,7 +53,7 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
         ctx.client.clone(),
         relay.signal(),
         saga::SagaSettings {
-            retry_max: ctx.config.orders.step_retry_max,
+            retry_max: settings.step_retry_max.get(),
             shards: ctx.config.shards.clone(),
         },
         ctx.shutdown.clone(),
@@ -63,7 +67,7 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
         book,
         runner,
         client: ctx.client.clone(),
-        create_wait: ctx.config.orders.create_wait,
+        create_wait: settings.create_wait,
         ownership: ShardOwnership::new(
             ctx.manifest.name.clone(),
             ctx.config.shard,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use svc_platform::client::ServiceClient;
 use svc_platform::clock::now_ms;
-use svc_platform::config::Config;
+use svc_platform::config::PlatformConfig;
 use svc_platform::events::OutboxRelay;
 use svc_platform::peer_view::PeerView;
 use svc_platform::shutdown::Shutdown;
@@ -33,7 +33,7 @@ pub fn orders() -> Orders {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("orders.redb")).unwrap());
     let book = OrderBook::new(store.clone(), 0, "orders-test".into());
-    let config = Config::default();
+    let config = PlatformConfig::default();
     let peers = PeerView::restore(store.clone());
     let registry = prometheus::Registry::new();
     let client = ServiceClient::new(peers, &config, &registry, None).unwrap();

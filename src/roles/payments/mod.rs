@@ -15,6 +15,7 @@ mod error;
 mod http;
 mod ledger;
 mod payment;
+pub mod settings;
 mod transitions;
 
 #[cfg(test)]
@@ -22,18 +23,21 @@ mod domain_tests;
 
 use std::sync::Arc;
 
-use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shards::ShardOwnership;
+
+use super::RoleEntry;
+use settings::PaymentsSettings;
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/payments.yaml"),
-    start,
+    start: |ctx, config| start(ctx, &config.payments),
 };
 
-fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
+fn start(ctx: &RoleContext, settings: &PaymentsSettings) -> anyhow::Result<Routes> {
     let state = Arc::new(http::Payments {
         store: ctx.store.clone(),
-        decline_above_minor: ctx.config.payments.decline_above_minor,
+        decline_above_minor: settings.decline_above_minor,
         ownership: ShardOwnership::new(
             ctx.manifest.name.clone(),
             ctx.config.shard,

@@ -75,7 +75,7 @@ fn acting_for(
 fn grant(state: &RegistryState, table: &LeaseTable) -> LeaseGrant {
     LeaseGrant {
         lease_ttl_ms: state.settings.lease_ttl.as_millis() as u64,
-        renew_interval_ms: state.settings.renew_interval.as_millis() as u64,
+        renew_interval_ms: state.settings.renew_interval.get().as_millis() as u64,
         index: table.index(),
     }
 }
@@ -183,7 +183,7 @@ async fn wait_for_change(state: &RegistryState, query: &WatchQuery) -> Result<()
     let Some(seen) = query.index else {
         return Ok(());
     };
-    let wait = wait.min(state.settings.max_wait);
+    let wait = wait.min(state.settings.max_wait.get());
     let mut rx = state.index.subscribe();
     tokio::select! {
         _ = tokio::time::timeout(wait, rx.wait_for(|current| *current != seen)) => {}

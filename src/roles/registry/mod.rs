@@ -7,6 +7,7 @@
 
 mod http;
 mod lease_table;
+pub mod settings;
 mod ui;
 
 use std::collections::BTreeSet;
@@ -18,17 +19,19 @@ use redb::TableDefinition;
 use tokio::sync::watch;
 
 use svc_platform::clock::now_ms;
-use svc_platform::config::RegistrySettings;
 use svc_platform::registry_api::Instance;
-use svc_platform::role::{RoleContext, RoleEntry, Routes};
+use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shutdown::Shutdown;
 use svc_platform::store::{self, JsonTable, Store, StoreError};
 
 pub use lease_table::LeaseTable;
 
+use super::RoleEntry;
+use settings::RegistrySettings;
+
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../../roles/registry.yaml"),
-    start,
+    start: |ctx, config| start(ctx, &config.registry),
 };
 
 const INSTANCES: JsonTable = TableDefinition::new("registry_instances");
@@ -142,7 +145,7 @@ fn key(role: &str, id: &str) -> String {
     format!("{role}/{id}")
 }
 
-fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
+fn start(ctx: &RoleContext, settings: &RegistrySettings) -> anyhow::Result<Routes> {
     let known_roles = ctx.catalog.names().into_iter().map(String::from).collect();
     // Roles whose instances register and keep state own one shard each.
     let sharded_roles = ctx
@@ -153,7 +156,7 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
         .collect();
     let state = Arc::new(RegistryState::open(
         ctx.store.clone(),
-        ctx.config.registry.clone(),
+        settings.clone(),
         known_roles,
         sharded_roles,
         ctx.shutdown.clone(),

@@ -37,10 +37,9 @@ use crate::backoff::Backoff;
 pub struct BreakerPolicy {
     /// Consecutive failures that open the breaker (at least 1).
     pub failures_to_open: u32,
-    /// How long the first opening lasts.
-    pub base: Duration,
-    /// The longest an opening lasts, however many probes failed.
-    pub max: Duration,
+    /// How long an opening lasts: `base` the first time, doubling with each failed
+    /// probe up to `max`.
+    pub ejection: Backoff,
 }
 
 /// The three states, as exported in the `svc_client_breaker_state` gauge.
@@ -207,7 +206,7 @@ impl Breaker {
     }
 
     fn open(&mut self, now: Instant, openings: u32, cause: OpenCause) -> Transition {
-        let backoff = Backoff::new(self.policy.base, self.policy.max).exact(openings);
+        let backoff = self.policy.ejection.exact(openings);
         self.inner = Inner::Open {
             until: now + backoff,
             openings,
@@ -225,8 +224,7 @@ mod tests {
     fn breaker() -> Breaker {
         Breaker::new(BreakerPolicy {
             failures_to_open: 3,
-            base: S,
-            max: 4 * S,
+            ejection: Backoff::new(S, Duration::from_secs(4)),
         })
     }
 

@@ -99,8 +99,7 @@ impl Dependency {
             )),
             breaker_policy: BreakerPolicy {
                 failures_to_open: policy.eject_after_failures,
-                base: policy.eject_base,
-                max: policy.eject_max,
+                ejection: policy.eject,
             },
             policy,
             metrics,
@@ -356,6 +355,7 @@ mod tests {
     use super::*;
     use crate::client::metrics::ClientMetrics;
     use crate::client::retry::FailureKind;
+    use crate::config::Backoff;
 
     fn instance(id: &str, port: u16, shard: u32) -> Instance {
         Instance {
@@ -429,7 +429,7 @@ mod tests {
     fn failing_instance_is_ejected_then_probed_back() {
         let policy = CallPolicy {
             eject_after_failures: 2,
-            eject_base: Duration::from_secs(1),
+            eject: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             ..CallPolicy::default()
         };
         let (dep, registry) = dependency(policy);

@@ -47,7 +47,7 @@ use parking_lot::Mutex;
 
 pub use call::{shard_of, Call, CallError, CallResponse};
 
-use super::config::{ClientSettings, Config};
+use super::config::{ClientPolicies, PlatformConfig};
 use super::peer_view::PeerView;
 use super::tls::{http_client_builder, TlsMaterial};
 use dependency::{Dependency, EndpointKey, InFlight, Pick};
@@ -72,7 +72,7 @@ pub struct ServiceClient {
 struct Inner {
     tls: Option<Arc<TlsMaterial>>,
     peers: PeerView,
-    settings: ClientSettings,
+    settings: ClientPolicies,
     metrics: ClientMetrics,
     dependencies: Mutex<HashMap<String, Arc<Dependency>>>,
 }
@@ -82,17 +82,17 @@ impl ServiceClient {
     /// `client` section, measuring into `registry`.
     pub fn new(
         peers: PeerView,
-        config: &Config,
+        config: &PlatformConfig,
         registry: &prometheus::Registry,
         tls: Option<&Arc<TlsMaterial>>,
     ) -> anyhow::Result<ServiceClient> {
         if let Some(t) = config.http.call_timeout {
             tracing::warn!(
-                call_timeout = %humantime::format_duration(t),
+                call_timeout = %t,
                 "http.call_timeout is deprecated: it is used as client.defaults.timeout; move it there"
             );
         }
-        let settings = config.client_settings();
+        let settings = config.client_policies("config")?;
         let metrics = ClientMetrics::new(registry).context("cannot register client metrics")?;
         Ok(ServiceClient {
             inner: Arc::new(Inner {

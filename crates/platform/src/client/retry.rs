@@ -19,7 +19,6 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::breaker::Signal;
-use crate::backoff::Backoff;
 use crate::config::CallPolicy;
 
 /// How an attempt failed when no answer came back.
@@ -129,7 +128,7 @@ pub fn decide(facts: &AfterAttempt, policy: &CallPolicy, rng: &mut impl Rng) -> 
     if !facts.outcome.retryable(facts.idempotent) {
         return Decision::GiveUp(GiveUp::Final);
     }
-    let pause = Backoff::new(policy.backoff_base, policy.backoff_max).delay(facts.attempts, rng);
+    let pause = policy.backoff.delay(facts.attempts, rng);
     if pause >= facts.time_left {
         return Decision::GiveUp(GiveUp::NoTimeLeft);
     }

@@ -61,7 +61,7 @@ impl Export {
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(url.clone())
-            .with_timeout(settings.export_timeout)
+            .with_timeout(settings.export_timeout.get())
             .build()
             .map_err(|e| ExportError {
                 url,
@@ -86,7 +86,7 @@ impl Export {
             .build();
         Ok(Self {
             provider,
-            timeout: settings.export_timeout,
+            timeout: settings.export_timeout.get(),
         })
     }
 

@@ -16,7 +16,7 @@ use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use svc_platform::config::{ApiKeySettings, Scope};
+use crate::roles::gateway::settings::{ApiKeySettings, Scope};
 
 /// What every key starts with, so a leaked one is easy to recognise (and to scan for).
 pub const KEY_PREFIX: &str = "svck_";

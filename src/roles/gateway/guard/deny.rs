@@ -22,7 +22,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 
 use super::api_keys::AuthFailure;
 use super::rate_limit::{Rate, RetryAfter};
-use svc_platform::config::Scope;
+use crate::roles::gateway::settings::Scope;
 use svc_platform::problem::Problem;
 
 /// Sent with every 401 (RFC 6750).

@@ -42,10 +42,10 @@ use actix_web::{
 use parking_lot::RwLock;
 use prometheus::Registry;
 
+use crate::roles::gateway::settings::{ApiKeySettings, GatewaySettings, Scope};
 pub use api_keys::{generate_key, hash_key, AuthFailure, Identity, KeyTable, KEY_PREFIX};
 use deny::{Denial, DeniedCounter};
 pub use rate_limit::{Rate, RateLimiter, RetryAfter};
-use svc_platform::config::{ApiKeySettings, GatewaySettings, Scope};
 use timeout::BodyProgress;
 
 /// The guard, shared by every worker and route.
@@ -82,7 +82,7 @@ impl Guard {
             keys: RwLock::new(Arc::new(table)),
             limiter,
             max_header_bytes: settings.max_header_bytes,
-            request_timeout: settings.request_timeout,
+            request_timeout: settings.request_timeout.get(),
             denied: DeniedCounter::register(registry),
         })))
     }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use svc_platform::config::GatewaySettings;
+use crate::roles::gateway::settings::GatewaySettings;
 use svc_platform::reload::{self, Reloadable, Stamp, Watched};
 use svc_platform::shutdown::Shutdown;
 

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 use super::*;
+use svc_platform::config::PositiveDuration;
 
 const SHOP: &str = "svck_0000000000000000000000000000000000000000000000000000000000000001";
 const READER: &str = "svck_0000000000000000000000000000000000000000000000000000000000000002";
@@ -23,7 +24,7 @@ fn settings() -> GatewaySettings {
     let mut s = GatewaySettings::default();
     s.rate_limit.per_second = 1.0;
     s.rate_limit.burst = 100;
-    s.request_timeout = Duration::from_millis(200);
+    s.request_timeout = PositiveDuration::from_millis(200);
     s
 }
 

@@ -5,17 +5,17 @@
 //! so a leaked config file grants nothing), the scopes it grants and optionally its own
 //! rate. Keys come from `gateway.api_keys` and from the YAML list in
 //! `gateway.api_keys_file` (read by the gateway when it starts and again when the file
-//! changes, so the file need not exist on machines that run other roles). Every value is checked before the gateway serves:
-//! a malformed hash, an unknown scope, a duplicate name or hash stops start-up with the
-//! file and the key that is wrong.
+//! changes, so the file need not exist on machines that run other roles). Every value
+//! is checked before the gateway serves: a malformed hash, an unknown scope, a duplicate
+//! name or hash stops start-up with the file and the key that is wrong.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use svc_platform::config::{parse_yaml, ConfigError, PositiveDuration};
+use svc_platform::ids;
 
 /// What an API key may do; each public route needs one scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -79,11 +79,9 @@ pub struct GatewaySettings {
     /// Largest sum of header name and value lengths; beyond it: 431.
     pub max_header_bytes: usize,
     /// Limit of a whole request, body included; a client still sending gets 408.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
+    pub request_timeout: PositiveDuration,
     /// How long a client may take to send the request line and headers.
-    #[serde(with = "humantime_serde")]
-    pub header_read_timeout: Duration,
+    pub header_read_timeout: PositiveDuration,
 }
 
 impl Default for GatewaySettings {
@@ -93,8 +91,8 @@ impl Default for GatewaySettings {
             api_keys_file: None,
             rate_limit: RateLimitSettings::default(),
             max_header_bytes: 16 * 1024,
-            request_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(5),
+            request_timeout: PositiveDuration::from_secs(10),
+            header_read_timeout: PositiveDuration::from_secs(5),
         }
     }
 }
@@ -139,7 +137,7 @@ impl ApiKeySettings {
         let err = |key: &str, reason: String| {
             ConfigError::new(origin, &format!("{prefix}.{key}"), reason)
         };
-        super::super::ids::check_id("key name", &self.name).map_err(|r| err("name", r))?;
+        ids::check_id("key name", &self.name).map_err(|r| err("name", r))?;
         let hex = self.sha256.len() == 64 && self.sha256.bytes().all(|b| b.is_ascii_hexdigit());
         if !hex {
             return Err(err(
@@ -205,12 +203,6 @@ impl GatewaySettings {
         if !(1024..=1024 * 1024).contains(&self.max_header_bytes) {
             return Err(err("max_header_bytes", "expected 1024 to 1048576"));
         }
-        if self.request_timeout.is_zero() {
-            return Err(err("request_timeout", "expected more than 0"));
-        }
-        if self.header_read_timeout.is_zero() {
-            return Err(err("header_read_timeout", "expected more than 0"));
-        }
         Ok(())
     }
 
@@ -238,21 +230,29 @@ impl GatewaySettings {
     }
 }
 
+/// The gateway's values from flags or `SVC_*` variables; each one set replaces the
+/// file's value.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayOverrides {
+    pub api_keys_file: Option<PathBuf>,
+}
+
+impl GatewaySettings {
+    /// Applies flags and environment on top of the file (check again afterwards).
+    pub fn apply(&mut self, overrides: GatewayOverrides) {
+        if let Some(file) = overrides.api_keys_file {
+            self.api_keys_file = Some(file);
+        }
+    }
+}
+
 /// Reads a keys file: a YAML list of entries. Errors name the file and the index.
 pub fn read_keys_file(path: &Path) -> Result<Vec<ApiKeySettings>, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(&origin, "-", format!("cannot read the API keys file: {e}"))
     })?;
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let deserializer = serde_yaml::Deserializer::from_str(&text);
-    serde_path_to_error::deserialize(deserializer).map_err(|err| {
-        let key = err.path().to_string();
-        let key = if key == "." { "-".to_string() } else { key };
-        ConfigError::new(&origin, &key, err.into_inner().to_string())
-    })
+    parse_yaml(&text, &origin)
 }
 
 /// Checks each entry, then that no name and no hash is used twice. Each entry comes
