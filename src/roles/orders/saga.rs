@@ -168,7 +168,8 @@ impl SagaRunner {
 
     async fn run(&self, id: &str) {
         // Jittered: after an outage, every pending order must not retry in lockstep.
-        let backoff = Backoff::new(RETRY_BASE, self.retry_max);
+        // `retry_max` is more than 0 (checked at load); one below the first pause caps it.
+        let backoff = Backoff::new(RETRY_BASE.min(self.retry_max), self.retry_max);
         // Failed tries of the current step, for the backoff.
         let mut failures = 0u32;
         loop {

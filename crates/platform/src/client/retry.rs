@@ -148,8 +148,7 @@ mod tests {
     fn policy() -> CallPolicy {
         CallPolicy {
             max_attempts: 3,
-            backoff_base: 20 * MS,
-            backoff_max: 100 * MS,
+            backoff: crate::backoff::Backoff::new(20 * MS, 100 * MS),
             ..CallPolicy::default()
         }
     }
