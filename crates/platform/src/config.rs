@@ -388,7 +388,7 @@ impl PlatformConfig {
     ) -> Result<(), ConfigError> {
         self.check_catalog(origin, catalog)?;
         let count = self.shards.count(&role.name);
-        if role.stateful && role.registers && self.shard >= count {
+        if role.is_sharded() && self.shard >= count {
             return Err(ConfigError::new(
                 origin,
                 "shard",
@@ -409,11 +409,11 @@ impl PlatformConfig {
     pub fn check_catalog(&self, origin: &str, catalog: &RoleCatalog) -> Result<(), ConfigError> {
         self.check_client_dependencies(origin, catalog)?;
         for (name, _) in self.shards.iter() {
-            let sharded = catalog.get(name).is_some_and(|m| m.stateful && m.registers);
+            let sharded = catalog.get(name).is_some_and(|m| m.is_sharded());
             if !sharded {
                 let valid: Vec<&str> = catalog
                     .iter()
-                    .filter(|m| m.stateful && m.registers)
+                    .filter(|m| m.is_sharded())
                     .map(|m| m.name.as_str())
                     .collect();
                 return Err(ConfigError::new(

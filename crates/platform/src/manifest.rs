@@ -50,6 +50,16 @@ impl Manifest {
             }
         })
     }
+
+    /// The role every other instance registers with: the only one that does not register.
+    pub fn is_registry(&self) -> bool {
+        !self.registers
+    }
+
+    /// A role whose instances each own a shard: it keeps state and registers.
+    pub fn is_sharded(&self) -> bool {
+        self.stateful && self.registers
+    }
 }
 
 /// The identity of people and tools (`svc status`, tests) in certificates and manifests.

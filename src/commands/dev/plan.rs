@@ -17,19 +17,9 @@ use super::replicas::{self, ReplicasError};
 use crate::cli::DevArgs;
 use svc_platform::manifest::{Manifest, RoleCatalog};
 
-/// The role every other instance registers with: the only one that does not register.
-pub fn is_registry(manifest: &Manifest) -> bool {
-    !manifest.registers
-}
-
 /// A public edge: users call it on a well-known port, so it needs a predictable one.
 pub fn is_edge(manifest: &Manifest) -> bool {
     manifest.public
-}
-
-/// A role whose instances each own a shard: it keeps state and registers.
-pub fn is_sharded(manifest: &Manifest) -> bool {
-    manifest.stateful && manifest.registers
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +77,7 @@ impl Plan {
 /// The plan of `svc dev`; `insecure` is the config's `tls.insecure`.
 pub fn build(args: &DevArgs, catalog: &RoleCatalog, insecure: bool) -> Result<Plan, PlanError> {
     let replicas = replicas::parse(&args.replicas, catalog)?;
-    let registries = catalog.iter().filter(|m| is_registry(m)).count();
+    let registries = catalog.iter().filter(|m| m.is_registry()).count();
     if registries != 1 {
         return Err(PlanError::RegistryRole { found: registries });
     }
@@ -106,7 +96,7 @@ pub fn build(args: &DevArgs, catalog: &RoleCatalog, insecure: bool) -> Result<Pl
     let mut edge_ports = edge_ports(args, edges)?;
     let shards = catalog
         .iter()
-        .filter(|m| is_sharded(m))
+        .filter(|m| m.is_sharded())
         .map(|m| format!("{}={}", m.name, replicas.count(&m.name)))
         .collect::<Vec<_>>()
         .join(",");
@@ -115,7 +105,7 @@ pub fn build(args: &DevArgs, catalog: &RoleCatalog, insecure: bool) -> Result<Pl
     let mut others = Vec::new();
     for manifest in catalog.iter() {
         for n in 0..replicas.count(&manifest.name) {
-            let port = if is_registry(manifest) {
+            let port = if manifest.is_registry() {
                 args.registry_port
             } else if is_edge(manifest) {
                 // edge_ports() yields exactly as many ports as there are edge instances.
@@ -124,7 +114,7 @@ pub fn build(args: &DevArgs, catalog: &RoleCatalog, insecure: bool) -> Result<Pl
                 0
             };
             let spec = spec(args, manifest, n, port, &registry_url, &shards, &tls_dir);
-            if is_registry(manifest) {
+            if manifest.is_registry() {
                 registry = Some(spec);
             } else {
                 others.push(spec);
@@ -216,11 +206,11 @@ fn spec(
         argv.push("--config".into());
         argv.push(config.clone().into());
     }
-    if !is_registry(manifest) {
+    if !manifest.is_registry() {
         argv.push("--shards".into());
         argv.push(shards.into());
     }
-    if is_sharded(manifest) {
+    if manifest.is_sharded() {
         argv.push("--shard".into());
         argv.push(n.to_string().into());
     }

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use super::plan::is_registry;
 use svc_platform::manifest::RoleCatalog;
 
 /// A guard against a typo such as `orders=100` starting a hundred processes.
@@ -71,7 +70,7 @@ pub fn parse(items: &[String], catalog: &RoleCatalog) -> Result<Replicas, Replic
             .ok_or_else(|| ReplicasError::BadCount {
                 item: item.to_string(),
             })?;
-        if is_registry(manifest) && count != 1 {
+        if manifest.is_registry() && count != 1 {
             return Err(ReplicasError::SingleRegistry {
                 item: item.to_string(),
                 role: role.to_string(),

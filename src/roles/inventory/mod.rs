@@ -3,6 +3,7 @@
 //! - [`products`]: the catalogue and its stock buckets (available, reserved, sold).
 //! - [`reserve_request`]: what a reserve request must hold, checked at the edge.
 //! - [`reservations`]: hold, commit and release stock for an order, all idempotent.
+//! - [`holds`]: the deadline index of held reservations.
 //! - [`expiry`]: gives back the stock of holds never committed.
 //! - [`http`]: the `/v1/` API, thin handlers over the above.
 //! - [`error`]: every refusal, typed.
@@ -17,6 +18,7 @@
 
 mod error;
 mod expiry;
+mod holds;
 mod http;
 mod products;
 mod reservations;

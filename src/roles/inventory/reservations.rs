@@ -13,14 +13,14 @@
 //!   `reserved`; commit moves `reserved` to `sold`; release and expiry move `reserved`
 //!   back to `available`. The sum of the buckets never changes.
 //!
-//! Every hold is also entered in the deadline index that `expiry` owns, in the same
+//! Every hold is also entered in the deadline index (`holds`), in the same
 //! transaction that starts or ends it.
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::error::{InventoryError, Shortage};
-use super::expiry;
+use super::holds;
 use super::products;
 use super::reserve_request::ReserveOrder;
 use svc_platform::store::{self, JsonTable, Store, StoreError};
@@ -165,7 +165,7 @@ pub fn reserve(
             expires_at_ms: now_ms.saturating_add(ttl_ms),
         };
         save(&mut reservations, &reservation)?;
-        expiry::hold(tx, &reservation)?;
+        holds::hold(tx, &reservation)?;
         Ok(Reserved::Created(reservation))
     })
 }
@@ -261,7 +261,7 @@ pub(super) fn end_hold(
             .ok_or_else(|| inconsistent("the units overflow"))?;
         products::save(&mut products, &product)?;
     }
-    expiry::unhold(tx, reservation)?;
+    holds::unhold(tx, reservation)?;
     reservation.status = to;
     save(&mut tx.open_table(RESERVATIONS)?, reservation)?;
     Ok(())

@@ -151,7 +151,7 @@ fn start(ctx: &RoleContext, settings: &RegistrySettings) -> anyhow::Result<Route
     let sharded_roles = ctx
         .catalog
         .iter()
-        .filter(|m| m.stateful && m.registers)
+        .filter(|m| m.is_sharded())
         .map(|m| m.name.clone())
         .collect();
     let state = Arc::new(RegistryState::open(
