@@ -55,6 +55,7 @@ impl Backoff {
     }
 
     /// The longest wait before the first retry.
+    #[cfg(test)]
     pub fn base(&self) -> Duration {
         self.base
     }

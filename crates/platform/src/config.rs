@@ -285,6 +285,7 @@ impl PlatformConfig {
     /// Parses YAML text holding only the platform's keys; `origin` names the source in
     /// errors. (A whole config file is parsed by the application, through
     /// [`AppSections`].)
+    #[cfg(test)]
     pub fn parse(text: &str, origin: &str) -> Result<PlatformConfig, ConfigError> {
         parse_yaml(text, origin)
     }

@@ -12,9 +12,6 @@ use std::time::Duration;
 /// platform endpoints (health, metrics, peers).
 pub const HTTP_500_ENV: &str = "SVC_FAULT_HTTP_500";
 
-/// Whether this build has the hooks at all.
-pub const ENABLED: bool = cfg!(feature = "fault-hooks");
-
 /// Whether [`HTTP_500_ENV`] is on for this process.
 #[cfg(feature = "fault-hooks")]
 pub fn http_500() -> bool {

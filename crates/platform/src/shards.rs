@@ -122,19 +122,9 @@ impl ShardOwnership {
         }
     }
 
-    /// The shard this instance holds.
-    pub fn shard(&self) -> u32 {
-        self.shard
-    }
-
     /// How many shards this role has.
     pub fn count(&self) -> u32 {
         self.counts.count(&self.role)
-    }
-
-    /// The counts of every role (where this role's calls to others go).
-    pub fn counts(&self) -> &ShardCounts {
-        &self.counts
     }
 
     /// An entity keyed by a string the client chose (a SKU, an order id at payments, an

@@ -94,6 +94,7 @@ impl Notifier {
     }
 
     /// Whether a service manager is listening (for log lines only).
+    #[cfg(test)]
     pub fn is_active(&self) -> bool {
         self.inner.is_some()
     }

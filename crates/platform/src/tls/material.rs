@@ -86,11 +86,6 @@ impl TlsMaterial {
         }))
     }
 
-    /// The identity this material presents.
-    pub fn identity(&self) -> &str {
-        &self.identity
-    }
-
     pub fn provider(&self) -> &Arc<CryptoProvider> {
         &self.provider
     }
