@@ -149,7 +149,7 @@ impl Store {
     }
 
     /// Writes one JSON document in its own transaction.
-    pub fn put_json<T: Serialize>(
+    pub(crate) fn put_json<T: Serialize>(
         &self,
         table: JsonTable,
         key: &str,
