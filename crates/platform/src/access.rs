@@ -46,7 +46,7 @@ pub(crate) struct AccessPolicy {
 
 /// What the policy says about one request.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Decision {
+enum Decision {
     Allow,
     /// The caller is not among the endpoint's callers (or has no role).
     Forbidden(String),
@@ -81,12 +81,7 @@ impl AccessPolicy {
         }
     }
 
-    pub(crate) fn decide(
-        &self,
-        method: &str,
-        path: &str,
-        caller: Option<&PeerIdentity>,
-    ) -> Decision {
+    fn decide(&self, method: &str, path: &str, caller: Option<&PeerIdentity>) -> Decision {
         if !self.enforced {
             return Decision::Allow;
         }

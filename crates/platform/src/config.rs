@@ -121,7 +121,7 @@ pub struct PlatformConfig {
     pub(crate) http: HttpSettings,
     pub(crate) shutdown: ShutdownSettings,
     /// Calls to other roles: timeouts, retries, ejection, concurrency, per dependency.
-    pub(crate) client: ClientSettings,
+    client: ClientSettings,
     /// Export of spans to an OpenTelemetry collector (OTLP/HTTP); off by default.
     pub otlp: OtlpSettings,
     /// Mutual TLS of every internal connection: the CA and this instance's certificate.
@@ -285,7 +285,7 @@ impl PlatformConfig {
     /// errors. (A whole config file is parsed by the application, through
     /// [`AppSections`].)
     #[cfg(test)]
-    pub(crate) fn parse(text: &str, origin: &str) -> Result<PlatformConfig, ConfigError> {
+    fn parse(text: &str, origin: &str) -> Result<PlatformConfig, ConfigError> {
         parse_yaml(text, origin)
     }
 

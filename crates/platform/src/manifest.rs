@@ -35,8 +35,8 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 #[error("role manifest {origin}: {reason}")]
 pub struct ManifestError {
-    pub(crate) origin: String,
-    pub(crate) reason: String,
+    origin: String,
+    reason: String,
 }
 
 impl Manifest {

@@ -13,12 +13,12 @@ use actix_web::{
 };
 use serde::{Deserialize, Serialize};
 
-pub(crate) const CONTENT_TYPE: &str = "application/problem+json";
+const CONTENT_TYPE: &str = "application/problem+json";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Problem {
     #[serde(rename = "type")]
-    pub(crate) kind: String,
+    kind: String,
     pub(crate) title: String,
     pub status: u16,
     pub detail: String,

@@ -73,7 +73,7 @@ impl Watched {
 
     /// Reloads if the files changed (or always when `forced`), and logs what happened.
     /// Returns whether a reload was tried.
-    pub(crate) fn check(&mut self, forced: bool) -> bool {
+    fn check(&mut self, forced: bool) -> bool {
         let now = Stamp::of(&self.item.files());
         if !forced && now == self.seen {
             return false;

@@ -34,7 +34,7 @@ use super::trace_context::{self, TraceContext, REQUEST_ID, TRACEPARENT};
 
 /// Marks an answer as routine plumbing: its success is logged at trace, not debug.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Quiet;
+struct Quiet;
 
 /// Marks `res` as [`Quiet`].
 pub fn quiet(mut res: HttpResponse) -> HttpResponse {
@@ -51,7 +51,7 @@ impl Readiness {
     pub(crate) fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::SeqCst);
     }
-    pub(crate) fn is_ready(&self) -> bool {
+    fn is_ready(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }

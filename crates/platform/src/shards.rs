@@ -47,7 +47,7 @@ impl ShardCounts {
     }
 
     /// Sets (or replaces) the count of `role`.
-    pub(crate) fn set(&mut self, role: &str, count: u32) {
+    fn set(&mut self, role: &str, count: u32) {
         self.0.insert(role.to_string(), count);
     }
 
@@ -97,13 +97,13 @@ pub struct ShardOwnership {
 #[error("{what} `{key}` belongs to shard {owner} of {role}; this instance owns shard {shard}")]
 pub struct Misdirected {
     /// What the key names, as the detail says it: `sku`, `order`, `Idempotency-Key`.
-    pub(crate) what: &'static str,
-    pub(crate) key: String,
-    pub(crate) role: String,
+    what: &'static str,
+    key: String,
+    role: String,
     /// The shard that owns the key.
     pub(crate) owner: u32,
     /// The shard this instance holds.
-    pub(crate) shard: u32,
+    shard: u32,
 }
 
 impl From<Misdirected> for Problem {
@@ -164,7 +164,7 @@ impl ShardOwnership {
 }
 
 /// FNV-1a, 64 bit: a stable hash, identical on every platform and version.
-pub(crate) fn fnv1a64(key: &str) -> u64 {
+fn fnv1a64(key: &str) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     key.bytes().fold(OFFSET, |hash, byte| {

@@ -22,14 +22,14 @@ use std::time::Duration;
 
 /// Where to send notifications, from `$NOTIFY_SOCKET`; `None` when it is unset or empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum NotifyTarget {
+enum NotifyTarget {
     Path(PathBuf),
     /// Linux abstract socket name (without the leading `@`).
     Abstract(Vec<u8>),
 }
 
 impl NotifyTarget {
-    pub(crate) fn parse(value: &str) -> Option<NotifyTarget> {
+    fn parse(value: &str) -> Option<NotifyTarget> {
         if value.is_empty() {
             None
         } else if let Some(name) = value.strip_prefix('@') {
@@ -78,7 +78,7 @@ impl Notifier {
         Notifier::new(target)
     }
 
-    pub(crate) fn new(target: Option<NotifyTarget>) -> Notifier {
+    fn new(target: Option<NotifyTarget>) -> Notifier {
         let inner = target.and_then(|target| match UnixDatagram::unbound() {
             Ok(socket) => Some(Arc::new(Inner {
                 target,
@@ -95,7 +95,7 @@ impl Notifier {
 
     /// Whether a service manager is listening (for log lines only).
     #[cfg(test)]
-    pub(crate) fn is_active(&self) -> bool {
+    fn is_active(&self) -> bool {
         self.inner.is_some()
     }
 
@@ -109,12 +109,12 @@ impl Notifier {
         self.send(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
     }
 
-    pub(crate) fn watchdog(&self) {
+    fn watchdog(&self) {
         self.send("WATCHDOG=1");
     }
 
     /// Sends one message; failures are logged once.
-    pub(crate) fn send(&self, message: &str) {
+    fn send(&self, message: &str) {
         let Some(inner) = &self.inner else { return };
         if let Err(e) = inner.send(message.as_bytes()) {
             if !inner.warned.swap(true, Ordering::Relaxed) {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 /// Time constant of the latency average: an observation this old weighs 1/e.
-pub(crate) const DECAY: Duration = Duration::from_secs(10);
+const DECAY: Duration = Duration::from_secs(10);
 
 /// Latency assumed for a new instance when no other instance has been measured.
 pub(crate) const DEFAULT_LATENCY: Duration = Duration::from_millis(10);

@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 /// How far back calls and retries are counted.
-pub(crate) const WINDOW: Duration = Duration::from_secs(10);
+const WINDOW: Duration = Duration::from_secs(10);
 const SLOTS: usize = 10;
 const SLOT: Duration = Duration::from_secs(1);
 

@@ -22,7 +22,7 @@ pub(crate) const HEADER: &str = "x-svc-deadline-ms";
 
 /// The longest budget a caller may hand on; longer values are cut to it, so a bogus
 /// header cannot pin a handler for days.
-pub(crate) const MAX_BUDGET: Duration = Duration::from_secs(3600);
+const MAX_BUDGET: Duration = Duration::from_secs(3600);
 
 /// What a handler that waits on purpose (see [`bounded`]) leaves itself to answer:
 /// a tenth of the time left, at least this much.

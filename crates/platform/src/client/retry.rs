@@ -72,7 +72,7 @@ impl Outcome {
     }
 
     /// Whether repeating the call after this outcome is safe and may help.
-    pub(crate) fn retryable(self, idempotent: bool) -> bool {
+    fn retryable(self, idempotent: bool) -> bool {
         match self {
             Outcome::Failed(FailureKind::Refused | FailureKind::NotConnected) => true,
             Outcome::Failed(FailureKind::TimedOut | FailureKind::Broken) => idempotent,

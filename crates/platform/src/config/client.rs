@@ -23,42 +23,42 @@ use crate::manifest::RoleCatalog;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ClientSettings {
-    pub(crate) defaults: CallPolicySettings,
-    pub(crate) dependencies: BTreeMap<String, CallPolicyOverrides>,
+    defaults: CallPolicySettings,
+    dependencies: BTreeMap<String, CallPolicyOverrides>,
 }
 
 /// The resilience policy of calls to one dependency, as written (`client.defaults`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct CallPolicySettings {
+struct CallPolicySettings {
     /// Deadline of a whole call, retries included; what is left of it is passed on to
     /// the callee, which stops working when it runs out.
-    pub(crate) timeout: PositiveDuration,
+    timeout: PositiveDuration,
     /// Limit of one attempt that another may follow (an idempotent call with attempts
     /// left), so a stalled instance costs this much before the call moves on. The last
     /// possible attempt always gets whatever is left of `timeout`. Unset: no separate
     /// limit, each attempt may use all that is left.
-    pub(crate) attempt_timeout: Option<PositiveDuration>,
+    attempt_timeout: Option<PositiveDuration>,
     /// Attempts per call, the first included (1: never retry).
-    pub(crate) max_attempts: u32,
+    max_attempts: u32,
     /// Retries may add at most this share of the calls of the last 10 s...
-    pub(crate) retry_budget_ratio: f64,
+    retry_budget_ratio: f64,
     /// ...plus this many per second, so a quiet dependency may still retry.
-    pub(crate) retry_budget_floor_per_s: f64,
+    retry_budget_floor_per_s: f64,
     /// Pause before the first retry (jittered), doubling per retry up to `backoff_max`.
-    pub(crate) backoff_base: PositiveDuration,
+    backoff_base: PositiveDuration,
     #[serde(with = "humantime_serde")]
-    pub(crate) backoff_max: Duration,
+    backoff_max: Duration,
     /// Consecutive failures (no connection, timeout, 500/502/504) that eject an
     /// instance; a refused connection ejects it at once.
-    pub(crate) eject_after_failures: u32,
+    eject_after_failures: u32,
     /// How long the first ejection lasts; then one call probes the instance, and each
     /// failed probe doubles the time, up to `eject_max`.
-    pub(crate) eject_base: PositiveDuration,
+    eject_base: PositiveDuration,
     #[serde(with = "humantime_serde")]
-    pub(crate) eject_max: Duration,
+    eject_max: Duration,
     /// Calls in flight to the dependency; beyond it a call fails at once (503 at the edge).
-    pub(crate) max_concurrency: usize,
+    max_concurrency: usize,
 }
 
 impl Default for CallPolicySettings {
@@ -83,29 +83,29 @@ impl Default for CallPolicySettings {
 /// inherited.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct CallPolicyOverrides {
+struct CallPolicyOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) timeout: Option<PositiveDuration>,
+    timeout: Option<PositiveDuration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) attempt_timeout: Option<PositiveDuration>,
+    attempt_timeout: Option<PositiveDuration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) max_attempts: Option<u32>,
+    max_attempts: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) retry_budget_ratio: Option<f64>,
+    retry_budget_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) retry_budget_floor_per_s: Option<f64>,
+    retry_budget_floor_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) backoff_base: Option<PositiveDuration>,
+    backoff_base: Option<PositiveDuration>,
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    pub(crate) backoff_max: Option<Duration>,
+    backoff_max: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) eject_after_failures: Option<u32>,
+    eject_after_failures: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) eject_base: Option<PositiveDuration>,
+    eject_base: Option<PositiveDuration>,
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    pub(crate) eject_max: Option<Duration>,
+    eject_max: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) max_concurrency: Option<usize>,
+    max_concurrency: Option<usize>,
 }
 
 /// The resilience policy of calls to one dependency, in force: checked, with its
@@ -135,7 +135,7 @@ impl Default for CallPolicy {
 
 impl CallPolicySettings {
     /// This policy with the keys `o` sets replaced.
-    pub(crate) fn with(&self, o: &CallPolicyOverrides) -> CallPolicySettings {
+    fn with(&self, o: &CallPolicyOverrides) -> CallPolicySettings {
         CallPolicySettings {
             timeout: o.timeout.unwrap_or(self.timeout),
             attempt_timeout: o.attempt_timeout.or(self.attempt_timeout),
@@ -155,7 +155,7 @@ impl CallPolicySettings {
 
     /// The policy these values make, or what is wrong; `prefix` is the key of this
     /// policy, e.g. `client.defaults`.
-    pub(crate) fn check(&self, origin: &str, prefix: &str) -> Result<CallPolicy, ConfigError> {
+    fn check(&self, origin: &str, prefix: &str) -> Result<CallPolicy, ConfigError> {
         let err = |key: &str, reason: String| {
             ConfigError::new(origin, &format!("{prefix}.{key}"), reason)
         };
@@ -206,8 +206,8 @@ fn checked_backoff(
 /// defaults for every other.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct ClientPolicies {
-    pub(crate) defaults: CallPolicy,
-    pub(crate) dependencies: BTreeMap<String, CallPolicy>,
+    defaults: CallPolicy,
+    dependencies: BTreeMap<String, CallPolicy>,
 }
 
 impl ClientPolicies {

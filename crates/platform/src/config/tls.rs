@@ -71,7 +71,7 @@ impl TlsSettings {
     }
 
     /// The scheme of every internal URL: `https`, or `http` when insecure.
-    pub(crate) fn scheme(&self) -> &'static str {
+    fn scheme(&self) -> &'static str {
         if self.insecure {
             "http"
         } else {

@@ -21,7 +21,7 @@ pub(crate) const NOT_POSITIVE: &str = "expected more than 0";
 
 impl PositiveDuration {
     /// `None` for zero.
-    pub(crate) fn new(duration: Duration) -> Option<PositiveDuration> {
+    fn new(duration: Duration) -> Option<PositiveDuration> {
         (!duration.is_zero()).then_some(PositiveDuration(duration))
     }
 

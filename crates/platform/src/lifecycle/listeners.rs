@@ -20,16 +20,16 @@ use crate::tls::{setup, TlsMaterial};
 /// Where the listeners of an instance bind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ListenerPlan {
-    pub(crate) internal: SocketAddr,
+    internal: SocketAddr,
     /// Only for a role with a public API.
-    pub(crate) public: Option<SocketAddr>,
+    public: Option<SocketAddr>,
 }
 
 impl ListenerPlan {
     /// A role with a public API binds that at `listen` (default: `bind_host` and the
     /// manifest's port) and its internal listener at `internal_listen` (default:
     /// `bind_host`, any free port). Any other role binds its one listener at `listen`.
-    pub(crate) fn new(
+    fn new(
         public_role: bool,
         manifest_port: u16,
         listen: Option<SocketAddr>,
@@ -130,11 +130,7 @@ fn bind_one(at: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
 /// The base URL of a listener bound at `bound`: at `advertise_host` when set, else at
 /// the bound IP, or at the host name when bound to every interface (peers need a name
 /// that reaches this host).
-pub(crate) fn advertised_address(
-    scheme: &str,
-    bound: SocketAddr,
-    advertise_host: Option<&str>,
-) -> String {
+fn advertised_address(scheme: &str, bound: SocketAddr, advertise_host: Option<&str>) -> String {
     match advertise_host {
         Some(host) => format!("{scheme}://{host}:{}", bound.port()),
         None if bound.ip().is_unspecified() => {

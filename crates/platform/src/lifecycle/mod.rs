@@ -10,8 +10,8 @@
 //! `STOPPING=1`. When systemd asks for a watchdog, this runtime pings it (see
 //! [`super::systemd`]).
 
-pub(crate) mod announce;
-pub(crate) mod listeners;
+mod announce;
+mod listeners;
 mod serving;
 
 use std::path::PathBuf;
@@ -59,7 +59,7 @@ pub fn default_instance_id() -> String {
 }
 
 /// Where an instance keeps its state.
-pub(crate) fn store_path(config: &PlatformConfig, role: &str, instance_id: &str) -> PathBuf {
+fn store_path(config: &PlatformConfig, role: &str, instance_id: &str) -> PathBuf {
     config.data_dir.join(format!("{role}-{instance_id}.redb"))
 }
 

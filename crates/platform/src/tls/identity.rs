@@ -13,7 +13,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
 /// The URI SAN prefix of an svc identity; the role follows it.
-pub(crate) const SPIFFE_PREFIX: &str = "spiffe://svc/role/";
+const SPIFFE_PREFIX: &str = "spiffe://svc/role/";
 
 /// The longest role or file name accepted (a DNS label's limit).
 pub(crate) const MAX_NAME_LEN: usize = 63;

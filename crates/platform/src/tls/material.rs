@@ -103,7 +103,7 @@ impl TlsMaterial {
     }
 
     /// Loads the files again and swaps them in if they are consistent.
-    pub(crate) fn reload(&self) -> Result<(), TlsError> {
+    fn reload(&self) -> Result<(), TlsError> {
         let loaded = load_files(&self.files, &self.identity, &self.provider)?;
         *self.current.write() = Arc::new(loaded);
         Ok(())

@@ -54,12 +54,12 @@ impl PublicCert {
     }
 
     /// The certificate and key new handshakes use.
-    pub(crate) fn certified_key(&self) -> Arc<CertifiedKey> {
+    fn certified_key(&self) -> Arc<CertifiedKey> {
         self.current.read().clone()
     }
 
     /// Loads the files again and swaps them in if the key matches the certificate.
-    pub(crate) fn reload(&self) -> Result<(), TlsError> {
+    fn reload(&self) -> Result<(), TlsError> {
         let loaded = load_files(&self.cert, &self.key, &self.provider)?;
         *self.current.write() = loaded;
         Ok(())
