@@ -39,14 +39,14 @@ struct Rule {
 
 /// The endpoints of one role and their callers; cheap to clone.
 #[derive(Clone)]
-pub struct AccessPolicy {
+pub(crate) struct AccessPolicy {
     rules: Arc<Vec<Rule>>,
     enforced: bool,
 }
 
 /// What the policy says about one request.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Decision {
+enum Decision {
     Allow,
     /// The caller is not among the endpoint's callers (or has no role).
     Forbidden(String),
@@ -56,7 +56,7 @@ pub enum Decision {
 
 impl AccessPolicy {
     /// The policy of `manifest`'s role; `enforced` is false on an insecure instance.
-    pub fn new(manifest: &Manifest, enforced: bool) -> AccessPolicy {
+    pub(crate) fn new(manifest: &Manifest, enforced: bool) -> AccessPolicy {
         let mut rules: Vec<Rule> = OPEN_TO_CLUSTER
             .iter()
             .map(|(method, path)| Rule {
@@ -81,7 +81,7 @@ impl AccessPolicy {
         }
     }
 
-    pub fn decide(&self, method: &str, path: &str, caller: Option<&PeerIdentity>) -> Decision {
+    fn decide(&self, method: &str, path: &str, caller: Option<&PeerIdentity>) -> Decision {
         if !self.enforced {
             return Decision::Allow;
         }
@@ -116,7 +116,7 @@ pub fn caller(req: &actix_web::HttpRequest) -> Option<PeerIdentity> {
 }
 
 /// Middleware: answers 403 / 404 per [`AccessPolicy`] before the handler runs.
-pub async fn enforce(
+pub(crate) async fn enforce(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {

@@ -27,7 +27,7 @@ pub struct Backoff {
 
 /// Why two durations make no [`Backoff`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BackoffError {
+pub(crate) enum BackoffError {
     #[error("expected more than 0")]
     ZeroBase,
     /// `max` is below `base` (the error names the key of `base`, so it is the caller's).
@@ -44,7 +44,7 @@ impl Backoff {
     }
 
     /// A backoff from configured values.
-    pub fn checked(base: Duration, max: Duration) -> Result<Backoff, BackoffError> {
+    pub(crate) fn checked(base: Duration, max: Duration) -> Result<Backoff, BackoffError> {
         if base.is_zero() {
             return Err(BackoffError::ZeroBase);
         }
@@ -55,12 +55,13 @@ impl Backoff {
     }
 
     /// The longest wait before the first retry.
-    pub fn base(&self) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn base(&self) -> Duration {
         self.base
     }
 
     /// The longest wait before any retry.
-    pub fn max(&self) -> Duration {
+    pub(crate) fn max(&self) -> Duration {
         self.max
     }
 

@@ -22,12 +22,11 @@ mod client;
 mod document;
 mod tls;
 mod values;
-pub use client::{
-    CallPolicy, CallPolicyOverrides, CallPolicySettings, ClientPolicies, ClientSettings,
-};
+pub(crate) use client::{CallPolicy, ClientPolicies, ClientSettings};
 pub use document::{parse_yaml, read_file, AppSections};
-pub use tls::{check_scheme, TlsFiles, TlsSettings};
-pub use values::{Backoff, BackoffError, PositiveDuration, NOT_POSITIVE};
+pub use tls::TlsSettings;
+pub(crate) use tls::{check_scheme, TlsFiles};
+pub use values::PositiveDuration;
 
 /// Where a value came from, for error messages: a file path, or "flags/environment".
 pub const OVERRIDES_ORIGIN: &str = "command line / SVC_* environment";
@@ -92,19 +91,19 @@ impl std::str::FromStr for LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct PlatformConfig {
     /// Address to bind. Unset: `bind_host` and the role's manifest port (0 = any free port).
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
     /// Where the internal mutual-TLS listener of a role with a public API (the gateway)
     /// binds; there `listen` is the public one. Unset: `bind_host`, any free port.
-    pub internal_listen: Option<SocketAddr>,
+    pub(crate) internal_listen: Option<SocketAddr>,
     /// Interface to bind when `listen` is unset.
-    pub bind_host: IpAddr,
+    pub(crate) bind_host: IpAddr,
     /// Host name or IP other instances use to reach this one; the port is the bound one.
     /// Unset: the bound IP, or the host name when bound to every interface.
-    pub advertise_host: Option<String>,
+    pub(crate) advertise_host: Option<String>,
     /// Directory holding this instance's redb file.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Registry base URLs. An instance registers with and renews at every one of them.
-    pub registries: Vec<String>,
+    pub(crate) registries: Vec<String>,
     /// Stable name of this instance; names its redb file. Unset: the host name.
     pub instance_id: Option<String>,
     /// Which shard of its role this instance owns; ids it creates carry it (`ord-0-…`).
@@ -118,11 +117,11 @@ pub struct PlatformConfig {
     pub log_file: Option<PathBuf>,
     /// actix-web worker threads.
     pub workers: usize,
-    pub discovery: DiscoverySettings,
-    pub http: HttpSettings,
-    pub shutdown: ShutdownSettings,
+    pub(crate) discovery: DiscoverySettings,
+    pub(crate) http: HttpSettings,
+    pub(crate) shutdown: ShutdownSettings,
     /// Calls to other roles: timeouts, retries, ejection, concurrency, per dependency.
-    pub client: ClientSettings,
+    client: ClientSettings,
     /// Export of spans to an OpenTelemetry collector (OTLP/HTTP); off by default.
     pub otlp: OtlpSettings,
     /// Mutual TLS of every internal connection: the CA and this instance's certificate.
@@ -157,12 +156,12 @@ impl Default for PlatformConfig {
 /// How an instance keeps its view of its peers fresh.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DiscoverySettings {
+pub(crate) struct DiscoverySettings {
     /// `wait` of each blocking query on the registry's catalog.
     #[serde(with = "humantime_serde")]
-    pub watch_wait: Duration,
+    pub(crate) watch_wait: Duration,
     /// Timeout of a single registry call (register, renew, deregister).
-    pub registry_timeout: PositiveDuration,
+    pub(crate) registry_timeout: PositiveDuration,
 }
 
 impl Default for DiscoverySettings {
@@ -176,13 +175,13 @@ impl Default for DiscoverySettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HttpSettings {
+pub(crate) struct HttpSettings {
     /// Largest request body accepted, in bytes; larger bodies get 413.
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// Deprecated: the former name of `client.defaults.timeout`, still honoured (it
     /// wins over that key when set) so older config files keep working.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub call_timeout: Option<PositiveDuration>,
+    pub(crate) call_timeout: Option<PositiveDuration>,
 }
 
 impl Default for HttpSettings {
@@ -196,10 +195,10 @@ impl Default for HttpSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ShutdownSettings {
+pub(crate) struct ShutdownSettings {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
 }
 
 impl Default for ShutdownSettings {
@@ -234,7 +233,7 @@ impl Default for OtlpSettings {
 
 impl OtlpSettings {
     /// Where spans are sent: the endpoint with `/v1/traces` appended.
-    pub fn traces_url(&self) -> String {
+    pub(crate) fn traces_url(&self) -> String {
         format!("{}/v1/traces", self.endpoint.trim_end_matches('/'))
     }
 
@@ -285,7 +284,8 @@ impl PlatformConfig {
     /// Parses YAML text holding only the platform's keys; `origin` names the source in
     /// errors. (A whole config file is parsed by the application, through
     /// [`AppSections`].)
-    pub fn parse(text: &str, origin: &str) -> Result<PlatformConfig, ConfigError> {
+    #[cfg(test)]
+    fn parse(text: &str, origin: &str) -> Result<PlatformConfig, ConfigError> {
         parse_yaml(text, origin)
     }
 

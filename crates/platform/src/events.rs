@@ -69,7 +69,7 @@ pub struct Event {
 impl Event {
     /// The shard, of a subscriber with `shards` of them, that gets this event: the one
     /// owning its key, or shard 0 for an event without one.
-    pub fn shard(&self, shards: u32) -> u32 {
+    fn shard(&self, shards: u32) -> u32 {
         self.key
             .as_deref()
             .map_or(0, |key| shard_for_key(key, shards))

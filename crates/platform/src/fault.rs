@@ -10,14 +10,11 @@ use std::time::Duration;
 
 /// With `SVC_FAULT_HTTP_500=1`, an instance answers 500 to every request except its
 /// platform endpoints (health, metrics, peers).
-pub const HTTP_500_ENV: &str = "SVC_FAULT_HTTP_500";
-
-/// Whether this build has the hooks at all.
-pub const ENABLED: bool = cfg!(feature = "fault-hooks");
+pub(crate) const HTTP_500_ENV: &str = "SVC_FAULT_HTTP_500";
 
 /// Whether [`HTTP_500_ENV`] is on for this process.
 #[cfg(feature = "fault-hooks")]
-pub fn http_500() -> bool {
+pub(crate) fn http_500() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         let on = std::env::var(HTTP_500_ENV).is_ok_and(|v| v == "1");
@@ -43,7 +40,7 @@ pub fn delay(name: &str) -> Option<Duration> {
 }
 
 #[cfg(not(feature = "fault-hooks"))]
-pub fn http_500() -> bool {
+pub(crate) fn http_500() -> bool {
     false
 }
 

@@ -26,7 +26,7 @@ const REFUSED_PAUSE: Duration = Duration::from_secs(2);
 /// While refused, the error is logged again every this many attempts (about 30 s).
 const REFUSED_REMINDER_EVERY: u32 = 15;
 
-pub struct LeaseKeeper {
+pub(crate) struct LeaseKeeper {
     client: RegistryClient,
     registration: Registration,
     stop: watch::Sender<bool>,
@@ -35,7 +35,7 @@ pub struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    pub fn new(client: RegistryClient, registration: Registration) -> LeaseKeeper {
+    pub(crate) fn new(client: RegistryClient, registration: Registration) -> LeaseKeeper {
         LeaseKeeper {
             client,
             registration,
@@ -45,14 +45,14 @@ impl LeaseKeeper {
     }
 
     /// How many registries currently hold this instance's lease.
-    pub fn holding(&self) -> usize {
+    pub(crate) fn holding(&self) -> usize {
         self.holding.load(Ordering::Relaxed)
     }
 
     /// Starts one loop per registry and waits until every registry has either accepted
     /// the first registration or failed once, so start-up knows where it stands without
     /// waiting on a registry that is down. Returns how many accepted.
-    pub async fn start(&self) -> usize {
+    pub(crate) async fn start(&self) -> usize {
         let mut first_attempts = Vec::new();
         for url in self.client.urls() {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -76,7 +76,7 @@ impl LeaseKeeper {
     }
 
     /// Stops renewing and removes the registration from every registry that answers.
-    pub async fn deregister_all(&self) {
+    pub(crate) async fn deregister_all(&self) {
         self.stop.send_replace(true);
         let reg = &self.registration;
         let calls = self.client.urls().iter().map(|url| async move {

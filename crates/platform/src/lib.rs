@@ -4,6 +4,21 @@
 //! This crate cannot name a role (it does not depend on the `svc` crate, which holds
 //! them); roles plug in through [`role::RoleStart`] and [`role::RoleContext`]. It has no command line either: the
 //! `svc` crate parses flags and hands over typed values.
+//!
+//! What roles get is public; everything else is `pub(crate)` or private, so the surface
+//! below is the whole contract with the `svc` crate. [`lifecycle::run`] runs an instance:
+//! it calls the role's [`role::RoleStart`] with a [`role::RoleContext`] (manifest,
+//! catalog, [`config::PlatformConfig`], [`store::Store`], [`client::ServiceClient`],
+//! [`metrics::Metrics`], [`shutdown::Shutdown`]) and serves the [`role::Routes`] it
+//! returns. Roles call each other with [`client::Call`] (and [`client::deadline`]),
+//! answer errors with [`problem::Problem`], publish and consume through [`events`] (the
+//! outbox, its [`events::OutboxRelay`], the inbox), route by key with [`shards`], read
+//! their own config section with [`config::AppSections`] and [`config::PositiveDuration`],
+//! and log units of work with [`telemetry`] ([`unit_of_work!`], [`end_unit_of_work!`]) and
+//! [`trace_context`]. Smaller helpers: [`backoff::Backoff`], [`clock::now_ms`], [`ids`],
+//! [`reload`], [`access::caller`], [`server::quiet`], [`fault`] (test hooks). The registry
+//! role and the operator commands also use [`registry_api`], [`registry_client`],
+//! [`peer_view`], [`manifest`] and [`tls`] (the PKI, identities, client configs).
 
 pub mod access;
 pub mod backoff;
@@ -13,9 +28,9 @@ pub mod config;
 pub mod events;
 pub mod fault;
 pub mod ids;
-pub mod lease_keeper;
+mod lease_keeper;
 pub mod lifecycle;
-pub mod listener;
+mod listener;
 pub mod manifest;
 pub mod metrics;
 pub mod peer_view;
@@ -28,7 +43,7 @@ pub mod server;
 pub mod shards;
 pub mod shutdown;
 pub mod store;
-pub mod systemd;
+mod systemd;
 pub mod telemetry;
 pub mod tls;
 pub mod trace_context;

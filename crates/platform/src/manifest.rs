@@ -29,14 +29,14 @@ pub struct Manifest {
     /// Internal endpoints (`"METHOD /path/{param}"`) and the caller identities (roles, or
     /// `operator`) each accepts over mutual TLS. An endpoint not listed is not served.
     #[serde(default)]
-    pub endpoints: BTreeMap<String, Vec<String>>,
+    pub(crate) endpoints: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("role manifest {origin}: {reason}")]
 pub struct ManifestError {
-    pub origin: String,
-    pub reason: String,
+    origin: String,
+    reason: String,
 }
 
 impl Manifest {
@@ -66,7 +66,7 @@ impl Manifest {
 pub const OPERATOR: &str = "operator";
 
 /// Splits `"GET /v1/x/{id}"` into method and path.
-pub fn parse_endpoint(endpoint: &str) -> Option<(&str, &str)> {
+pub(crate) fn parse_endpoint(endpoint: &str) -> Option<(&str, &str)> {
     let (method, path) = endpoint.split_once(' ')?;
     let known = ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(&method);
     (known && path.starts_with('/') && !path.contains(' ')).then_some((method, path))
@@ -123,7 +123,7 @@ impl RoleCatalog {
     }
 
     /// Roles that consume `event`: the subscribers an outbox relay delivers to.
-    pub fn consumers_of(&self, event: &str) -> Vec<&Manifest> {
+    pub(crate) fn consumers_of(&self, event: &str) -> Vec<&Manifest> {
         self.manifests
             .iter()
             .filter(|m| m.consumes.iter().any(|e| e == event))

@@ -74,7 +74,7 @@ impl Metrics {
     }
 
     /// Counts the connections (TLS handshakes) one listener accepts.
-    pub fn connections(&self, listener: &str) -> prometheus::IntCounter {
+    pub(crate) fn connections(&self, listener: &str) -> prometheus::IntCounter {
         self.connections.with_label_values(&[listener])
     }
 
@@ -83,7 +83,13 @@ impl Metrics {
         &self.registry
     }
 
-    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    pub(crate) fn observe_request(
+        &self,
+        route: &str,
+        method: &str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let status = status.to_string();
         let labels = [route, method, status.as_str()];
         self.requests.with_label_values(&labels).inc();
@@ -92,7 +98,7 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed collectors.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

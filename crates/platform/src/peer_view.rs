@@ -51,11 +51,11 @@ impl PeerView {
     }
 
     /// The known instances of `role`.
-    pub fn instances(&self, role: &str) -> Vec<Instance> {
+    pub(crate) fn instances(&self, role: &str) -> Vec<Instance> {
         self.catalog.read().instances(role).to_vec()
     }
 
-    pub fn snapshot(&self) -> Catalog {
+    pub(crate) fn snapshot(&self) -> Catalog {
         self.catalog.read().clone()
     }
 
@@ -67,7 +67,7 @@ impl PeerView {
     }
 
     /// Watches the registries until shutdown.
-    pub fn spawn_watch(&self, client: RegistryClient, wait: Duration, shutdown: Shutdown) {
+    pub(crate) fn spawn_watch(&self, client: RegistryClient, wait: Duration, shutdown: Shutdown) {
         let view = self.clone();
         tokio::spawn(async move {
             tokio::select! {

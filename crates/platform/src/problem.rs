@@ -13,13 +13,13 @@ use actix_web::{
 };
 use serde::{Deserialize, Serialize};
 
-pub const CONTENT_TYPE: &str = "application/problem+json";
+const CONTENT_TYPE: &str = "application/problem+json";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Problem {
     #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
+    kind: String,
+    pub(crate) title: String,
     pub status: u16,
     pub detail: String,
     #[serde(skip)]
@@ -83,7 +83,7 @@ impl ResponseError for Problem {
 }
 
 /// Maps a JSON body that could not be read to 400, 413 or 415.
-pub fn from_json_error(err: JsonPayloadError) -> Problem {
+pub(crate) fn from_json_error(err: JsonPayloadError) -> Problem {
     match &err {
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
             Problem::new(StatusCode::PAYLOAD_TOO_LARGE, err.to_string())
@@ -97,11 +97,11 @@ pub fn from_json_error(err: JsonPayloadError) -> Problem {
     }
 }
 
-pub fn from_query_error(err: QueryPayloadError) -> Problem {
+pub(crate) fn from_query_error(err: QueryPayloadError) -> Problem {
     Problem::bad_request(format!("invalid query string: {err}"))
 }
 
-pub fn from_path_error(err: PathError) -> Problem {
+pub(crate) fn from_path_error(err: PathError) -> Problem {
     Problem::bad_request(format!("invalid path: {err}"))
 }
 

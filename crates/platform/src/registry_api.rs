@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Header carrying the registry's current index on every read.
 /// The role name registry certificates carry: what every registry client expects to
 /// be talking to (the registry is the one role the platform itself speaks to).
-pub const REGISTRY_ROLE: &str = "registry";
+pub(crate) const REGISTRY_ROLE: &str = "registry";
 pub const INDEX_HEADER: &str = "x-svc-index";
 
 /// What an instance sends to register.
@@ -70,11 +70,7 @@ impl Catalog {
         self.roles.get(role).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.roles.values().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

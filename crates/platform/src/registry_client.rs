@@ -61,11 +61,11 @@ impl RegistryClient {
         })
     }
 
-    pub fn urls(&self) -> &[String] {
+    pub(crate) fn urls(&self) -> &[String] {
         &self.urls
     }
 
-    pub async fn register(
+    pub(crate) async fn register(
         &self,
         url: &str,
         reg: &Registration,
@@ -74,7 +74,7 @@ impl RegistryClient {
         self.send_json(url, req, self.timeout).await
     }
 
-    pub async fn renew(
+    pub(crate) async fn renew(
         &self,
         url: &str,
         role: &str,
@@ -86,7 +86,12 @@ impl RegistryClient {
         self.send_json(url, req, self.timeout).await
     }
 
-    pub async fn deregister(&self, url: &str, role: &str, id: &str) -> Result<(), RegistryError> {
+    pub(crate) async fn deregister(
+        &self,
+        url: &str,
+        role: &str,
+        id: &str,
+    ) -> Result<(), RegistryError> {
         let req = self.http.delete(format!("{url}/v1/instances/{role}/{id}"));
         match self
             .send_json::<serde_json::Value>(url, req, self.timeout)
@@ -99,7 +104,7 @@ impl RegistryClient {
 
     /// Reads the catalog; with `index`, blocks until the registry's index passes it or
     /// `wait` elapses (a blocking query).
-    pub async fn catalog(
+    pub(crate) async fn catalog(
         &self,
         url: &str,
         index: Option<u64>,

@@ -60,7 +60,7 @@ pub struct Watched {
 
 impl Watched {
     /// Watches `item` from now: its value counts as read from the files as they are now.
-    pub fn new(item: Arc<dyn Reloadable>) -> Watched {
+    pub(crate) fn new(item: Arc<dyn Reloadable>) -> Watched {
         let seen = Stamp::of(&item.files());
         Watched { item, seen }
     }
@@ -73,7 +73,7 @@ impl Watched {
 
     /// Reloads if the files changed (or always when `forced`), and logs what happened.
     /// Returns whether a reload was tried.
-    pub fn check(&mut self, forced: bool) -> bool {
+    fn check(&mut self, forced: bool) -> bool {
         let now = Stamp::of(&self.item.files());
         if !forced && now == self.seen {
             return false;

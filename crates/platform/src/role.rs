@@ -15,7 +15,6 @@ use super::client::ServiceClient;
 use super::config::PlatformConfig;
 use super::manifest::{Manifest, RoleCatalog};
 use super::metrics::Metrics;
-use super::peer_view::PeerView;
 use super::shutdown::Shutdown;
 use super::store::Store;
 
@@ -32,10 +31,7 @@ pub struct RoleContext {
     pub catalog: Arc<RoleCatalog>,
     pub config: PlatformConfig,
     pub instance_id: String,
-    /// The base URL this instance is registered under.
-    pub address: String,
     pub store: Arc<Store>,
-    pub peers: PeerView,
     pub client: ServiceClient,
     pub metrics: Metrics,
     pub shutdown: Shutdown,

@@ -34,7 +34,7 @@ use super::trace_context::{self, TraceContext, REQUEST_ID, TRACEPARENT};
 
 /// Marks an answer as routine plumbing: its success is logged at trace, not debug.
 #[derive(Debug, Clone, Copy)]
-pub struct Quiet;
+struct Quiet;
 
 /// Marks `res` as [`Quiet`].
 pub fn quiet(mut res: HttpResponse) -> HttpResponse {
@@ -48,10 +48,10 @@ pub fn quiet(mut res: HttpResponse) -> HttpResponse {
 pub struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
-    pub fn set(&self, ready: bool) {
+    pub(crate) fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::SeqCst);
     }
-    pub fn is_ready(&self) -> bool {
+    fn is_ready(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }
@@ -78,7 +78,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &PlatformState) {
 
 /// Body limits and `problem+json` answers for extractor failures, without the platform
 /// endpoints: what a public listener needs.
-pub fn configure_extractors(cfg: &mut web::ServiceConfig, state: &PlatformState) {
+pub(crate) fn configure_extractors(cfg: &mut web::ServiceConfig, state: &PlatformState) {
     fault::http_500(); // says so at start-up if the test hook is on
     cfg.app_data(web::Data::new(state.clone()))
         .app_data(
@@ -96,7 +96,7 @@ pub fn configure_extractors(cfg: &mut web::ServiceConfig, state: &PlatformState)
 }
 
 /// The answer for any route no role serves.
-pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, Problem> {
+pub(crate) async fn not_found(req: HttpRequest) -> Result<HttpResponse, Problem> {
     Err(Problem::not_found(format!(
         "no route for {} {}",
         req.method(),

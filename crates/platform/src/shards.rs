@@ -47,17 +47,17 @@ impl ShardCounts {
     }
 
     /// Sets (or replaces) the count of `role`.
-    pub fn set(&mut self, role: &str, count: u32) {
+    fn set(&mut self, role: &str, count: u32) {
         self.0.insert(role.to_string(), count);
     }
 
     /// Every configured `(role, count)`.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
         self.0.iter().map(|(r, c)| (r.as_str(), *c))
     }
 
     /// Adds every count of `other`, replacing ours for the roles it names.
-    pub fn merge(&mut self, other: &ShardCounts) {
+    pub(crate) fn merge(&mut self, other: &ShardCounts) {
         for (role, count) in other.iter() {
             self.set(role, count);
         }
@@ -97,13 +97,13 @@ pub struct ShardOwnership {
 #[error("{what} `{key}` belongs to shard {owner} of {role}; this instance owns shard {shard}")]
 pub struct Misdirected {
     /// What the key names, as the detail says it: `sku`, `order`, `Idempotency-Key`.
-    pub what: &'static str,
-    pub key: String,
-    pub role: String,
+    what: &'static str,
+    key: String,
+    role: String,
     /// The shard that owns the key.
-    pub owner: u32,
+    pub(crate) owner: u32,
     /// The shard this instance holds.
-    pub shard: u32,
+    shard: u32,
 }
 
 impl From<Misdirected> for Problem {
@@ -122,19 +122,9 @@ impl ShardOwnership {
         }
     }
 
-    /// The shard this instance holds.
-    pub fn shard(&self) -> u32 {
-        self.shard
-    }
-
     /// How many shards this role has.
-    pub fn count(&self) -> u32 {
+    pub(crate) fn count(&self) -> u32 {
         self.counts.count(&self.role)
-    }
-
-    /// The counts of every role (where this role's calls to others go).
-    pub fn counts(&self) -> &ShardCounts {
-        &self.counts
     }
 
     /// An entity keyed by a string the client chose (a SKU, an order id at payments, an
@@ -154,7 +144,7 @@ impl ShardOwnership {
 
     /// An entity whose owner the caller worked out by a rule of its own (an event's
     /// shard, see `events::check_delivery`).
-    pub fn check_owner(
+    pub(crate) fn check_owner(
         &self,
         what: &'static str,
         key: &str,
@@ -174,7 +164,7 @@ impl ShardOwnership {
 }
 
 /// FNV-1a, 64 bit: a stable hash, identical on every platform and version.
-pub fn fnv1a64(key: &str) -> u64 {
+fn fnv1a64(key: &str) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     key.bytes().fold(OFFSET, |hash, byte| {

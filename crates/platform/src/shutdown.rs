@@ -29,10 +29,6 @@ impl Shutdown {
         self.tx.send_replace(true);
     }
 
-    pub fn is_triggered(&self) -> bool {
-        *self.tx.borrow()
-    }
-
     /// Resolves once [`Shutdown::trigger`] has been called (at once if it already was).
     pub async fn wait(&self) {
         let mut rx = self.tx.subscribe();

@@ -69,7 +69,6 @@ pub use crate::redb_errors_into;
 /// One open redb file. Cheap to share behind an `Arc`; redb serialises writers itself.
 pub struct Store {
     db: Database,
-    path: PathBuf,
 }
 
 impl Store {
@@ -82,14 +81,7 @@ impl Store {
             })?;
         }
         let db = Database::create(path).map_err(|e| classify(path, e))?;
-        Ok(Store {
-            db,
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Store { db })
     }
 
     pub fn db(&self) -> &Database {
@@ -157,7 +149,7 @@ impl Store {
     }
 
     /// Writes one JSON document in its own transaction.
-    pub fn put_json<T: Serialize>(
+    pub(crate) fn put_json<T: Serialize>(
         &self,
         table: JsonTable,
         key: &str,

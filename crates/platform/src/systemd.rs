@@ -22,14 +22,14 @@ use std::time::Duration;
 
 /// Where to send notifications, from `$NOTIFY_SOCKET`; `None` when it is unset or empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotifyTarget {
+enum NotifyTarget {
     Path(PathBuf),
     /// Linux abstract socket name (without the leading `@`).
     Abstract(Vec<u8>),
 }
 
 impl NotifyTarget {
-    pub fn parse(value: &str) -> Option<NotifyTarget> {
+    fn parse(value: &str) -> Option<NotifyTarget> {
         if value.is_empty() {
             None
         } else if let Some(name) = value.strip_prefix('@') {
@@ -42,7 +42,7 @@ impl NotifyTarget {
 
 /// The watchdog period systemd asked for, halved as `sd_watchdog_enabled(3)` advises:
 /// `$WATCHDOG_USEC` set and `$WATCHDOG_PID` unset or this process.
-pub fn watchdog_ping_interval(
+pub(crate) fn watchdog_ping_interval(
     usec: Option<&str>,
     pid: Option<&str>,
     my_pid: u32,
@@ -58,7 +58,7 @@ pub fn watchdog_ping_interval(
 
 /// Sends notify messages to systemd; cheap to clone, a no-op when not under systemd.
 #[derive(Clone)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     inner: Option<Arc<Inner>>,
 }
 
@@ -71,14 +71,14 @@ struct Inner {
 
 impl Notifier {
     /// A notifier for `$NOTIFY_SOCKET`, or a silent one if it is unset or unusable.
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         let target = std::env::var("NOTIFY_SOCKET")
             .ok()
             .and_then(|v| NotifyTarget::parse(&v));
         Notifier::new(target)
     }
 
-    pub fn new(target: Option<NotifyTarget>) -> Notifier {
+    fn new(target: Option<NotifyTarget>) -> Notifier {
         let inner = target.and_then(|target| match UnixDatagram::unbound() {
             Ok(socket) => Some(Arc::new(Inner {
                 target,
@@ -94,26 +94,27 @@ impl Notifier {
     }
 
     /// Whether a service manager is listening (for log lines only).
-    pub fn is_active(&self) -> bool {
+    #[cfg(test)]
+    fn is_active(&self) -> bool {
         self.inner.is_some()
     }
 
     /// `READY=1` with a human status line (`systemctl status` shows it).
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
     }
 
     /// `STOPPING=1`: the unit shows "deactivating" while the instance drains.
-    pub fn stopping(&self, status: &str) {
+    pub(crate) fn stopping(&self, status: &str) {
         self.send(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
     }
 
-    pub fn watchdog(&self) {
+    fn watchdog(&self) {
         self.send("WATCHDOG=1");
     }
 
     /// Sends one message; failures are logged once.
-    pub fn send(&self, message: &str) {
+    fn send(&self, message: &str) {
         let Some(inner) = &self.inner else { return };
         if let Err(e) = inner.send(message.as_bytes()) {
             if !inner.warned.swap(true, Ordering::Relaxed) {
@@ -125,7 +126,7 @@ impl Notifier {
     /// Pings the watchdog every `interval` from the current runtime until the process
     /// exits (also while draining: systemd may keep enforcing it while the unit stops).
     /// If this runtime stalls, the pings stop and systemd acts.
-    pub fn spawn_watchdog(&self, interval: Duration) {
+    pub(crate) fn spawn_watchdog(&self, interval: Duration) {
         if self.inner.is_none() {
             return;
         }

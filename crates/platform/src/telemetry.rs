@@ -134,13 +134,13 @@ where
 /// Gives `span` (just created, not yet entered) the ids of `ctx` in the OTLP export:
 /// its trace id, its span id, and `parent_span_id` as its remote parent, the same ids
 /// its log lines carry. Nothing happens (an atomic load) when export is off.
-pub fn bind_trace(span: &tracing::Span, ctx: &TraceContext) {
+fn bind_trace(span: &tracing::Span, ctx: &TraceContext) {
     otlp::bind(span, ctx);
 }
 
 /// Keeps `span` out of the OTLP export: the span of a [`quiet`](super::server::quiet)
 /// answer, left out as the log file leaves it out.
-pub fn mark_quiet(span: &tracing::Span) {
+fn mark_quiet(span: &tracing::Span) {
     otlp::mark_quiet(span);
 }
 

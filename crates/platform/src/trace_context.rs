@@ -8,20 +8,20 @@ use std::future::Future;
 
 use rand::Rng;
 
-pub const TRACEPARENT: &str = "traceparent";
-pub const REQUEST_ID: &str = "x-request-id";
+pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
-    pub trace_id: u128,
-    pub span_id: u64,
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
     /// The span this one was started from, when known: the caller's span for a request
     /// that came with a `traceparent`. Logged as `parent_span_id`, so `svc trace` can
     /// nest calls; never sent (the callee learns it from the `traceparent` itself).
-    pub parent_span_id: Option<u64>,
-    pub sampled: bool,
+    pub(crate) parent_span_id: Option<u64>,
+    pub(crate) sampled: bool,
     /// The edge's request id, echoed back and passed on; defaults to the trace id.
-    pub request_id: String,
+    pub(crate) request_id: String,
 }
 
 tokio::task_local! {
@@ -98,12 +98,12 @@ impl TraceContext {
         format!("{:032x}", self.trace_id)
     }
 
-    pub fn span_id_hex(&self) -> String {
+    pub(crate) fn span_id_hex(&self) -> String {
         format!("{:016x}", self.span_id)
     }
 
     /// The parent span id as logged, or an empty string for a root span.
-    pub fn parent_span_id_hex(&self) -> String {
+    pub(crate) fn parent_span_id_hex(&self) -> String {
         self.parent_span_id
             .map(|p| format!("{p:016x}"))
             .unwrap_or_default()

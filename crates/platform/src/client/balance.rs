@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 /// Time constant of the latency average: an observation this old weighs 1/e.
-pub const DECAY: Duration = Duration::from_secs(10);
+const DECAY: Duration = Duration::from_secs(10);
 
 /// Latency assumed for a new instance when no other instance has been measured.
-pub const DEFAULT_LATENCY: Duration = Duration::from_millis(10);
+pub(crate) const DEFAULT_LATENCY: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone)]
-pub struct Load {
+pub(crate) struct Load {
     outstanding: u32,
     /// Seconds.
     latency: f64,
@@ -38,7 +38,7 @@ pub struct Load {
 
 impl Load {
     /// A new instance, assumed as fast as `initial` until it answers.
-    pub fn new(initial: Duration, now: Instant) -> Load {
+    pub(crate) fn new(initial: Duration, now: Instant) -> Load {
         Load {
             outstanding: 0,
             latency: initial.as_secs_f64(),
@@ -46,16 +46,16 @@ impl Load {
         }
     }
 
-    pub fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         self.outstanding = self.outstanding.saturating_add(1);
     }
 
-    pub fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         self.outstanding = self.outstanding.saturating_sub(1);
     }
 
     /// Folds in the latency of an answer received at `now`.
-    pub fn observe(&mut self, latency: Duration, now: Instant) {
+    pub(crate) fn observe(&mut self, latency: Duration, now: Instant) {
         let observed = latency.as_secs_f64();
         let current = self.latency_at(now);
         self.latency = if observed > current {
@@ -68,12 +68,12 @@ impl Load {
     }
 
     /// The latency estimate at `now`, decayed since the last answer.
-    pub fn latency_at(&self, now: Instant) -> f64 {
+    pub(crate) fn latency_at(&self, now: Instant) -> f64 {
         self.latency * weight(now.saturating_duration_since(self.updated))
     }
 
     /// What sending one more call costs: `(outstanding + 1) × latency`.
-    pub fn cost(&self, now: Instant) -> f64 {
+    pub(crate) fn cost(&self, now: Instant) -> f64 {
         (f64::from(self.outstanding) + 1.0) * self.latency_at(now)
     }
 }
@@ -84,7 +84,7 @@ fn weight(elapsed: Duration) -> f64 {
 }
 
 /// Power of two choices: the index of the cheaper of two distinct random candidates.
-pub fn p2c(costs: &[f64], rng: &mut impl Rng) -> Option<usize> {
+pub(crate) fn p2c(costs: &[f64], rng: &mut impl Rng) -> Option<usize> {
     match costs.len() {
         0 => None,
         1 => Some(0),

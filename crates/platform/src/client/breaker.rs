@@ -34,17 +34,17 @@ use crate::backoff::Backoff;
 
 /// When an instance is ejected, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerPolicy {
+pub(crate) struct BreakerPolicy {
     /// Consecutive failures that open the breaker (at least 1).
-    pub failures_to_open: u32,
+    pub(crate) failures_to_open: u32,
     /// How long an opening lasts: `base` the first time, doubling with each failed
     /// probe up to `max`.
-    pub ejection: Backoff,
+    pub(crate) ejection: Backoff,
 }
 
 /// The three states, as exported in the `svc_client_breaker_state` gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Closed = 0,
     Open = 1,
     HalfOpen = 2,
@@ -52,7 +52,7 @@ pub enum State {
 
 /// What one finished call tells the breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     Success,
     Failure,
     /// The connection was refused: nobody listens at the address.
@@ -61,7 +61,7 @@ pub enum Signal {
 
 /// Whether a call may go to the instance now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     Yes,
     /// Yes, as the one probe of an ejected instance: call [`Breaker::start_probe`].
     Probe,
@@ -70,7 +70,7 @@ pub enum Admission {
 
 /// Why the breaker opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenCause {
+pub(crate) enum OpenCause {
     ConsecutiveFailures(u32),
     Refused,
     ProbeFailed,
@@ -78,7 +78,7 @@ pub enum OpenCause {
 
 /// A change of state, for the caller to log and count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     Opened { cause: OpenCause, backoff: Duration },
     HalfOpened,
     Closed,
@@ -101,20 +101,20 @@ enum Inner {
 }
 
 #[derive(Debug, Clone)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     policy: BreakerPolicy,
     inner: Inner,
 }
 
 impl Breaker {
-    pub fn new(policy: BreakerPolicy) -> Breaker {
+    pub(crate) fn new(policy: BreakerPolicy) -> Breaker {
         Breaker {
             policy,
             inner: Inner::Closed { failures: 0 },
         }
     }
 
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         match self.inner {
             Inner::Closed { .. } => State::Closed,
             Inner::Open { .. } => State::Open,
@@ -123,7 +123,7 @@ impl Breaker {
     }
 
     /// Whether a call starting at `now` may go to this instance.
-    pub fn admission(&self, now: Instant) -> Admission {
+    pub(crate) fn admission(&self, now: Instant) -> Admission {
         match self.inner {
             Inner::Closed { .. } => Admission::Yes,
             Inner::Open { until, .. } if now >= until => Admission::Probe,
@@ -133,7 +133,7 @@ impl Breaker {
     }
 
     /// How long until a probe may go, if the breaker is open; zero once it may.
-    pub fn probe_in(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn probe_in(&self, now: Instant) -> Option<Duration> {
         match self.inner {
             Inner::Closed { .. } => None,
             Inner::Open { until, .. } => Some(until.saturating_duration_since(now)),
@@ -142,7 +142,7 @@ impl Breaker {
     }
 
     /// Marks the probe as sent (after [`Admission::Probe`]).
-    pub fn start_probe(&mut self, now: Instant) -> Option<Transition> {
+    pub(crate) fn start_probe(&mut self, now: Instant) -> Option<Transition> {
         match self.inner {
             Inner::Open { until, openings } if now >= until => {
                 self.inner = Inner::HalfOpen {
@@ -166,7 +166,12 @@ impl Breaker {
     }
 
     /// Records the result of a finished call; `probe` says whether it was the probe.
-    pub fn record(&mut self, signal: Signal, probe: bool, now: Instant) -> Option<Transition> {
+    pub(crate) fn record(
+        &mut self,
+        signal: Signal,
+        probe: bool,
+        now: Instant,
+    ) -> Option<Transition> {
         match (self.inner, signal) {
             (Inner::Closed { .. }, Signal::Success) => {
                 self.inner = Inner::Closed { failures: 0 };
@@ -196,7 +201,7 @@ impl Breaker {
     }
 
     /// The probe's caller gave up before a result: let the next call probe.
-    pub fn abandon_probe(&mut self) {
+    pub(crate) fn abandon_probe(&mut self) {
         if let Inner::HalfOpen { openings, .. } = self.inner {
             self.inner = Inner::HalfOpen {
                 openings,

@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 /// How far back calls and retries are counted.
-pub const WINDOW: Duration = Duration::from_secs(10);
+const WINDOW: Duration = Duration::from_secs(10);
 const SLOTS: usize = 10;
 const SLOT: Duration = Duration::from_secs(1);
 
@@ -27,7 +27,7 @@ struct Slot {
 }
 
 #[derive(Debug, Clone)]
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     ratio: f64,
     floor_per_s: f64,
     origin: Instant,
@@ -37,7 +37,7 @@ pub struct RetryBudget {
 impl RetryBudget {
     /// `ratio`: retries per call allowed (0.2 = 20 %); `floor_per_s`: retries per second
     /// allowed on top, whatever the traffic.
-    pub fn new(ratio: f64, floor_per_s: f64, now: Instant) -> RetryBudget {
+    pub(crate) fn new(ratio: f64, floor_per_s: f64, now: Instant) -> RetryBudget {
         RetryBudget {
             ratio: ratio.max(0.0),
             floor_per_s: floor_per_s.max(0.0),
@@ -47,18 +47,18 @@ impl RetryBudget {
     }
 
     /// Counts a call (its first attempt).
-    pub fn record_call(&mut self, now: Instant) {
+    pub(crate) fn record_call(&mut self, now: Instant) {
         self.slot(now).calls += 1;
     }
 
     /// Whether a retry is left, without taking it.
-    pub fn allows(&self, now: Instant) -> bool {
+    pub(crate) fn allows(&self, now: Instant) -> bool {
         let (calls, retries) = self.totals(now);
         retries < self.allowed(calls)
     }
 
     /// Takes one retry from the budget if there is one left; `false` means do not retry.
-    pub fn try_withdraw(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_withdraw(&mut self, now: Instant) -> bool {
         if self.allows(now) {
             self.slot(now).retries += 1;
             true

@@ -96,15 +96,15 @@ impl CallError {
 /// A call to make: method, path (with query), optional JSON body, extra headers.
 #[derive(Debug, Clone)]
 pub struct Call<'a> {
-    pub method: Method,
-    pub path: String,
-    pub body: Option<&'a serde_json::Value>,
-    pub headers: Vec<(&'static str, String)>,
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) body: Option<&'a serde_json::Value>,
+    pub(crate) headers: Vec<(&'static str, String)>,
     /// Only instances owning this shard may serve the call (calls about an entity).
-    pub shard: Option<u32>,
+    pub(crate) shard: Option<u32>,
     /// Whether running the call twice has the effect of running it once, so an attempt
     /// that may have reached the callee can be repeated. GET (and HEAD) by default.
-    pub idempotent: bool,
+    pub(crate) idempotent: bool,
 }
 
 impl<'a> Call<'a> {
@@ -176,7 +176,7 @@ impl CallResponse {
 }
 
 /// The shard an instance owns, from its registration metadata.
-pub fn shard_of(instance: &crate::registry_api::Instance) -> Option<u32> {
+pub(crate) fn shard_of(instance: &crate::registry_api::Instance) -> Option<u32> {
     instance.metadata.get("shard").and_then(|s| s.parse().ok())
 }
 

@@ -12,7 +12,7 @@ use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, Clone)]
-pub struct ConcurrencyLimit {
+pub(crate) struct ConcurrencyLimit {
     semaphore: Arc<Semaphore>,
     max: usize,
     in_flight: IntGauge,
@@ -20,7 +20,7 @@ pub struct ConcurrencyLimit {
 
 /// One call's place under the limit; dropping it frees the place.
 #[derive(Debug)]
-pub struct Permit {
+pub(crate) struct Permit {
     _permit: OwnedSemaphorePermit,
     in_flight: IntGauge,
 }
@@ -33,7 +33,7 @@ impl Drop for Permit {
 
 impl ConcurrencyLimit {
     /// `in_flight` is kept equal to the number of permits held.
-    pub fn new(max: usize, in_flight: IntGauge) -> ConcurrencyLimit {
+    pub(crate) fn new(max: usize, in_flight: IntGauge) -> ConcurrencyLimit {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         ConcurrencyLimit {
             semaphore: Arc::new(Semaphore::new(max)),
@@ -42,12 +42,12 @@ impl ConcurrencyLimit {
         }
     }
 
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 
     /// A place, or `None` if `max` calls are already in flight.
-    pub fn try_acquire(&self) -> Option<Permit> {
+    pub(crate) fn try_acquire(&self) -> Option<Permit> {
         let permit = self.semaphore.clone().try_acquire_owned().ok()?;
         self.in_flight.inc();
         Some(Permit {

@@ -18,11 +18,11 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Header carrying the caller's remaining budget, in whole milliseconds.
-pub const HEADER: &str = "x-svc-deadline-ms";
+pub(crate) const HEADER: &str = "x-svc-deadline-ms";
 
 /// The longest budget a caller may hand on; longer values are cut to it, so a bogus
 /// header cannot pin a handler for days.
-pub const MAX_BUDGET: Duration = Duration::from_secs(3600);
+const MAX_BUDGET: Duration = Duration::from_secs(3600);
 
 /// What a handler that waits on purpose (see [`bounded`]) leaves itself to answer:
 /// a tenth of the time left, at least this much.
@@ -35,7 +35,7 @@ tokio::task_local! {
 /// Parses the header: whole milliseconds, digits only. `Some(ZERO)` means "already
 /// expired"; `None` means absent-or-garbage, which is ignored (the header is internal,
 /// and a missing budget only means the callee's own limits apply).
-pub fn parse(value: &str) -> Option<Duration> {
+pub(crate) fn parse(value: &str) -> Option<Duration> {
     let value = value.trim();
     if value.is_empty() || value.len() > 12 || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -46,7 +46,7 @@ pub fn parse(value: &str) -> Option<Duration> {
 
 /// The header value for `remaining`: whole milliseconds, rounded down so the callee
 /// never believes it has more time than the caller.
-pub fn encode(remaining: Duration) -> String {
+pub(crate) fn encode(remaining: Duration) -> String {
     remaining.min(MAX_BUDGET).as_millis().to_string()
 }
 
@@ -62,7 +62,7 @@ pub async fn scope<F: Future>(deadline: Instant, fut: F) -> F::Output {
 
 /// When a call starting `now` with its own `timeout` must be over: the earlier of its
 /// own limit and the deadline of the request it is made for.
-pub fn effective(now: Instant, timeout: Duration, inherited: Option<Instant>) -> Instant {
+pub(crate) fn effective(now: Instant, timeout: Duration, inherited: Option<Instant>) -> Instant {
     let own = now + timeout;
     inherited.map_or(own, |d| d.min(own))
 }

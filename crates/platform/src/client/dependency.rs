@@ -35,7 +35,7 @@ use crate::registry_api::Instance;
 /// Which instance: the id alone is not enough, a restarted instance may come back at
 /// another address and must not inherit the old one's record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct EndpointKey {
+pub(crate) struct EndpointKey {
     instance_id: String,
     address: String,
 }
@@ -54,14 +54,14 @@ struct Endpoint {
     breaker: Breaker,
 }
 
-pub struct Dependency {
-    pub role: String,
+pub(crate) struct Dependency {
+    pub(crate) role: String,
     /// Connections to this role's instances (mutual TLS, checking the callee's role).
-    pub http: reqwest::Client,
-    pub policy: CallPolicy,
-    pub limit: ConcurrencyLimit,
-    pub budget: Mutex<RetryBudget>,
-    pub metrics: DependencyMetrics,
+    pub(crate) http: reqwest::Client,
+    pub(crate) policy: CallPolicy,
+    pub(crate) limit: ConcurrencyLimit,
+    pub(crate) budget: Mutex<RetryBudget>,
+    pub(crate) metrics: DependencyMetrics,
     breaker_policy: BreakerPolicy,
     endpoints: Mutex<HashMap<EndpointKey, Endpoint>>,
     /// When each shard last had a holder in the view: a shard that had one a moment
@@ -70,7 +70,7 @@ pub struct Dependency {
 }
 
 /// What [`Dependency::pick`] found.
-pub enum Pick {
+pub(crate) enum Pick {
     Chosen(InFlight),
     /// No instance of the role (owning the shard) is in the view.
     NoInstance,
@@ -81,7 +81,7 @@ pub enum Pick {
 }
 
 impl Dependency {
-    pub fn new(
+    pub(crate) fn new(
         role: &str,
         policy: CallPolicy,
         metrics: DependencyMetrics,
@@ -109,7 +109,7 @@ impl Dependency {
     }
 
     /// Notes which shards have a holder in `view` (as of `now`).
-    pub fn note_shards(&self, view: &[Instance], now: Instant) {
+    pub(crate) fn note_shards(&self, view: &[Instance], now: Instant) {
         let mut seen = self.shards_seen.lock();
         for shard in view.iter().filter_map(shard_of) {
             seen.insert(shard, now);
@@ -117,7 +117,7 @@ impl Dependency {
     }
 
     /// Whether `shard` had a holder within `window` before `now`.
-    pub fn shard_seen_recently(&self, shard: u32, now: Instant, window: Duration) -> bool {
+    pub(crate) fn shard_seen_recently(&self, shard: u32, now: Instant, window: Duration) -> bool {
         self.shards_seen
             .lock()
             .get(&shard)
@@ -125,7 +125,7 @@ impl Dependency {
     }
 
     /// Chooses the instance for one attempt among `view` (every instance of the role).
-    pub fn pick(
+    pub(crate) fn pick(
         self: &Arc<Self>,
         view: &[Instance],
         shard: Option<u32>,
@@ -319,22 +319,22 @@ fn typical_latency(endpoints: &HashMap<EndpointKey, Endpoint>, now: Instant) -> 
 
 /// One attempt on a chosen instance. Finish it with the outcome; dropping it
 /// unfinished counts as "the caller gave up" (no verdict for the breaker).
-pub struct InFlight {
+pub(crate) struct InFlight {
     dependency: Arc<Dependency>,
     key: EndpointKey,
-    pub instance_id: String,
-    pub address: String,
+    pub(crate) instance_id: String,
+    pub(crate) address: String,
     probe: bool,
     started: Instant,
     finished: bool,
 }
 
 impl InFlight {
-    pub fn key(&self) -> &EndpointKey {
+    pub(crate) fn key(&self) -> &EndpointKey {
         &self.key
     }
 
-    pub fn finish(mut self, outcome: Outcome, now: Instant) {
+    pub(crate) fn finish(mut self, outcome: Outcome, now: Instant) {
         self.finished = true;
         let dependency = self.dependency.clone();
         dependency.finish(&self, Some(outcome), now);
@@ -353,9 +353,9 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backoff::Backoff;
     use crate::client::metrics::ClientMetrics;
     use crate::client::retry::FailureKind;
-    use crate::config::Backoff;
 
     fn instance(id: &str, port: u16, shard: u32) -> Instance {
         Instance {

@@ -20,7 +20,7 @@ use prometheus::{
 };
 
 #[derive(Clone)]
-pub struct ClientMetrics {
+pub(crate) struct ClientMetrics {
     requests: IntCounterVec,
     attempt_errors: IntCounterVec,
     duration: HistogramVec,
@@ -32,7 +32,7 @@ pub struct ClientMetrics {
 }
 
 impl ClientMetrics {
-    pub fn new(registry: &Registry) -> Result<ClientMetrics, prometheus::Error> {
+    pub(crate) fn new(registry: &Registry) -> Result<ClientMetrics, prometheus::Error> {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels)
         };
@@ -102,7 +102,7 @@ impl ClientMetrics {
     }
 
     /// The series of one dependency, resolved once.
-    pub fn dependency(&self, role: &str) -> DependencyMetrics {
+    pub(crate) fn dependency(&self, role: &str) -> DependencyMetrics {
         DependencyMetrics {
             role: role.to_string(),
             all: self.clone(),
@@ -118,40 +118,40 @@ impl ClientMetrics {
 
 /// Metrics of calls to one dependency.
 #[derive(Clone)]
-pub struct DependencyMetrics {
+pub(crate) struct DependencyMetrics {
     role: String,
     all: ClientMetrics,
-    pub duration: prometheus::Histogram,
-    pub retries: IntCounter,
-    pub skipped_budget: IntCounter,
-    pub skipped_deadline: IntCounter,
-    pub ejections: IntCounter,
-    pub in_flight: IntGauge,
+    pub(crate) duration: prometheus::Histogram,
+    pub(crate) retries: IntCounter,
+    pub(crate) skipped_budget: IntCounter,
+    pub(crate) skipped_deadline: IntCounter,
+    pub(crate) ejections: IntCounter,
+    pub(crate) in_flight: IntGauge,
 }
 
 impl DependencyMetrics {
-    pub fn call_ended(&self, outcome: &str) {
+    pub(crate) fn call_ended(&self, outcome: &str) {
         self.all
             .requests
             .with_label_values(&[&self.role, outcome])
             .inc();
     }
 
-    pub fn attempt_failed(&self, kind: &str) {
+    pub(crate) fn attempt_failed(&self, kind: &str) {
         self.all
             .attempt_errors
             .with_label_values(&[&self.role, kind])
             .inc();
     }
 
-    pub fn breaker_state(&self, instance: &str, state: i64) {
+    pub(crate) fn breaker_state(&self, instance: &str, state: i64) {
         self.all
             .breaker
             .with_label_values(&[&self.role, instance])
             .set(state);
     }
 
-    pub fn forget_instance(&self, instance: &str) {
+    pub(crate) fn forget_instance(&self, instance: &str) {
         let _ = self
             .all
             .breaker

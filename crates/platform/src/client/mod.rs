@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use parking_lot::Mutex;
 
-pub use call::{shard_of, Call, CallError, CallResponse};
+pub use call::{Call, CallError, CallResponse};
 
 use super::config::{ClientPolicies, PlatformConfig};
 use super::peer_view::PeerView;

@@ -23,7 +23,7 @@ use crate::config::CallPolicy;
 
 /// How an attempt failed when no answer came back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// The connection was refused: nothing listens there.
     Refused,
     /// No connection for another reason (unreachable, connect timeout, TLS).
@@ -36,7 +36,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// The metric label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             FailureKind::Refused => "refused",
             FailureKind::NotConnected => "connect",
@@ -48,7 +48,7 @@ impl FailureKind {
 
 /// What came of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Answered(u16),
     Failed(FailureKind),
 }
@@ -57,7 +57,7 @@ impl Outcome {
     /// What the instance's breaker learns. 503 is not a failure of the instance: it is
     /// how a healthy instance sheds load or reports that *its* dependency is down, and
     /// ejecting it would only move the problem. 4xx answers are the caller's problem.
-    pub fn breaker_signal(self) -> Signal {
+    pub(crate) fn breaker_signal(self) -> Signal {
         match self {
             Outcome::Answered(500 | 502 | 504) => Signal::Failure,
             Outcome::Answered(_) => Signal::Success,
@@ -67,12 +67,12 @@ impl Outcome {
     }
 
     /// The answer's latency is worth learning from (see [`super::balance`]).
-    pub fn is_answer(self) -> bool {
+    pub(crate) fn is_answer(self) -> bool {
         matches!(self, Outcome::Answered(_))
     }
 
     /// Whether repeating the call after this outcome is safe and may help.
-    pub fn retryable(self, idempotent: bool) -> bool {
+    fn retryable(self, idempotent: bool) -> bool {
         match self {
             Outcome::Failed(FailureKind::Refused | FailureKind::NotConnected) => true,
             Outcome::Failed(FailureKind::TimedOut | FailureKind::Broken) => idempotent,
@@ -84,21 +84,21 @@ impl Outcome {
 
 /// What is known after an attempt, for [`decide`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AfterAttempt {
-    pub outcome: Outcome,
+pub(crate) struct AfterAttempt {
+    pub(crate) outcome: Outcome,
     /// Whether the call may be repeated once sent ([`super::Call::idempotent`]).
-    pub idempotent: bool,
+    pub(crate) idempotent: bool,
     /// Attempts made so far, this one included (1 after the first).
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Until the call's deadline.
-    pub time_left: Duration,
+    pub(crate) time_left: Duration,
     /// Whether the dependency's retry budget has a retry left.
-    pub budget_allows: bool,
+    pub(crate) budget_allows: bool,
 }
 
 /// What to do after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Repeat the call after this pause (and take the retry from the budget).
     Retry { after: Duration },
     /// Return this attempt's result as it is.
@@ -107,7 +107,7 @@ pub enum Decision {
 
 /// Why an attempt's result is final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GiveUp {
+pub(crate) enum GiveUp {
     /// Repeating is unsafe or cannot help ([`Outcome::retryable`]); success included.
     Final,
     /// `max_attempts` were made.
@@ -121,7 +121,7 @@ pub enum GiveUp {
 /// Whether to repeat a call after an attempt, and after how long: the rules above, in
 /// this order (attempts, safety, deadline, budget). Pure apart from the jitter, which
 /// comes from `rng`.
-pub fn decide(facts: &AfterAttempt, policy: &CallPolicy, rng: &mut impl Rng) -> Decision {
+pub(crate) fn decide(facts: &AfterAttempt, policy: &CallPolicy, rng: &mut impl Rng) -> Decision {
     if facts.attempts >= policy.max_attempts.max(1) {
         return Decision::GiveUp(GiveUp::NoAttemptsLeft);
     }

@@ -16,13 +16,13 @@ use crate::trace_context::{self, REQUEST_ID, TRACEPARENT};
 
 /// Why an attempt brought no answer.
 #[derive(Debug, Clone)]
-pub struct Failure {
-    pub kind: FailureKind,
-    pub detail: String,
+pub(crate) struct Failure {
+    pub(crate) kind: FailureKind,
+    pub(crate) detail: String,
 }
 
 /// Sends `call` to the instance at `base` and waits at most `budget` for the whole answer.
-pub async fn send(
+pub(crate) async fn send(
     http: &reqwest::Client,
     base: &str,
     call: &Call<'_>,

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{Backoff, PositiveDuration};
+use super::values::PositiveDuration;
 use super::{ConfigError, PlatformConfig};
+use crate::backoff::Backoff;
 use crate::manifest::RoleCatalog;
 
 /// How this instance calls other roles (see `crates/platform/src/client/`), as
@@ -21,43 +22,43 @@ use crate::manifest::RoleCatalog;
 /// its keys for calls to that role only (the role must exist, checked at start-up).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ClientSettings {
-    pub defaults: CallPolicySettings,
-    pub dependencies: BTreeMap<String, CallPolicyOverrides>,
+pub(crate) struct ClientSettings {
+    defaults: CallPolicySettings,
+    dependencies: BTreeMap<String, CallPolicyOverrides>,
 }
 
 /// The resilience policy of calls to one dependency, as written (`client.defaults`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CallPolicySettings {
+struct CallPolicySettings {
     /// Deadline of a whole call, retries included; what is left of it is passed on to
     /// the callee, which stops working when it runs out.
-    pub timeout: PositiveDuration,
+    timeout: PositiveDuration,
     /// Limit of one attempt that another may follow (an idempotent call with attempts
     /// left), so a stalled instance costs this much before the call moves on. The last
     /// possible attempt always gets whatever is left of `timeout`. Unset: no separate
     /// limit, each attempt may use all that is left.
-    pub attempt_timeout: Option<PositiveDuration>,
+    attempt_timeout: Option<PositiveDuration>,
     /// Attempts per call, the first included (1: never retry).
-    pub max_attempts: u32,
+    max_attempts: u32,
     /// Retries may add at most this share of the calls of the last 10 s...
-    pub retry_budget_ratio: f64,
+    retry_budget_ratio: f64,
     /// ...plus this many per second, so a quiet dependency may still retry.
-    pub retry_budget_floor_per_s: f64,
+    retry_budget_floor_per_s: f64,
     /// Pause before the first retry (jittered), doubling per retry up to `backoff_max`.
-    pub backoff_base: PositiveDuration,
+    backoff_base: PositiveDuration,
     #[serde(with = "humantime_serde")]
-    pub backoff_max: Duration,
+    backoff_max: Duration,
     /// Consecutive failures (no connection, timeout, 500/502/504) that eject an
     /// instance; a refused connection ejects it at once.
-    pub eject_after_failures: u32,
+    eject_after_failures: u32,
     /// How long the first ejection lasts; then one call probes the instance, and each
     /// failed probe doubles the time, up to `eject_max`.
-    pub eject_base: PositiveDuration,
+    eject_base: PositiveDuration,
     #[serde(with = "humantime_serde")]
-    pub eject_max: Duration,
+    eject_max: Duration,
     /// Calls in flight to the dependency; beyond it a call fails at once (503 at the edge).
-    pub max_concurrency: usize,
+    max_concurrency: usize,
 }
 
 impl Default for CallPolicySettings {
@@ -82,46 +83,46 @@ impl Default for CallPolicySettings {
 /// inherited.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CallPolicyOverrides {
+struct CallPolicyOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<PositiveDuration>,
+    timeout: Option<PositiveDuration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attempt_timeout: Option<PositiveDuration>,
+    attempt_timeout: Option<PositiveDuration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_attempts: Option<u32>,
+    max_attempts: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_budget_ratio: Option<f64>,
+    retry_budget_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_budget_floor_per_s: Option<f64>,
+    retry_budget_floor_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub backoff_base: Option<PositiveDuration>,
+    backoff_base: Option<PositiveDuration>,
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    pub backoff_max: Option<Duration>,
+    backoff_max: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub eject_after_failures: Option<u32>,
+    eject_after_failures: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub eject_base: Option<PositiveDuration>,
+    eject_base: Option<PositiveDuration>,
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    pub eject_max: Option<Duration>,
+    eject_max: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<usize>,
+    max_concurrency: Option<usize>,
 }
 
 /// The resilience policy of calls to one dependency, in force: checked, with its
 /// pauses as [`Backoff`]s. See [`CallPolicySettings`] for what each value means.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CallPolicy {
-    pub timeout: Duration,
-    pub attempt_timeout: Option<Duration>,
-    pub max_attempts: u32,
-    pub retry_budget_ratio: f64,
-    pub retry_budget_floor_per_s: f64,
+pub(crate) struct CallPolicy {
+    pub(crate) timeout: Duration,
+    pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) max_attempts: u32,
+    pub(crate) retry_budget_ratio: f64,
+    pub(crate) retry_budget_floor_per_s: f64,
     /// Pause before a retry (jittered): `backoff_base` doubling up to `backoff_max`.
-    pub backoff: Backoff,
-    pub eject_after_failures: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) eject_after_failures: u32,
     /// How long an ejection lasts: `eject_base` doubling up to `eject_max`.
-    pub eject: Backoff,
-    pub max_concurrency: usize,
+    pub(crate) eject: Backoff,
+    pub(crate) max_concurrency: usize,
 }
 
 impl Default for CallPolicy {
@@ -134,7 +135,7 @@ impl Default for CallPolicy {
 
 impl CallPolicySettings {
     /// This policy with the keys `o` sets replaced.
-    pub fn with(&self, o: &CallPolicyOverrides) -> CallPolicySettings {
+    fn with(&self, o: &CallPolicyOverrides) -> CallPolicySettings {
         CallPolicySettings {
             timeout: o.timeout.unwrap_or(self.timeout),
             attempt_timeout: o.attempt_timeout.or(self.attempt_timeout),
@@ -154,7 +155,7 @@ impl CallPolicySettings {
 
     /// The policy these values make, or what is wrong; `prefix` is the key of this
     /// policy, e.g. `client.defaults`.
-    pub fn check(&self, origin: &str, prefix: &str) -> Result<CallPolicy, ConfigError> {
+    fn check(&self, origin: &str, prefix: &str) -> Result<CallPolicy, ConfigError> {
         let err = |key: &str, reason: String| {
             ConfigError::new(origin, &format!("{prefix}.{key}"), reason)
         };
@@ -204,14 +205,14 @@ fn checked_backoff(
 /// The call policies in force: one per dependency named in the config, and the
 /// defaults for every other.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct ClientPolicies {
-    pub defaults: CallPolicy,
-    pub dependencies: BTreeMap<String, CallPolicy>,
+pub(crate) struct ClientPolicies {
+    defaults: CallPolicy,
+    dependencies: BTreeMap<String, CallPolicy>,
 }
 
 impl ClientPolicies {
     /// The policy of calls to `role`.
-    pub fn policy(&self, role: &str) -> CallPolicy {
+    pub(crate) fn policy(&self, role: &str) -> CallPolicy {
         self.dependencies
             .get(role)
             .unwrap_or(&self.defaults)
@@ -222,7 +223,7 @@ impl ClientPolicies {
 impl PlatformConfig {
     /// The call policies in force: `client`, with the deprecated `http.call_timeout`
     /// (when set) as the default timeout, each checked as it applies after inheritance.
-    pub fn client_policies(&self, origin: &str) -> Result<ClientPolicies, ConfigError> {
+    pub(crate) fn client_policies(&self, origin: &str) -> Result<ClientPolicies, ConfigError> {
         let mut defaults = self.client.defaults.clone();
         if let Some(timeout) = self.http.call_timeout {
             defaults.timeout = timeout;
@@ -242,7 +243,7 @@ impl PlatformConfig {
     }
 
     /// Each `client.dependencies` key must name a role that can be called.
-    pub fn check_client_dependencies(
+    pub(crate) fn check_client_dependencies(
         &self,
         origin: &str,
         catalog: &RoleCatalog,

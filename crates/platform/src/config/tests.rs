@@ -1,4 +1,5 @@
 //! Unit tests of the platform's part of the config.
+use super::values::NOT_POSITIVE;
 use super::*;
 
 #[test]

@@ -16,18 +16,18 @@ use super::ConfigError;
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
     /// Directory holding `ca.crt` and `<role>.crt` / `<role>.key` (what `svc certs` writes).
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The cluster CA bundle (PEM; several certificates while a CA is rotated).
     /// Unset: `<dir>/ca.crt`.
-    pub ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
     /// This instance's certificate (PEM). Unset: `<dir>/<role>.crt`.
-    pub cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
     /// This instance's private key (PEM). Unset: `<dir>/<role>.key`.
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// Certificate (PEM chain) the public listener (the gateway's) serves; with
     /// `public_key`. Unset: the public API is plain HTTP.
-    pub public_cert: Option<PathBuf>,
-    pub public_key: Option<PathBuf>,
+    pub(crate) public_cert: Option<PathBuf>,
+    pub(crate) public_key: Option<PathBuf>,
     /// How often the files are checked for changes (SIGHUP reloads at once).
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
@@ -52,15 +52,15 @@ impl Default for TlsSettings {
 
 /// The three files one instance of `role` uses, with the config key each came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(crate) struct TlsFiles {
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 impl TlsSettings {
     /// The files an instance of `identity` (a role, or `operator`) reads.
-    pub fn files(&self, identity: &str) -> TlsFiles {
+    pub(crate) fn files(&self, identity: &str) -> TlsFiles {
         let pick =
             |explicit: &Option<PathBuf>, default: PathBuf| explicit.clone().unwrap_or(default);
         TlsFiles {
@@ -71,7 +71,7 @@ impl TlsSettings {
     }
 
     /// The scheme of every internal URL: `https`, or `http` when insecure.
-    pub fn scheme(&self) -> &'static str {
+    fn scheme(&self) -> &'static str {
         if self.insecure {
             "http"
         } else {
@@ -79,7 +79,7 @@ impl TlsSettings {
         }
     }
 
-    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         if self.reload_interval < Duration::from_millis(100) {
             return Err(ConfigError::new(
                 origin,
@@ -99,7 +99,7 @@ impl TlsSettings {
 }
 
 /// Checks that an internal URL's scheme fits the TLS setting.
-pub fn check_scheme(tls: &TlsSettings, url: &str) -> Result<(), String> {
+pub(crate) fn check_scheme(tls: &TlsSettings, url: &str) -> Result<(), String> {
     let want = tls.scheme();
     let (scheme, _) = url.split_once("://").unwrap_or(("", url));
     if scheme == want {

@@ -4,7 +4,7 @@
 //! - [`PositiveDuration`]: a humantime duration (`500ms`, `2s`) that is more than 0;
 //!   `0s` fails the parse with "expected more than 0", which the loader reports with
 //!   the file and the key.
-//! - [`Backoff`]: a doubling pause from `base` (more than 0) up to `max` (at least
+//! - [`Backoff`](crate::backoff::Backoff): a doubling pause from `base` (more than 0) up to `max` (at least
 //!   `base`), made from two keys by whoever knows their names.
 
 use std::fmt;
@@ -17,11 +17,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct PositiveDuration(Duration);
 
 /// The reason a zero duration is refused, as config errors give it.
-pub const NOT_POSITIVE: &str = "expected more than 0";
+pub(crate) const NOT_POSITIVE: &str = "expected more than 0";
 
 impl PositiveDuration {
     /// `None` for zero.
-    pub fn new(duration: Duration) -> Option<PositiveDuration> {
+    fn new(duration: Duration) -> Option<PositiveDuration> {
         (!duration.is_zero()).then_some(PositiveDuration(duration))
     }
 
@@ -66,8 +66,6 @@ impl<'de> Deserialize<'de> for PositiveDuration {
         PositiveDuration::new(duration).ok_or_else(|| serde::de::Error::custom(NOT_POSITIVE))
     }
 }
-
-pub use crate::backoff::{Backoff, BackoffError};
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,7 @@ use crate::shutdown::Shutdown;
 
 /// What this instance registers: its internal address, and as metadata its shard and,
 /// for a role with a public API, the public URL (which the gateway's peers list).
-pub fn registration(
+pub(crate) fn registration(
     role: &str,
     instance_id: &str,
     address: &str,
@@ -39,7 +39,7 @@ pub fn registration(
 
 /// Starts watching the catalog and registers at every registry; serves on even when
 /// none accepts yet (the keeper retries in the background).
-pub async fn register(
+pub(crate) async fn register(
     registry_client: RegistryClient,
     registration: Registration,
     peers: &PeerView,
@@ -58,18 +58,18 @@ pub async fn register(
 
 /// What a ready instance tells: which instance, where, and how many registries hold it
 /// (`None`: a role that does not register).
-pub struct ReadyAnnouncement<'a> {
-    pub role: &'a str,
-    pub instance: &'a str,
-    pub address: &'a str,
-    pub public_address: Option<&'a str>,
-    pub store: &'a Path,
-    pub registered: Option<usize>,
+pub(crate) struct ReadyAnnouncement<'a> {
+    pub(crate) role: &'a str,
+    pub(crate) instance: &'a str,
+    pub(crate) address: &'a str,
+    pub(crate) public_address: Option<&'a str>,
+    pub(crate) store: &'a Path,
+    pub(crate) registered: Option<usize>,
 }
 
 impl ReadyAnnouncement<'_> {
     /// The `{"event":"ready",...}` line, with this process's id.
-    pub fn line(&self, pid: u32) -> serde_json::Value {
+    pub(crate) fn line(&self, pid: u32) -> serde_json::Value {
         serde_json::json!({
             "event": "ready",
             "role": self.role,
@@ -83,7 +83,7 @@ impl ReadyAnnouncement<'_> {
     }
 
     /// The status systemd shows with `READY=1`; `registries` is how many are configured.
-    pub fn status(&self, registries: usize) -> String {
+    pub(crate) fn status(&self, registries: usize) -> String {
         let (role, instance, address) = (self.role, self.instance, self.address);
         match self.registered {
             Some(n) => format!(

@@ -19,17 +19,17 @@ use crate::tls::{setup, TlsMaterial};
 
 /// Where the listeners of an instance bind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenerPlan {
-    pub internal: SocketAddr,
+pub(crate) struct ListenerPlan {
+    internal: SocketAddr,
     /// Only for a role with a public API.
-    pub public: Option<SocketAddr>,
+    public: Option<SocketAddr>,
 }
 
 impl ListenerPlan {
     /// A role with a public API binds that at `listen` (default: `bind_host` and the
     /// manifest's port) and its internal listener at `internal_listen` (default:
     /// `bind_host`, any free port). Any other role binds its one listener at `listen`.
-    pub fn new(
+    fn new(
         public_role: bool,
         manifest_port: u16,
         listen: Option<SocketAddr>,
@@ -50,7 +50,7 @@ impl ListenerPlan {
         }
     }
 
-    pub fn for_instance(config: &PlatformConfig, manifest: &Manifest) -> ListenerPlan {
+    pub(crate) fn for_instance(config: &PlatformConfig, manifest: &Manifest) -> ListenerPlan {
         ListenerPlan::new(
             manifest.public,
             manifest.port,
@@ -62,24 +62,24 @@ impl ListenerPlan {
 }
 
 /// One bound listener, how it speaks, and the URL it is reached at.
-pub struct Listening {
-    pub listener: TcpListener,
-    pub transport: Transport,
-    pub address: String,
+pub(crate) struct Listening {
+    pub(crate) listener: TcpListener,
+    pub(crate) transport: Transport,
+    pub(crate) address: String,
 }
 
 /// The bound listeners of an instance, and the certificates to keep fresh.
-pub struct Bound {
-    pub internal: Listening,
-    pub public: Option<Listening>,
+pub(crate) struct Bound {
+    pub(crate) internal: Listening,
+    pub(crate) public: Option<Listening>,
     /// The internal material and the public certificate, whichever there are.
-    pub reloading: Vec<Arc<dyn setup::Reloadable>>,
+    pub(crate) reloading: Vec<Arc<dyn setup::Reloadable>>,
 }
 
 /// Binds the listeners of `plan` (port 0: any free port, and the bound one is
 /// advertised). The public transport (and its certificate) is loaded only for a public
 /// listener.
-pub fn bind(
+pub(crate) fn bind(
     plan: ListenerPlan,
     config: &PlatformConfig,
     tls: Option<&Arc<TlsMaterial>>,
@@ -130,7 +130,7 @@ fn bind_one(at: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
 /// The base URL of a listener bound at `bound`: at `advertise_host` when set, else at
 /// the bound IP, or at the host name when bound to every interface (peers need a name
 /// that reaches this host).
-pub fn advertised_address(scheme: &str, bound: SocketAddr, advertise_host: Option<&str>) -> String {
+fn advertised_address(scheme: &str, bound: SocketAddr, advertise_host: Option<&str>) -> String {
     match advertise_host {
         Some(host) => format!("{scheme}://{host}:{}", bound.port()),
         None if bound.ip().is_unspecified() => {

@@ -10,8 +10,8 @@
 //! `STOPPING=1`. When systemd asks for a watchdog, this runtime pings it (see
 //! [`super::systemd`]).
 
-pub mod announce;
-pub mod listeners;
+mod announce;
+mod listeners;
 mod serving;
 
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ use super::store::Store;
 use super::systemd::{self, Notifier};
 use super::tls::{setup, TlsMaterial};
 use announce::ReadyAnnouncement;
-use listeners::{Bound, ListenerPlan};
+use listeners::ListenerPlan;
 use serving::{serve, Serving};
 
 /// The instance id used when none is configured: the host name, which is stable across
@@ -59,7 +59,7 @@ pub fn default_instance_id() -> String {
 }
 
 /// Where an instance keeps its state.
-pub fn store_path(config: &PlatformConfig, role: &str, instance_id: &str) -> PathBuf {
+fn store_path(config: &PlatformConfig, role: &str, instance_id: &str) -> PathBuf {
     config.data_dir.join(format!("{role}-{instance_id}.redb"))
 }
 
@@ -91,7 +91,7 @@ pub async fn run(
     let reload_interval = instance.config.tls.reload_interval;
     setup::spawn_reloader(bound.reloading.clone(), reload_interval, shutdown.clone());
     // 3. Start the role.
-    let started = start_role(start, &instance, &prepared, &bound, &shutdown)?;
+    let started = start_role(start, &instance, &prepared, &shutdown)?;
     // 4. Serve, then register.
     let readiness = Readiness::default();
     let serving = serve(
@@ -186,7 +186,6 @@ fn start_role(
     start: RoleStart<'_>,
     instance: &Instance,
     prepared: &Prepared,
-    bound: &Bound,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Started> {
     let config = &instance.config;
@@ -204,9 +203,7 @@ fn start_role(
         catalog: instance.catalog.clone(),
         config: config.clone(),
         instance_id: instance.id.clone(),
-        address: bound.internal.address.clone(),
         store: prepared.store.clone(),
-        peers: peers.clone(),
         client,
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),

@@ -90,7 +90,7 @@ impl Export {
         })
     }
 
-    pub fn tracer(&self) -> opentelemetry_sdk::trace::Tracer {
+    pub(crate) fn tracer(&self) -> opentelemetry_sdk::trace::Tracer {
         self.provider.tracer("svc")
     }
 
@@ -113,7 +113,7 @@ impl Export {
 }
 
 /// See [`super::bind_trace`].
-pub fn bind(span: &tracing::Span, ctx: &TraceContext) {
+pub(crate) fn bind(span: &tracing::Span, ctx: &TraceContext) {
     if !EXPORTING.load(Ordering::Relaxed) {
         return;
     }
@@ -147,7 +147,7 @@ pub fn bind(span: &tracing::Span, ctx: &TraceContext) {
 const QUIET: &str = "svc.quiet";
 
 /// See [`super::mark_quiet`].
-pub fn mark_quiet(span: &tracing::Span) {
+pub(crate) fn mark_quiet(span: &tracing::Span) {
     if EXPORTING.load(Ordering::Relaxed) {
         span.set_attribute(QUIET, true);
     }

@@ -40,7 +40,7 @@ pub enum Verdict {
 impl Verdict {
     /// The verdict on a request answered with `status`; `quiet` if the answer was marked
     /// [`crate::server::quiet`].
-    pub fn of_status(status: u16, quiet: bool) -> Verdict {
+    pub(crate) fn of_status(status: u16, quiet: bool) -> Verdict {
         match status {
             500.. => Verdict::Failed,
             400..=499 => Verdict::Refused,

@@ -13,13 +13,13 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
 /// The URI SAN prefix of an svc identity; the role follows it.
-pub const SPIFFE_PREFIX: &str = "spiffe://svc/role/";
+const SPIFFE_PREFIX: &str = "spiffe://svc/role/";
 
 /// The longest role or file name accepted (a DNS label's limit).
-pub const MAX_NAME_LEN: usize = 63;
+pub(crate) const MAX_NAME_LEN: usize = 63;
 
 /// Whether `name` is a valid role or file stem: `[a-z][a-z0-9-]*`, at most 63 characters.
-pub fn is_valid_name(name: &str) -> bool {
+pub(crate) fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     let Some(first) = chars.next() else {
         return false;
@@ -30,7 +30,7 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 /// The URI SAN that names `role`.
-pub fn spiffe_id(role: &str) -> String {
+pub(crate) fn spiffe_id(role: &str) -> String {
     format!("{SPIFFE_PREFIX}{role}")
 }
 
@@ -70,7 +70,7 @@ pub fn alt_names(cert_der: &[u8]) -> Vec<String> {
 }
 
 /// The hosts a DER certificate is for: its DNS names (lower case) and IP addresses.
-pub fn hosts_of(cert_der: &[u8]) -> Vec<String> {
+pub(crate) fn hosts_of(cert_der: &[u8]) -> Vec<String> {
     map_alt_names(cert_der, |name| match name {
         GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
         GeneralName::IPAddress(bytes) => ip_from(bytes).map(|ip| ip.to_string()),

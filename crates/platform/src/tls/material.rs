@@ -75,7 +75,7 @@ impl std::fmt::Debug for TlsMaterial {
 
 impl TlsMaterial {
     /// Loads the files for `identity` (the role this process runs, or `operator`).
-    pub fn load(files: TlsFiles, identity: &str) -> Result<Arc<TlsMaterial>, TlsError> {
+    pub(crate) fn load(files: TlsFiles, identity: &str) -> Result<Arc<TlsMaterial>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let loaded = load_files(&files, identity, &provider)?;
         Ok(Arc::new(TlsMaterial {
@@ -86,29 +86,24 @@ impl TlsMaterial {
         }))
     }
 
-    /// The identity this material presents.
-    pub fn identity(&self) -> &str {
-        &self.identity
-    }
-
-    pub fn provider(&self) -> &Arc<CryptoProvider> {
+    pub(crate) fn provider(&self) -> &Arc<CryptoProvider> {
         &self.provider
     }
 
-    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+    pub(crate) fn certified_key(&self) -> Arc<CertifiedKey> {
         self.current.read().key.clone()
     }
 
-    pub fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {
+    pub(crate) fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {
         self.current.read().client_verifier.clone()
     }
 
-    pub fn server_verifier(&self) -> Arc<WebPkiServerVerifier> {
+    pub(crate) fn server_verifier(&self) -> Arc<WebPkiServerVerifier> {
         self.current.read().server_verifier.clone()
     }
 
     /// Loads the files again and swaps them in if they are consistent.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    fn reload(&self) -> Result<(), TlsError> {
         let loaded = load_files(&self.files, &self.identity, &self.provider)?;
         *self.current.write() = Arc::new(loaded);
         Ok(())

@@ -17,5 +17,5 @@ pub mod setup;
 
 pub use client_side::{client_config, http_client_builder};
 pub use material::{TlsError, TlsMaterial};
-pub use public_cert::PublicCert;
-pub use server_side::{record_peer, server_config, PeerIdentity};
+pub use server_side::PeerIdentity;
+pub(crate) use server_side::{record_peer, server_config};

@@ -30,22 +30,22 @@ use rustls::pki_types::{CertificateDer, DnsName};
 use super::identity;
 
 /// The CA certificate's file name in a PKI directory (what instances trust).
-pub const CA_CERT: &str = "ca.crt";
+const CA_CERT: &str = "ca.crt";
 /// The CA key's file name; it only needs to be where certificates are issued.
 pub const CA_KEY: &str = "ca.key";
 /// The identity of people and tools (`svc status`), beside the roles.
 pub const OPERATOR: &str = "operator";
 /// How long an instance certificate is valid unless `--valid-for` says otherwise.
-pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(90 * DAY);
+pub(crate) const DEFAULT_VALIDITY: Duration = Duration::from_secs(90 * DAY);
 /// How long the CA is valid.
-pub const CA_VALIDITY: Duration = Duration::from_secs(3650 * DAY);
+const CA_VALIDITY: Duration = Duration::from_secs(3650 * DAY);
 /// How far `not_before` lies in the past, so a peer whose clock is behind accepts it.
-pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// `svc dev`'s certificates: valid this long, renewed when less than `DEV_RENEW_WITHIN` is left.
-pub const DEV_VALIDITY: Duration = Duration::from_secs(30 * DAY);
-pub const DEV_RENEW_WITHIN: Duration = Duration::from_secs(7 * DAY);
+const DEV_VALIDITY: Duration = Duration::from_secs(30 * DAY);
+const DEV_RENEW_WITHIN: Duration = Duration::from_secs(7 * DAY);
 /// The hosts of `svc dev`'s certificates: everything runs on loopback.
-pub const DEV_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+const DEV_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 const DAY: u64 = 24 * 60 * 60;
 const CA_COMMON_NAME: &str = "svc cluster CA";
@@ -100,12 +100,12 @@ impl IssueRequest {
 }
 
 /// `<dir>/<name>.crt`
-pub fn cert_file(dir: &Path, name: &str) -> PathBuf {
+fn cert_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.crt"))
 }
 
 /// `<dir>/<name>.key`
-pub fn key_file(dir: &Path, name: &str) -> PathBuf {
+fn key_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.key"))
 }
 

@@ -19,7 +19,7 @@ use super::material::{read_certs, read_key, TlsError};
 use crate::reload::Reloadable;
 
 /// The public listener's live certificate and key; swapped on reload.
-pub struct PublicCert {
+pub(crate) struct PublicCert {
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
@@ -38,7 +38,7 @@ impl std::fmt::Debug for PublicCert {
 
 impl PublicCert {
     /// Loads the certificate chain in `cert` and its private key in `key`.
-    pub fn load(cert: &Path, key: &Path) -> Result<Arc<PublicCert>, TlsError> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<Arc<PublicCert>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let loaded = load_files(cert, key, &provider)?;
         Ok(Arc::new(PublicCert {
@@ -49,17 +49,17 @@ impl PublicCert {
         }))
     }
 
-    pub fn provider(&self) -> &Arc<CryptoProvider> {
+    pub(crate) fn provider(&self) -> &Arc<CryptoProvider> {
         &self.provider
     }
 
     /// The certificate and key new handshakes use.
-    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+    fn certified_key(&self) -> Arc<CertifiedKey> {
         self.current.read().clone()
     }
 
     /// Loads the files again and swaps them in if the key matches the certificate.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    fn reload(&self) -> Result<(), TlsError> {
         let loaded = load_files(&self.cert, &self.key, &self.provider)?;
         *self.current.write() = loaded;
         Ok(())

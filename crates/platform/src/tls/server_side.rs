@@ -31,7 +31,7 @@ pub struct PeerIdentity {
     pub hosts: Vec<String>,
 }
 
-pub fn server_config(material: &Arc<TlsMaterial>) -> ServerConfig {
+pub(crate) fn server_config(material: &Arc<TlsMaterial>) -> ServerConfig {
     ServerConfig::builder_with_provider(material.provider().clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("the ring provider supports TLS 1.3")
@@ -40,7 +40,7 @@ pub fn server_config(material: &Arc<TlsMaterial>) -> ServerConfig {
 }
 
 /// `HttpServer::on_connect` hook: records the verified caller of a TLS connection.
-pub fn record_peer(conn: &dyn Any, ext: &mut Extensions) {
+pub(crate) fn record_peer(conn: &dyn Any, ext: &mut Extensions) {
     if let Some(tls) = conn.downcast_ref::<TlsStream<TcpStream>>() {
         let (_, session) = tls.get_ref();
         let leaf = session.peer_certificates().and_then(|chain| chain.first());

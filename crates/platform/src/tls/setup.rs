@@ -19,7 +19,7 @@ use crate::reload;
 use crate::shutdown::Shutdown;
 
 /// The material of an instance of `role`, or `None` when `tls.insecure` is set.
-pub fn load_material(
+pub(crate) fn load_material(
     settings: &TlsSettings,
     role: &str,
 ) -> anyhow::Result<Option<Arc<TlsMaterial>>> {
@@ -48,7 +48,7 @@ pub fn load_identity(dir: &std::path::Path, identity: &str) -> Result<Arc<TlsMat
 
 /// The transport of the public listener: TLS when a public certificate is configured,
 /// with that certificate (to reload with the others: see [`spawn_reloader`]).
-pub fn public_transport(
+pub(crate) fn public_transport(
     settings: &TlsSettings,
 ) -> anyhow::Result<(Transport, Option<Arc<PublicCert>>)> {
     let (Some(cert), Some(key)) = (&settings.public_cert, &settings.public_key) else {
@@ -64,11 +64,15 @@ pub fn public_transport(
 }
 
 /// Certificates the reloader keeps fresh: the internal material, the public certificate.
-pub use crate::reload::Reloadable;
+pub(crate) use crate::reload::Reloadable;
 
 /// Checks the files of each of `items` every `interval` and on SIGHUP, and swaps in
 /// what changed ([`crate::reload`]). Nothing to check: no task.
-pub fn spawn_reloader(items: Vec<Arc<dyn Reloadable>>, interval: Duration, shutdown: Shutdown) {
+pub(crate) fn spawn_reloader(
+    items: Vec<Arc<dyn Reloadable>>,
+    interval: Duration,
+    shutdown: Shutdown,
+) {
     let watched = items.into_iter().map(reload::Watched::new).collect();
     reload::spawn(watched, interval, shutdown);
 }
