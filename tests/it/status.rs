@@ -3,11 +3,9 @@
 //! rate, 5xx count, p99), as a table and as JSON. (The exit code and message when no
 //! registry answers are checked in `cli.rs`.)
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 fn status(args: &[&str]) -> Finished {

@@ -2,15 +2,13 @@
 //! `READY=1` only once the instance serves, `WATCHDOG=1` at half of `WATCHDOG_USEC`, and
 //! `STOPPING=1` when SIGTERM starts the shutdown.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::Signal;
 
 /// One datagram as received, and whether the instance answered `/health/ready` with

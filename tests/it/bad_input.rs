@@ -2,11 +2,9 @@
 //! flags, config files and state files; 4xx `problem+json` for bad HTTP requests, which
 //! change nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 const ROLES: [&str; 6] = [

@@ -2,13 +2,11 @@
 //! keys made with `svc keys new`, from the config and from `gateway.api_keys_file`;
 //! 401 / 403 / 429 / 413 / 431 / 408 answers; and no key or hash in the gateway's log.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 /// A key made by `svc keys new`: the key and the YAML entry it printed.

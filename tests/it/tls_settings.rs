@@ -2,13 +2,11 @@
 //! `tls.insecure` (explicit and loud), and the gateway's public listener — TLS with a
 //! public certificate when given one, and nothing but the public API on it.
 
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use reqwest::StatusCode;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;

@@ -1,10 +1,8 @@
 //! Metrics and trace propagation, seen from outside the processes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 /// The value of the first sample line of `family` whose labels include all of `labels`.

@@ -2,12 +2,10 @@
 //! it puts the binary, units, docs and example config in place, and a second run
 //! changes nothing it must not (an edited /etc/svc/svc.yaml survives).
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::harness::*;
 
 fn install(destdir: &Path, binary: &str) -> Finished {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh");

@@ -10,13 +10,11 @@
 //!   authorize a payment (403 with a problem body, logged with the caller's identity).
 //! * A caller refuses a callee whose certificate names another role.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use reqwest::StatusCode;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

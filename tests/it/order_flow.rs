@@ -2,13 +2,11 @@
 //! full cluster (registry, inventory, payments, orders, notifications, gateway) and
 //! checks what every role holds afterwards.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 

@@ -41,14 +41,12 @@
 //! The tests take a lock so they run one after the other: each runs a dozen processes
 //! and a steady load, and the timings they print should be their own.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 /// How long test 2 keeps every registry down (the issue asks for a minute).

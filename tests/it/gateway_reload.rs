@@ -3,13 +3,11 @@
 //! listener's certificate (new connections get the new one), when the files change or
 //! at once on SIGHUP; a broken file keeps what is in use and says so.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::Signal;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;

@@ -2,11 +2,9 @@
 //! JSON lines, a traced request goes through the gateway to inventory, and `svc trace`
 //! finds its lines in every file and prints them nested and in time order.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -1,14 +1,12 @@
 //! `svc dev`: the whole system comes up registered and ready, and leaves nothing behind.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 

@@ -2,11 +2,9 @@
 //! an orders instance SIGKILLed in the middle of its sagas. Nothing may be lost or done
 //! twice.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 /// Generous: the outbox relay backs off up to 5 s between attempts while a consumer is

@@ -4,12 +4,10 @@
 //! reach its owner, that listings merge every shard and say when one is missing, and
 //! that the registry lets only one live instance hold a shard.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 fn ids(items: &[Value], key: &str) -> Vec<String> {

@@ -1,8 +1,6 @@
 //! The other subcommands: `svc status`, `svc roles`, `svc --help`.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 
 const ROLES: [&str; 6] = [
     "registry",

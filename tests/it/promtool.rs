@@ -4,13 +4,11 @@
 //! Needs `promtool` (Debian: `apt-get install -y prometheus`). Without it the test is
 //! skipped with a message, unless `SVC_REQUIRE_PROMTOOL` is set (CI sets it).
 
-mod common;
-
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use common::tools::find_tool;
-use common::*;
+use crate::harness::tools::find_tool;
+use crate::harness::*;
 
 #[tokio::test]
 async fn every_roles_metrics_pass_promtool() {

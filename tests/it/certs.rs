@@ -2,14 +2,12 @@
 //! codes, messages, and what the certificates say (read back with x509-parser, and with
 //! the `openssl` tool too where it is installed).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::SystemTime;
 
-use common::*;
+use crate::harness::*;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;

@@ -1,9 +1,7 @@
 //! Bad input at the internal endpoints (what orders and the outbox relay call): every
 //! refusal is problem+json with a fitting status, and nothing is written.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 /// POSTs `body` as orders, the caller these endpoints accept (payments, reservations,

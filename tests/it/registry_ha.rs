@@ -1,11 +1,9 @@
 //! Several registries: instances register and renew at every one, read from any that
 //! answers, and a registry that comes back empty is refilled within a renewal interval.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 
 /// Starts registry `id` on `port` (0: any) with its own data dir (so a restart with a
 /// fresh dir really comes back empty).

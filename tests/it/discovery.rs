@@ -1,9 +1,7 @@
 //! Registration and discovery: instances register at the registry, find each other
 //! through it, and the gateway reaches inventory by what it discovered.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 #[tokio::test]

@@ -2,11 +2,9 @@
 //! deregistration on SIGTERM, a registry restart that keeps its view, and an outage
 //! during which discovery keeps working from the last known (and persisted) view.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 /// Fields of one instance in a catalog.

@@ -8,15 +8,13 @@
 //! Needs `chromium` (Debian: `apt-get install -y chromium`). Without it the browser part
 //! is skipped with a message, unless `SVC_REQUIRE_CHROMIUM` is set (CI sets it).
 
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tools::find_tool;
-use common::*;
+use crate::harness::tools::find_tool;
+use crate::harness::*;
 use serde_json::Value;
 
 /// `svc ui --registry REGISTRIES --listen 127.0.0.1:0 EXTRA...`, waited for until ready.

@@ -12,11 +12,9 @@
 //!
 //!     cargo test --release --test mtls_cost -- --ignored --nocapture
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
 const ROUNDS: usize = 20;
 const PER_ROUND: usize = 250;

@@ -2,12 +2,10 @@
 //! or at once on SIGHUP) are what new connections see, while a connection opened
 //! before keeps working; a broken file keeps the certificate in use.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::Signal;
 use svc_platform::tls::{client_config, pki};
 

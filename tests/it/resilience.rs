@@ -16,13 +16,11 @@
 //! The registries here grant long leases (30 s), so a stalled or killed instance stays
 //! in every view for the whole test: what protects callers is the client, not discovery.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
