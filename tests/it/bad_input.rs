@@ -7,15 +7,6 @@ use std::time::Duration;
 use crate::harness::*;
 use serde_json::{json, Value};
 
-const ROLES: [&str; 6] = [
-    "registry",
-    "gateway",
-    "orders",
-    "inventory",
-    "payments",
-    "notifications",
-];
-
 fn assert_error_message(out: &Finished) {
     assert!(
         out.stderr.contains("svc: error:"),
@@ -27,17 +18,17 @@ fn assert_error_message(out: &Finished) {
 
 #[test]
 fn unknown_role_is_a_usage_error_listing_the_valid_roles() {
-    let cluster = Cluster::new();
+    let sandbox = Sandbox::new();
     let out = run_to_exit(
-        cluster.run_command("billing", "b-1", &dead_url()),
+        sandbox.run_command("billing", "b-1", &dead_url()),
         EXIT_TIMEOUT,
     );
     assert_eq!(out.code(), Some(2), "{out:?}");
     assert_error_message(&out);
     assert!(out.stderr.contains("billing"), "{}", out.stderr);
-    for role in ROLES {
+    for role in all_roles() {
         assert!(
-            out.stderr.contains(role),
+            out.stderr.contains(role.as_str()),
             "`{role}` not listed:\n{}",
             out.stderr
         );
@@ -55,16 +46,16 @@ fn config_check(path: &std::path::Path) -> Finished {
     run_to_exit(cmd, EXIT_TIMEOUT)
 }
 
-fn run_registry_with(cluster: &Cluster, config: &std::path::Path) -> Finished {
-    let mut cmd = cluster.run_command("registry", "reg-0", &dead_url());
+fn run_registry_with(sandbox: &Sandbox, config: &std::path::Path) -> Finished {
+    let mut cmd = sandbox.run_command("registry", "reg-0", &dead_url());
     cmd.arg("--config").arg(config);
     run_to_exit(cmd, EXIT_TIMEOUT)
 }
 
 #[test]
 fn good_config_passes_the_check() {
-    let cluster = Cluster::new();
-    let good = cluster.registry_config();
+    let sandbox = Sandbox::new();
+    let good = sandbox.registry_config();
     let out = config_check(&good);
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert!(out.stdout.contains("ok"), "{out:?}");
@@ -72,8 +63,8 @@ fn good_config_passes_the_check() {
 
 #[test]
 fn bad_duration_names_the_file_and_the_key() {
-    let cluster = Cluster::new();
-    let bad = cluster.write_file("bad-duration.yaml", "registry:\n  lease_ttl: soon\n");
+    let sandbox = Sandbox::new();
+    let bad = sandbox.write_file("bad-duration.yaml", "registry:\n  lease_ttl: soon\n");
 
     let out = config_check(&bad);
     assert_eq!(out.code(), Some(2), "{out:?}");
@@ -85,7 +76,7 @@ fn bad_duration_names_the_file_and_the_key() {
     );
     assert!(out.stderr.contains("registry.lease_ttl"), "{}", out.stderr);
 
-    let out = run_registry_with(&cluster, &bad);
+    let out = run_registry_with(&sandbox, &bad);
     assert_eq!(out.code(), Some(2), "{out:?}");
     assert_error_message(&out);
     assert!(out.stderr.contains(&show(&bad)), "{}", out.stderr);
@@ -95,7 +86,7 @@ fn bad_duration_names_the_file_and_the_key() {
 
 #[test]
 fn unknown_config_key_is_named() {
-    let cluster = Cluster::new();
+    let sandbox = Sandbox::new();
     for (name, text, key) in [
         ("nested.yaml", "registry:\n  lease_tll: 2s\n", "lease_tll"),
         (
@@ -104,7 +95,7 @@ fn unknown_config_key_is_named() {
             "registrys",
         ),
     ] {
-        let file = cluster.write_file(name, text);
+        let file = sandbox.write_file(name, text);
         let out = config_check(&file);
         assert_eq!(out.code(), Some(2), "{name}: {out:?}");
         assert_error_message(&out);
@@ -115,7 +106,7 @@ fn unknown_config_key_is_named() {
         );
         assert!(out.stderr.contains(&show(&file)), "{name}:\n{}", out.stderr);
 
-        let out = run_registry_with(&cluster, &file);
+        let out = run_registry_with(&sandbox, &file);
         assert_eq!(out.code(), Some(2), "{name}: {out:?}");
         assert!(out.stderr.contains(key), "{name}:\n{}", out.stderr);
     }
@@ -123,8 +114,8 @@ fn unknown_config_key_is_named() {
 
 #[test]
 fn renew_interval_must_fit_in_the_ttl() {
-    let cluster = Cluster::new();
-    let file = cluster.write_file(
+    let sandbox = Sandbox::new();
+    let file = sandbox.write_file(
         "slow.yaml",
         "registry:\n  lease_ttl: 1s\n  renew_interval: 1s\n",
     );
@@ -139,14 +130,14 @@ fn renew_interval_must_fit_in_the_ttl() {
 
 #[tokio::test]
 async fn second_instance_on_a_locked_state_file_fails_clearly() {
-    let cluster = Cluster::new();
+    let sandbox = Sandbox::new();
     let registry = dead_url();
-    let first = cluster.start("inventory", "inv-1", &registry);
-    let store = cluster.store_path("inventory", "inv-1");
+    let first = sandbox.start("inventory", "inv-1", &registry);
+    let store = sandbox.store_path("inventory", "inv-1");
     assert_eq!(first.ready["store"].as_str(), Some(show(&store).as_str()));
 
     let out = run_to_exit(
-        cluster.run_command("inventory", "inv-1", &registry),
+        sandbox.run_command("inventory", "inv-1", &registry),
         EXIT_TIMEOUT,
     );
     assert_eq!(out.code(), Some(1), "{out:?}");
@@ -166,14 +157,14 @@ async fn second_instance_on_a_locked_state_file_fails_clearly() {
 
 #[test]
 fn corrupt_state_file_fails_clearly_without_a_panic() {
-    let cluster = Cluster::new();
-    let store = cluster.store_path("inventory", "inv-1");
+    let sandbox = Sandbox::new();
+    let store = sandbox.store_path("inventory", "inv-1");
     std::fs::create_dir_all(store.parent().unwrap()).unwrap();
     let garbage: Vec<u8> = (0..16384u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&store, &garbage).unwrap();
 
     let out = run_to_exit(
-        cluster.run_command("inventory", "inv-1", &dead_url()),
+        sandbox.run_command("inventory", "inv-1", &dead_url()),
         EXIT_TIMEOUT,
     );
     assert_ne!(out.code(), Some(0), "{out:?}");
@@ -195,8 +186,8 @@ fn registration(role: &str, id: &str, address: &str) -> Value {
 
 #[tokio::test]
 async fn malformed_registrations_are_refused_and_change_nothing() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
     let url = format!("{}/v1/instances", registry.url);
     let before = catalog(&registry).await;
 
@@ -331,8 +322,8 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn unknown_routes_and_leases_are_404_problems() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
     let client = client_as("orders");
     let base = &registry.url;
 
@@ -372,7 +363,7 @@ async fn unknown_routes_and_leases_are_404_problems() {
     assert_problem(res, 400, "bad wait").await;
 
     // Every instance answers unknown routes the same way.
-    let inventory = cluster.start("inventory", "inv-1", &registry.url);
+    let inventory = sandbox.start("inventory", "inv-1", &registry.url);
     let res = client
         .get(format!("{}/no/such/thing", inventory.url))
         .send()
@@ -383,8 +374,8 @@ async fn unknown_routes_and_leases_are_404_problems() {
 
 #[tokio::test]
 async fn oversized_body_is_413() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
     let before = catalog(&registry).await;
     // A valid registration padded past the default 64 KiB limit.
     let mut body = registration("orders", "o-big", "http://127.0.0.1:9");
@@ -399,7 +390,7 @@ async fn oversized_body_is_413() {
     assert_eq!(catalog(&registry).await, before);
 
     // Also on an instance's own routes.
-    let inventory = cluster.start("inventory", "inv-1", &registry.url);
+    let inventory = sandbox.start("inventory", "inv-1", &registry.url);
     let mut big = product("big");
     big["name"] = json!("y".repeat(100 * 1024));
     let res = post_json_as("gateway", &format!("{}/v1/products", inventory.url), &big).await;
@@ -408,14 +399,14 @@ async fn oversized_body_is_413() {
 
 #[test]
 fn busy_port_is_a_runtime_failure() {
-    let cluster = Cluster::new();
+    let sandbox = Sandbox::new();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let mut cmd = svc_command();
     cmd.arg("run")
         .args(["--role", "inventory", "--listen", &addr])
         .arg("--data-dir")
-        .arg(cluster.data_dir())
+        .arg(sandbox.data_dir())
         .args(["--instance-id", "inv-1", "--registry", &dead_url()]);
     let out = run_to_exit(cmd, EXIT_TIMEOUT);
     assert_eq!(out.code(), Some(1), "{out:?}");

@@ -17,14 +17,19 @@
 //!   `Retry-After` for an order whose key or product lives on the shard that is down;
 //!   the client waits as told and repeats the same request, which must then succeed;
 //! - *lost in flight at the killed gateway*: the exchange broke because the gateway
-//!   serving it was SIGKILLed, or (keyed orders only) was reset by a gateway stopping
-//!   on SIGTERM that had accepted the connection but not read it yet (only in those
-//!   faults; repeated with the same key at the other gateway);
-//! - *failures*: anything else (another transport error, another 5xx or 4xx, a 503 for
-//!   an entity that is not on the faulted shard, or an order that never succeeds).
+//!   serving it was SIGKILLed (repeated with the same key at the other gateway);
+//! - *reset unread by the stopping gateway* (keyed orders only): a gateway stopping on
+//!   SIGTERM answers every request on a connection it took, and resets only the
+//!   connections it never took (still queued when its listener closed), so a reset
+//!   from it means the request was never read; repeated with the same key;
+//! - *failures*: anything else: above all a connection that ends with no answer after
+//!   the request was sent, which a stopping gateway must never do (the client could
+//!   not know whether to repeat it); another transport error, another 5xx or 4xx, a
+//!   503 for an entity that is not on the faulted shard, or an order that never
+//!   succeeds.
 //!
 //! After the stream stops and everything has settled, the invariants hold across every
-//! shard ([`ChaosCluster::assert_settled`]) and the orders are exactly the ones the load
+//! shard ([`Cluster::assert_settled`]) and the orders are exactly the ones the load
 //! placed. The tests:
 //!
 //! 1. SIGKILL one instance of each role in turn, restarting it in place after
@@ -70,11 +75,19 @@ const BETWEEN_FAULTS: Duration = Duration::from_millis(700);
 /// One test at a time (see the module docs).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn options() -> ShardedOptions {
-    ShardedOptions {
-        notifications: 2,
-        ..ShardedOptions::default()
-    }
+/// Two gateways and two shards of every stateful role, at `registries` registries.
+fn topology(registries: usize) -> Topology {
+    Topology::shop()
+        .registries(registries)
+        .gateways(2)
+        .sharded(2)
+}
+
+/// The shard counts the load needs to know which orders a fault touches.
+#[derive(Clone, Copy, Debug)]
+struct Shards {
+    orders: u32,
+    inventory: u32,
 }
 
 /// The instance that is down (or about to be) in the current phase.
@@ -91,17 +104,12 @@ impl Fault {
     /// Whether an order with `key` and `lines` has an entity on the faulted shard: its
     /// key (orders; without a key any live shard may take it) or one of its products
     /// (inventory).
-    fn touches(
-        &self,
-        key: Option<&str>,
-        lines: &[(String, i64)],
-        options: &ShardedOptions,
-    ) -> bool {
+    fn touches(&self, key: Option<&str>, lines: &[(String, i64)], shards: Shards) -> bool {
         match (self.role.as_str(), self.shard) {
-            ("orders", Some(s)) => key.is_some_and(|k| shard_for_key(k, options.orders) == s),
+            ("orders", Some(s)) => key.is_some_and(|k| shard_for_key(k, shards.orders) == s),
             ("inventory", Some(s)) => lines
                 .iter()
-                .any(|(sku, _)| shard_for_key(sku, options.inventory) == s),
+                .any(|(sku, _)| shard_for_key(sku, shards.inventory) == s),
             _ => false,
         }
     }
@@ -122,19 +130,21 @@ struct Counts {
     failover: usize,
     expected_503: usize,
     lost_in_flight: usize,
+    reset_unread: usize,
     failures: Vec<String>,
 }
 
 impl Counts {
     fn line(&self) -> String {
         format!(
-            "{} confirmed, {} pending (202), {} cancelled, {} refused -> other gateway, {} x 503 for an entity on the faulted shard (retried), {} lost in flight at the killed gateway (retried), {} failures",
+            "{} confirmed, {} pending (202), {} cancelled, {} refused -> other gateway, {} x 503 for an entity on the faulted shard (retried), {} lost in flight at the killed gateway (retried), {} reset unread by the stopping gateway (retried), {} failures",
             self.confirmed,
             self.pending,
             self.cancelled,
             self.failover,
             self.expected_503,
             self.lost_in_flight,
+            self.reset_unread,
             self.failures.len()
         )
     }
@@ -143,7 +153,7 @@ impl Counts {
 /// State shared by the load tasks and the test driving the faults.
 struct LoadShared {
     gateways: Vec<String>,
-    options: ShardedOptions,
+    shards: Shards,
     /// Whether the odd tasks send no `Idempotency-Key` (a create then goes to any live
     /// orders shard, and the gateway may repeat it only if it was never sent).
     keyless: bool,
@@ -163,10 +173,13 @@ struct Load {
 }
 
 impl Load {
-    fn start(chaos: &ChaosCluster, skus: [Vec<String>; 2], keyless: bool) -> Load {
+    fn start(chaos: &Cluster, skus: [Vec<String>; 2], keyless: bool) -> Load {
         let shared = Arc::new(LoadShared {
             gateways: chaos.gateway_urls(),
-            options: chaos.options.clone(),
+            shards: Shards {
+                orders: chaos.count("orders"),
+                inventory: chaos.count("inventory"),
+            },
             keyless,
             skus,
             stop: AtomicBool::new(false),
@@ -300,18 +313,25 @@ impl LoadShared {
                     continue;
                 }
                 Err(e) => {
-                    // Killed, or stopping with this connection accepted but unread.
-                    let killed_here = phase.fault.as_ref().is_some_and(|f| {
-                        f.role == "gateway"
-                            && f.url == self.gateways[gw]
-                            && (f.killed || (key.is_some() && is_reset(&e)))
-                    });
-                    if killed_here {
-                        self.count(&phase.label, |c| c.lost_in_flight += 1);
-                    } else {
-                        self.count(&phase.label, |c| {
+                    let faulted_here = phase
+                        .fault
+                        .as_ref()
+                        .filter(|f| f.role == "gateway" && f.url == self.gateways[gw]);
+                    match faulted_here {
+                        // SIGKILLed: what was under way there is lost.
+                        Some(f) if f.killed => self.count(&phase.label, |c| c.lost_in_flight += 1),
+                        // Stopping on SIGTERM: it answers every request on a connection
+                        // it took, and resets only a connection it never took (still
+                        // queued when its listener closed), whose request it never read;
+                        // a key makes repeating it safe.
+                        Some(_) if key.is_some() && is_reset(&e) => {
+                            self.count(&phase.label, |c| c.reset_unread += 1)
+                        }
+                        // Anything else, above all a connection that ends with no answer
+                        // after the request was sent (hyper's IncompleteMessage).
+                        _ => self.count(&phase.label, |c| {
                             c.failures.push(format!("{name} at {url}: {e:?}"))
-                        });
+                        }),
                     }
                     gw = (gw + 1) % gateways;
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -352,7 +372,7 @@ impl LoadShared {
                     && phase
                         .fault
                         .as_ref()
-                        .is_some_and(|f| f.touches(key, lines, &self.options)) =>
+                        .is_some_and(|f| f.touches(key, lines, self.shards)) =>
                 {
                     self.count(&phase.label, |c| c.expected_503 += 1);
                     // As told, but at most RETRY_AFTER_CAP, to keep the test short.
@@ -373,11 +393,11 @@ impl LoadShared {
 }
 
 /// Starts the cluster and its products: two on each inventory shard.
-async fn start(registries: usize) -> (ChaosCluster, [Vec<String>; 2], Vec<(String, u64)>) {
-    let chaos = ChaosCluster::start(options(), registries).await;
+async fn start(registries: usize) -> (Cluster, [Vec<String>; 2], Vec<(String, u64)>) {
+    let chaos = topology(registries).start().await;
     let skus = [
-        keys_on_shard("sku", 0, chaos.options.inventory, 2),
-        keys_on_shard("sku", 1, chaos.options.inventory, 2),
+        keys_on_shard("sku", 0, chaos.count("inventory"), 2),
+        keys_on_shard("sku", 1, chaos.count("inventory"), 2),
     ];
     let mut initial = Vec::new();
     for (i, sku) in skus.iter().flatten().enumerate() {
@@ -400,6 +420,7 @@ fn report(test: &str, per_phase: &[(String, Counts)]) -> Vec<String> {
         total.failover += c.failover;
         total.expected_503 += c.expected_503;
         total.lost_in_flight += c.lost_in_flight;
+        total.reset_unread += c.reset_unread;
         total.failures.extend(c.failures.iter().cloned());
     }
     println!("[{test}] total: {}", total.line());
@@ -409,11 +430,7 @@ fn report(test: &str, per_phase: &[(String, Counts)]) -> Vec<String> {
 
 /// Waits until every order has ended, checks they are exactly the orders the load
 /// placed, none cancelled, and checks the invariants across every shard.
-async fn settle(
-    chaos: &ChaosCluster,
-    initial: &[(String, u64)],
-    placed: &BTreeMap<String, String>,
-) {
+async fn settle(chaos: &Cluster, initial: &[(String, u64)], placed: &BTreeMap<String, String>) {
     let started = Instant::now();
     let orders = chaos.wait_all_final(Duration::from_secs(60)).await;
     let mut listed: Vec<&str> = orders.iter().filter_map(|o| o["id"].as_str()).collect();
@@ -554,20 +571,21 @@ async fn sigkill_one_instance_of_each_role_in_turn_under_load() {
     let load = Load::start(&chaos, skus, false);
     tokio::time::sleep(BETWEEN_FAULTS).await;
 
+    // The last instance of each role, callers first.
+    let mut victims: Vec<String> = Vec::new();
+    for m in chaos.members.iter().rev() {
+        if !victims.iter().any(|v| chaos.member(v).role == m.role) {
+            victims.push(m.id.clone());
+        }
+    }
     let mut departures = Vec::new();
-    for id in [
-        "gw-0",
-        "orders-1",
-        "inventory-1",
-        "payments-1",
-        "notifications-1",
-    ] {
-        let i = chaos.index(id);
+    for id in victims.iter().map(String::as_str) {
+        let i = chaos.index_of(id);
         let m = &chaos.members[i];
         let fault = Fault {
             role: m.role.clone(),
             shard: m.shard,
-            url: m.svc.url.clone(),
+            url: m.svc().url.clone(),
             killed: true,
         };
         let callers: Vec<(String, String)> = chaos
@@ -576,16 +594,16 @@ async fn sigkill_one_instance_of_each_role_in_turn_under_load() {
             .map(|c| {
                 (
                     chaos.members[c].id.clone(),
-                    chaos.members[c].svc.internal_url.clone(),
+                    chaos.members[c].svc().internal_url.clone(),
                 )
             })
             .collect();
         let registries: Vec<String> = chaos.registries.iter().map(|r| r.url.clone()).collect();
-        let (role, address) = (m.role.clone(), m.svc.internal_url.clone());
+        let (role, address) = (m.role.clone(), m.svc().internal_url.clone());
         let label = format!("SIGKILL {id}");
         load.phase(&label, Some(fault));
         let killed = Instant::now();
-        chaos.members[i].svc.kill();
+        chaos.members[i].svc_mut().kill();
         let (departure, _) = tokio::join!(
             watch_departure(
                 callers,
@@ -598,7 +616,7 @@ async fn sigkill_one_instance_of_each_role_in_turn_under_load() {
             ),
             tokio::time::sleep(DOWN_FOR),
         );
-        chaos.respawn(i);
+        chaos.restart(id);
         chaos.wait_in_views(i).await;
         let back = killed.elapsed();
         tokio::time::sleep(FAULT_TAIL).await;
@@ -654,7 +672,7 @@ async fn every_registry_down_for_a_minute_under_load_fails_no_order() {
 
     load.phase("registries back", None);
     for n in 0..chaos.registries.len() {
-        chaos.registries[n] = chaos.spawn_registry(n);
+        chaos.restart_registry(n);
     }
     let ready_ms = unix_ms();
     let ready = Instant::now();
@@ -666,7 +684,7 @@ async fn every_registry_down_for_a_minute_under_load_fails_no_order() {
         let instances: Vec<(String, String, String)> = chaos
             .members
             .iter()
-            .map(|m| (m.role.clone(), m.id.clone(), m.svc.internal_url.clone()))
+            .map(|m| (m.role.clone(), m.id.clone(), m.svc().internal_url.clone()))
             .collect();
         let (_, t) = wait_for(
             &format!("{} refilled", r.label),
@@ -706,7 +724,7 @@ async fn every_registry_down_for_a_minute_under_load_fails_no_order() {
     // Still there one lease TTL later: the restart grace ended into renewed leases.
     tokio::time::sleep(LEASE_TTL + Duration::from_millis(500)).await;
     for r in &chaos.registries {
-        let refs: Vec<&Svc> = chaos.members.iter().map(|m| &m.svc).collect();
+        let refs: Vec<&Svc> = chaos.members.iter().map(Member::svc).collect();
         wait_registered(r, &refs).await;
     }
     load.phase("steady again", None);
@@ -724,41 +742,32 @@ async fn every_registry_down_for_a_minute_under_load_fails_no_order() {
 async fn a_rolling_sigterm_restart_of_every_instance_fails_no_order() {
     let _serial = SERIAL.lock().await;
     let (mut chaos, skus, initial) = start(1).await;
-    // Every order keyed: a request on a connection the stopping gateway accepted but had
-    // not read yet is reset, and only a key makes repeating it safe (as a client does).
+    // Every order keyed: a connection still queued when a stopping gateway's listener
+    // closes is reset, and only a key makes repeating its request safe (as a client does).
     let load = Load::start(&chaos, skus, false);
     tokio::time::sleep(BETWEEN_FAULTS).await;
 
-    let mut order: Vec<usize> = Vec::new();
-    for role in [
-        "gateway",
-        "orders",
-        "inventory",
-        "payments",
-        "notifications",
-    ] {
-        order.extend((0..chaos.members.len()).filter(|&i| chaos.members[i].role == role));
-    }
     let mut timings = Vec::new();
-    for i in order {
+    // Callers first: the reverse of the order they started in.
+    for i in (0..chaos.members.len()).rev() {
         let m = &chaos.members[i];
         let id = m.id.clone();
         let fault = Fault {
             role: m.role.clone(),
             shard: m.shard,
-            url: m.svc.url.clone(),
+            url: m.svc().url.clone(),
             killed: false,
         };
         load.phase(&format!("SIGTERM {id}"), Some(fault));
         let started = Instant::now();
-        let status = chaos.members[i].svc.terminate();
+        let status = chaos.members[i].svc_mut().terminate();
         let exited = started.elapsed();
         assert!(
             status.success(),
             "{id} exited with {status}: {}",
-            chaos.members[i].svc.stderr()
+            chaos.members[i].svc().stderr()
         );
-        chaos.respawn(i);
+        chaos.restart(&id);
         chaos.wait_in_views(i).await;
         let back = started.elapsed();
         println!(

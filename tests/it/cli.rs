@@ -2,15 +2,6 @@
 
 use crate::harness::*;
 
-const ROLES: [&str; 6] = [
-    "registry",
-    "gateway",
-    "orders",
-    "inventory",
-    "payments",
-    "notifications",
-];
-
 fn status(registries: &str) -> Finished {
     let mut cmd = svc_command();
     cmd.args(["status", "--registry", registries]);
@@ -19,10 +10,10 @@ fn status(registries: &str) -> Finished {
 
 #[tokio::test]
 async fn status_lists_the_registered_instances() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let inventory = cluster.start("inventory", "inv-1", &registry.url);
-    let orders = cluster.start("orders", "ord-1", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let inventory = sandbox.start("inventory", "inv-1", &registry.url);
+    let orders = sandbox.start("orders", "ord-1", &registry.url);
     wait_registered(&registry, &[&inventory, &orders]).await;
 
     let out = status(&registry.url);
@@ -63,7 +54,7 @@ fn status_with_an_unreachable_registry_fails_clearly() {
 }
 
 #[test]
-fn roles_lists_all_six() {
+fn roles_lists_every_role() {
     let mut cmd = svc_command();
     cmd.arg("roles");
     let out = run_to_exit(cmd, EXIT_TIMEOUT);
@@ -73,9 +64,9 @@ fn roles_lists_all_six() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    for role in ROLES {
+    for role in all_roles() {
         assert!(
-            first_columns.contains(&role),
+            first_columns.contains(&role.as_str()),
             "`{role}` missing:\n{}",
             out.stdout
         );

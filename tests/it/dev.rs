@@ -55,8 +55,8 @@ impl Drop for DevGuard {
 
 #[tokio::test]
 async fn dev_starts_every_role_ready_and_stops_without_leftovers() {
-    let cluster = Cluster::new();
-    let data_dir = cluster.data_dir().join("dev");
+    let sandbox = Sandbox::new();
+    let data_dir = sandbox.data_dir().join("dev");
     let (registry_port, gateway_port) = (free_port(), free_port());
     let mut cmd = svc_command();
     cmd.args(["dev", "--data-dir"])
@@ -88,15 +88,9 @@ async fn dev_starts_every_role_ready_and_stops_without_leftovers() {
         .await
         .expect("svc dev became ready within 60 s")
         .expect("stdout reader");
-    let roles = [
-        "registry",
-        "gateway",
-        "orders",
-        "inventory",
-        "payments",
-        "notifications",
-    ];
-    for role in roles {
+    // Every role, the registry first.
+    let roles = all_roles();
+    for role in &roles {
         assert!(
             table.iter().any(|l| l.starts_with(role)),
             "{role} missing from the table:\n{}",

@@ -6,17 +6,17 @@ use serde_json::Value;
 
 #[tokio::test]
 async fn two_instances_register_and_discover_each_other() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let inventory = cluster.start("inventory", "inv-1", &registry.url);
-    let orders = cluster.start("orders", "ord-1", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let inventory = sandbox.start("inventory", "inv-1", &registry.url);
+    let orders = sandbox.start("orders", "ord-1", &registry.url);
 
     // The ready line comes after the registration was accepted.
     assert_eq!(inventory.ready["registered_at"], 1, "{}", inventory.ready);
     assert_eq!(orders.ready["registered_at"], 1, "{}", orders.ready);
     assert_eq!(
         inventory.ready["store"].as_str(),
-        Some(show(&cluster.store_path("inventory", "inv-1")).as_str())
+        Some(show(&sandbox.store_path("inventory", "inv-1")).as_str())
     );
 
     // So the catalog lists both at once, with the addresses they serve on.
@@ -50,10 +50,10 @@ async fn two_instances_register_and_discover_each_other() {
 
 #[tokio::test]
 async fn gateway_forwards_to_the_inventory_it_discovered() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let inventory = cluster.start("inventory", "inv-1", &registry.url);
-    let gateway = cluster.start("gateway", "gw-1", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let inventory = sandbox.start("inventory", "inv-1", &registry.url);
+    let gateway = sandbox.start("gateway", "gw-1", &registry.url);
     wait_peers(&gateway, &[&inventory]).await;
 
     let res = post_json(

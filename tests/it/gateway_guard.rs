@@ -49,7 +49,7 @@ fn indent(text: &str, by: usize) -> String {
 /// rate of 2/s, burst 3), besides the harness's key from its `gateway.api_keys_file`;
 /// requests time out after 1 s.
 struct Guarded {
-    full: FullCluster,
+    shop: Cluster,
     /// A client that sends no key of its own.
     client: reqwest::Client,
     admin: NewKey,
@@ -70,11 +70,7 @@ async fn guarded_cluster() -> Guarded {
         "gateway:\n  api_keys:\n{}  rate_limit: {{ per_second: 2, burst: 3 }}\n  request_timeout: 1s\n",
         indent(&format!("{}{}{}", admin.entry, reader.entry, limited.entry), 4),
     );
-    let full = FullCluster::start_with(FullOptions {
-        extra_config,
-        ..Default::default()
-    })
-    .await;
+    let shop = Topology::shop().config(&extra_config).start().await;
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(svc_platform::tls::client_config(&material("operator")))
         .pool_max_idle_per_host(0)
@@ -82,7 +78,7 @@ async fn guarded_cluster() -> Guarded {
         .build()
         .expect("http client");
     Guarded {
-        full,
+        shop,
         client,
         admin,
         reader,
@@ -92,7 +88,7 @@ async fn guarded_cluster() -> Guarded {
 
 impl Guarded {
     fn get(&self, path: &str, key: Option<&NewKey>) -> reqwest::RequestBuilder {
-        let req = self.client.get(format!("{}{path}", self.full.api));
+        let req = self.client.get(format!("{}{path}", self.shop.api));
         match key {
             Some(k) => req.header("x-api-key", &k.key),
             None => req,
@@ -101,13 +97,13 @@ impl Guarded {
 
     fn post(&self, path: &str, key: &NewKey) -> reqwest::RequestBuilder {
         self.client
-            .post(format!("{}{path}", self.full.api))
+            .post(format!("{}{path}", self.shop.api))
             .bearer_auth(&key.key)
     }
 
     /// The gateway's stderr holds no key and no hash of one.
     fn assert_no_secret_logged(&self) {
-        let log = self.full.gateway.stderr();
+        let log = self.shop["gateway-0"].stderr();
         for k in [&self.admin, &self.reader, &self.limited] {
             assert!(!log.contains(&k.key), "a key was logged:\n{log}");
             assert!(!log.contains(&k.sha256), "a key's hash was logged:\n{log}");
@@ -207,7 +203,7 @@ async fn keys_scopes_and_rates_decide_who_gets_in() {
     assert_eq!(res.status(), 200, "after waiting Retry-After");
 
     // Who was refused is logged by name; no key or hash is.
-    let log = g.full.gateway.stderr();
+    let log = g.shop["gateway-0"].stderr();
     let refusal = |reason: &str, name: &str| {
         log.lines()
             .any(|l| l.contains("API request refused") && l.contains(reason) && l.contains(name))
@@ -252,9 +248,9 @@ async fn oversized_and_slow_requests_are_cut_off() {
 
     // A body that stops coming: cut off at request_timeout (1 s) with 408 or a close.
     // (Over plain TCP: the test clusters' public listener is plain HTTP.)
-    assert!(g.full.api.starts_with("http://"), "{}", g.full.api);
+    assert!(g.shop.api.starts_with("http://"), "{}", g.shop.api);
     let addr = g
-        .full
+        .shop
         .api
         .trim_start_matches("http://")
         .trim_end_matches("/api/v1")

@@ -44,20 +44,20 @@ struct Keyed {
     gateway: Svc,
 }
 
-async fn keyed_cluster(cluster: &Cluster, keys_file: &Path, reload_interval: &str) -> Keyed {
-    let registry = cluster.start_registry();
-    let inventory = cluster.start("inventory", "inv-0", &registry.url);
-    let config = cluster.write_file(
+async fn keyed_cluster(sandbox: &Sandbox, keys_file: &Path, reload_interval: &str) -> Keyed {
+    let registry = sandbox.start_registry();
+    let inventory = sandbox.start("inventory", "inv-0", &registry.url);
+    let config = sandbox.write_file(
         "gateway.yaml",
         &format!("tls:\n  reload_interval: {reload_interval}\n"),
     );
-    let mut cmd = cluster.run_command("gateway", "gw-0", &registry.url);
+    let mut cmd = sandbox.run_command("gateway", "gw-0", &registry.url);
     // Explicit, over the harness's SVC_API_KEYS_FILE.
     cmd.arg("--config")
         .arg(config)
         .arg("--api-keys-file")
         .arg(keys_file);
-    let gateway = cluster.start_cmd(cmd, "gateway", "gw-0");
+    let gateway = sandbox.start_cmd(cmd, "gateway", "gw-0");
     wait_peers(&gateway, &[&inventory]).await;
     Keyed {
         _registry: registry,
@@ -105,10 +105,10 @@ fn assert_no_secret_logged(gateway: &Svc, keys: &[&Key]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_added_to_the_file_get_in_and_keys_removed_are_refused() {
-    let cluster = Cluster::new();
+    let sandbox = Sandbox::new();
     let (first, second) = (key("first"), key("second"));
-    let keys_file = cluster.write_file("api-keys.yaml", &first.entry);
-    let c = keyed_cluster(&cluster, &keys_file, "200ms").await;
+    let keys_file = sandbox.write_file("api-keys.yaml", &first.entry);
+    let c = keyed_cluster(&sandbox, &keys_file, "200ms").await;
     assert_eq!(status_with(&c.gateway, &first).await, Ok(200));
     assert_eq!(status_with(&c.gateway, &second).await, Ok(401));
 
@@ -140,11 +140,11 @@ async fn keys_added_to_the_file_get_in_and_keys_removed_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_keys_at_once() {
-    let cluster = Cluster::new();
+    let sandbox = Sandbox::new();
     let (first, second) = (key("first"), key("second"));
-    let keys_file = cluster.write_file("api-keys.yaml", &first.entry);
+    let keys_file = sandbox.write_file("api-keys.yaml", &first.entry);
     // Files are checked hourly: only the signal can explain a quick reload.
-    let c = keyed_cluster(&cluster, &keys_file, "1h").await;
+    let c = keyed_cluster(&sandbox, &keys_file, "1h").await;
     replace(&keys_file, &format!("{}{}", first.entry, second.entry));
     assert_eq!(status_with(&c.gateway, &second).await, Ok(401));
     c.gateway.signal(Signal::SIGHUP);
@@ -157,8 +157,8 @@ async fn sighup_reloads_the_keys_at_once() {
 
 /// A private copy of the test PKI with a public certificate `public.crt` / `.key` (from
 /// the test CA, standing in for one the public trusts).
-fn own_pki_with_public(cluster: &Cluster) -> PathBuf {
-    let dir = own_pki(cluster);
+fn own_pki_with_public(sandbox: &Sandbox) -> PathBuf {
+    let dir = own_pki(sandbox);
     issue_public(&dir);
     dir
 }
@@ -195,18 +195,18 @@ fn public_client(dir: &Path, pooled: bool) -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_public_certificate_reaches_new_connections() {
-    let cluster = Cluster::new();
-    let dir = own_pki_with_public(&cluster);
-    let config = cluster.write_file(
+    let sandbox = Sandbox::new();
+    let dir = own_pki_with_public(&sandbox);
+    let config = sandbox.write_file(
         "public.yaml",
         &format!(
             "tls:\n  public_cert: {0}/public.crt\n  public_key: {0}/public.key\n  reload_interval: 200ms\n",
             dir.display()
         ),
     );
-    let mut cmd = cluster.run_command("gateway", "gw-0", &dead_url());
+    let mut cmd = sandbox.run_command("gateway", "gw-0", &dead_url());
     cmd.arg("--config").arg(config);
-    let gateway = cluster.start_cmd(cmd, "gateway", "gw-0");
+    let gateway = sandbox.start_cmd(cmd, "gateway", "gw-0");
     assert!(gateway.url.starts_with("https://"), "{}", gateway.url);
     // Public, so no key needed to see which certificate is served.
     let url = format!("{}/api/v1/openapi.json", gateway.url);

@@ -21,8 +21,8 @@ fn install(destdir: &Path, binary: &str) -> Finished {
 
 #[test]
 fn install_stages_everything_and_is_idempotent() {
-    let cluster = Cluster::new();
-    let root = cluster.dir.path().join("root");
+    let sandbox = Sandbox::new();
+    let root = sandbox.dir.path().join("root");
     let out = install(&root, BIN);
     assert_eq!(out.code(), Some(0), "{out:?}");
     for file in [
@@ -37,13 +37,7 @@ fn install_stages_everything_and_is_idempotent() {
     // The registry stops last: every other role is ordered after it.
     let dropin = root.join("etc/systemd/system/svc@registry.service.d/10-stop-last.conf");
     let dropin = std::fs::read_to_string(&dropin).expect("registry drop-in");
-    for role in [
-        "gateway",
-        "orders",
-        "inventory",
-        "payments",
-        "notifications",
-    ] {
+    for role in all_roles().iter().filter(|r| *r != "registry") {
         assert!(dropin.contains(&format!("svc@{role}.service")), "{dropin}");
     }
     assert!(!dropin.contains("svc@registry.service"), "{dropin}");
@@ -79,7 +73,7 @@ fn install_stages_everything_and_is_idempotent() {
     );
 
     // A path that is no executable: a clear error, nothing more installed.
-    let fresh = cluster.dir.path().join("fresh");
+    let fresh = sandbox.dir.path().join("fresh");
     let bad = install(&fresh, "/nonexistent/svc");
     assert_eq!(bad.code(), Some(1), "{bad:?}");
     assert!(

@@ -18,11 +18,11 @@ async fn send_raw(url: &str, body: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn internal_endpoints_refuse_bad_input_and_write_nothing() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let inventory = cluster.start("inventory", "inv-0", &registry.url);
-    let payments = cluster.start("payments", "pay-0", &registry.url);
-    let notifications = cluster.start("notifications", "not-0", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let inventory = sandbox.start("inventory", "inv-0", &registry.url);
+    let payments = sandbox.start("payments", "pay-0", &registry.url);
+    let notifications = sandbox.start("notifications", "not-0", &registry.url);
     let created = post_json_as(
         "gateway",
         &format!("{}/v1/products", inventory.url),

@@ -94,9 +94,9 @@ fn foreign(dir: &std::path::Path) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outsiders_are_refused_at_the_handshake() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let payments = cluster.start("payments", "pay-0", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let payments = sandbox.start("payments", "pay-0", &registry.url);
     let targets = [
         format!("{}/v1/catalog", registry.url),
         format!("{}/v1/instances", registry.url),
@@ -108,7 +108,7 @@ async fn outsiders_are_refused_at_the_handshake() {
     let valid = http().get(&targets[0]).send().await.unwrap();
     assert_eq!(valid.status(), StatusCode::OK);
 
-    let foreign_dir = cluster.dir.path().join("foreign-ca");
+    let foreign_dir = sandbox.dir.path().join("foreign-ca");
     let strangers = [
         ("no certificate", None),
         ("self-signed", Some(self_signed())),
@@ -141,8 +141,8 @@ async fn curl_and_openssl_without_a_cluster_certificate_get_nothing() {
     ) else {
         return;
     };
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
     let pki = test_pki();
     let url = format!("{}/v1/catalog", registry.url);
     let ca = pki.join("ca.crt");
@@ -170,7 +170,7 @@ async fn curl_and_openssl_without_a_cluster_certificate_get_nothing() {
         !without.status.success(),
         "curl without a certificate: {without:?}"
     );
-    let foreign_dir = cluster.dir.path().join("foreign-ca");
+    let foreign_dir = sandbox.dir.path().join("foreign-ca");
     foreign(&foreign_dir);
     let stranger = curl_get(&[
         "--cert".as_ref(),
@@ -246,9 +246,9 @@ async fn curl_and_openssl_without_a_cluster_certificate_get_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notifications_certificate_cannot_act_as_payments() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let payments = cluster.start("payments", "pay-0", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let payments = sandbox.start("payments", "pay-0", &registry.url);
     wait_registered(&registry, &[&payments]).await;
     let notifications = client_as("notifications");
 
@@ -355,9 +355,9 @@ async fn assert_problem(res: reqwest::Response, status: u16, what: &str) -> Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_refuses_a_callee_whose_certificate_names_another_role() {
-    let cluster = Cluster::new();
-    let notifications = cluster.start("notifications", "not-0", &dead_url());
-    let payments = cluster.start("payments", "pay-0", &dead_url());
+    let sandbox = Sandbox::new();
+    let notifications = sandbox.start("notifications", "not-0", &dead_url());
+    let payments = sandbox.start("payments", "pay-0", &dead_url());
     // What orders' client for its payments dependency does (one pool per dependency).
     let to_payments =
         svc_platform::tls::http_client_builder(Some(&material("orders")), Some("payments"))

@@ -21,7 +21,7 @@ const PER_ROUND: usize = 250;
 
 struct Side {
     label: &'static str,
-    _cluster: Cluster,
+    _cluster: Sandbox,
     _registry: Svc,
     inventory: Svc,
     gateway: Svc,
@@ -29,7 +29,7 @@ struct Side {
 }
 
 fn side(label: &'static str, insecure: bool) -> Side {
-    let cluster = Cluster::new();
+    let sandbox = Sandbox::new();
     let mut registry_cmd = svc_command();
     registry_cmd
         .arg("run")
@@ -42,8 +42,8 @@ fn side(label: &'static str, insecure: bool) -> Side {
             "reg-0",
         ])
         .arg("--data-dir")
-        .arg(cluster.data_dir());
-    let config = cluster.write_file(
+        .arg(sandbox.data_dir());
+    let config = sandbox.write_file(
         "tls.yaml",
         "tls:\n  insecure: true\nregistries: [\"http://127.0.0.1:7700\"]\n",
     );
@@ -52,17 +52,17 @@ fn side(label: &'static str, insecure: bool) -> Side {
     }
     let registry = Svc::spawn(registry_cmd, "registry").unwrap();
     let start = |role: &str, id: &str| {
-        let mut cmd = cluster.run_command(role, id, &registry.url);
+        let mut cmd = sandbox.run_command(role, id, &registry.url);
         if insecure {
             cmd.arg("--config").arg(&config);
         }
-        cluster.start_cmd(cmd, role, id)
+        sandbox.start_cmd(cmd, role, id)
     };
     let inventory = start("inventory", "inv-0");
     let gateway = start("gateway", "gw-0");
     Side {
         label,
-        _cluster: cluster,
+        _cluster: sandbox,
         _registry: registry,
         inventory,
         gateway,

@@ -26,9 +26,9 @@ async fn metrics_text(url: &str) -> String {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_pattern() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let inventory = cluster.start("inventory", "inv-1", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let inventory = sandbox.start("inventory", "inv-1", &registry.url);
     for _ in 0..3 {
         get_json(&format!("{}/v1/catalog", registry.url)).await;
     }
@@ -95,14 +95,14 @@ async fn metrics_count_requests_by_route_pattern() {
 
 #[tokio::test]
 async fn trace_context_follows_a_request_through_the_gateway() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let mut cmd = cluster.run_command("inventory", "inv-1", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let mut cmd = sandbox.run_command("inventory", "inv-1", &registry.url);
     // Successful requests are logged at debug; ask for them, as JSON lines.
     cmd.args(["--log-format", "json"])
         .env("RUST_LOG", "info,svc=debug");
-    let inventory = cluster.start_cmd(cmd, "inventory", "inv-1");
-    let gateway = cluster.start("gateway", "gw-1", &registry.url);
+    let inventory = sandbox.start_cmd(cmd, "inventory", "inv-1");
+    let gateway = sandbox.start("gateway", "gw-1", &registry.url);
     wait_peers(&gateway, &[&inventory]).await;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -13,15 +13,15 @@ const RECOVERY: Duration = Duration::from_secs(25);
 
 #[tokio::test]
 async fn events_produced_while_notifications_is_down_are_delivered_once() {
-    let mut full = FullCluster::start().await;
-    full.create_product("tea", 450, 100).await;
+    let mut shop = Topology::shop().start().await;
+    shop.create_product("tea", 450, 100).await;
 
-    full.notifications.kill();
+    shop["notifications-0"].kill();
     // A real outage: the registry evicts it, so deliveries find no instance at all
     // before they find the restarted one at its new address.
     wait_for("notifications to leave the catalog", RECOVERY, || async {
-        let c = try_get_json(&format!("{}/v1/catalog", full.registry.url)).await?;
-        if lists(&c, &full.notifications) {
+        let c = try_get_json(&format!("{}/v1/catalog", shop.registry().url)).await?;
+        if lists(&c, &shop["notifications-0"]) {
             Err("still listed".to_string())
         } else {
             Ok(())
@@ -30,14 +30,14 @@ async fn events_produced_while_notifications_is_down_are_delivered_once() {
     .await;
     let mut ids = Vec::new();
     for i in 0..10 {
-        let order = full.place_final(&order_body(&[("tea", 1)], None)).await;
+        let order = shop.place_final(&order_body(&[("tea", 1)], None)).await;
         assert_eq!(order["status"], "confirmed", "order {i}: {order}");
         ids.push(order["id"].as_str().unwrap().to_string());
     }
 
-    full.notifications = full.spawn_role("notifications", &[]);
+    shop.restart("notifications-0");
     let (all, took) = wait_for("10 notifications after the restart", RECOVERY, || async {
-        let all = full.try_all_notifications().await?;
+        let all = shop.try_all_notifications().await?;
         if all.len() >= ids.len() {
             Ok(all)
         } else {
@@ -69,7 +69,7 @@ async fn events_produced_while_notifications_is_down_are_delivered_once() {
     let mut previous = all.len();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = full.try_all_notifications().await.unwrap();
+        let now = shop.try_all_notifications().await.unwrap();
         if now.len() == previous {
             check(&now);
             break;
@@ -80,21 +80,20 @@ async fn events_produced_while_notifications_is_down_are_delivered_once() {
         );
         previous = now.len();
     }
-    let orders = full.all_orders().await;
-    full.assert_settled(&[("tea", 100)], &orders).await;
+    let orders = shop.all_orders().await;
+    shop.assert_settled(&[("tea", 100)], &orders).await;
 }
 
 #[tokio::test]
 async fn sagas_resume_after_orders_is_killed_mid_flight() {
-    let mut full = FullCluster::start_with(FullOptions {
-        create_wait: Duration::from_millis(100),
-        orders_env: vec![(FAULT_SAGA_STEP_DELAY.to_string(), "300ms".to_string())],
-        ..FullOptions::default()
-    })
-    .await;
+    let mut shop = Topology::shop()
+        .create_wait(Duration::from_millis(100))
+        .env("orders", FAULT_SAGA_STEP_DELAY, "300ms")
+        .start()
+        .await;
     let initial = [("tea", 20), ("cake", 5)];
     for (sku, stock) in initial {
-        full.create_product(sku, if sku == "tea" { 450 } else { 1200 }, stock)
+        shop.create_product(sku, if sku == "tea" { 450 } else { 1200 }, stock)
             .await;
     }
     let decline = Some(DECLINED_CARD);
@@ -130,7 +129,7 @@ async fn sagas_resume_after_orders_is_killed_mid_flight() {
             ids.push((id, body.get("card").is_some()));
         }
     };
-    let placed = futures::future::join_all(first_wave.iter().map(|b| full.place_order(b, None)));
+    let placed = futures::future::join_all(first_wave.iter().map(|b| shop.place_order(b, None)));
     place(&first_wave, placed.await);
     // Let the first wave get well into its sagas (stock held, payment authorized), so
     // the kill lands at different steps.
@@ -138,7 +137,7 @@ async fn sagas_resume_after_orders_is_killed_mid_flight() {
         "a first-wave order at commit or capture",
         RECOVERY,
         || async {
-            let orders = full.try_all_orders(100).await?;
+            let orders = shop.try_all_orders(100).await?;
             orders
                 .iter()
                 .find(|o| {
@@ -150,21 +149,20 @@ async fn sagas_resume_after_orders_is_killed_mid_flight() {
         },
     )
     .await;
-    let placed = futures::future::join_all(second_wave.iter().map(|b| full.place_order(b, None)));
+    let placed = futures::future::join_all(second_wave.iter().map(|b| shop.place_order(b, None)));
     place(&second_wave, placed.await);
 
-    let before = full.all_orders().await;
+    let before = shop.all_orders().await;
     let pending = before.iter().filter(|o| o["status"] == "pending").count();
-    full.orders.kill();
+    shop["orders-0"].kill();
     eprintln!("killed orders with {pending} pending: {:?}", steps(&before));
     assert!(pending > 0, "nothing pending at the kill: {before:?}");
 
     // Back without the fault: every unfinished saga is resumed.
-    full.orders = full.spawn_role("orders", &[]);
-    full.orders
-        .wait_for_log("resuming unfinished sagas", Duration::from_secs(5));
-    full.wait_connected().await;
-    let orders = full.wait_all_final(RECOVERY).await;
+    shop.restart_with("orders-0", &[]);
+    shop["orders-0"].wait_for_log("resuming unfinished sagas", Duration::from_secs(5));
+    shop.wait_connected().await;
+    let orders = shop.wait_all_final(RECOVERY).await;
     assert_eq!(orders.len(), ids.len());
     eprintln!("after the restart: {:?}", steps(&orders));
     for (id, declined_card) in &ids {
@@ -176,7 +174,7 @@ async fn sagas_resume_after_orders_is_killed_mid_flight() {
             assert_eq!(o["status"], "cancelled", "{o}");
         }
     }
-    full.assert_settled(&initial, &orders).await;
+    shop.assert_settled(&initial, &orders).await;
 }
 
 /// `(status, step)` of each order, for messages.
@@ -194,19 +192,18 @@ fn steps(orders: &[Value]) -> Vec<(String, String)> {
 
 /// A cluster whose orders pause `step_delay` (e.g. "300ms") before each saga step and
 /// answer creates after 100 ms, so a test can act while an order is at a given step.
-async fn slow_saga_cluster(step_delay: &str, extra_config: &str) -> FullCluster {
-    FullCluster::start_with(FullOptions {
-        create_wait: Duration::from_millis(100),
-        orders_env: vec![(FAULT_SAGA_STEP_DELAY.to_string(), step_delay.to_string())],
-        extra_config: extra_config.to_string(),
-        ..FullOptions::default()
-    })
-    .await
+async fn slow_saga_cluster(step_delay: &str, extra_config: &str) -> Cluster {
+    Topology::shop()
+        .create_wait(Duration::from_millis(100))
+        .env("orders", FAULT_SAGA_STEP_DELAY, step_delay)
+        .config(extra_config)
+        .start()
+        .await
 }
 
 /// Waits until order `id` is pending at `step`.
-async fn wait_step(full: &FullCluster, id: &str, step: &str) {
-    let url = format!("{}/orders/{id}", full.api);
+async fn wait_step(shop: &Cluster, id: &str, step: &str) {
+    let url = format!("{}/orders/{id}", shop.api);
     wait_for(&format!("order {id} at step {step}"), RECOVERY, || async {
         let o = try_get_json(&url).await?;
         if o["status"] == "pending" && o["step"] == step {
@@ -222,38 +219,38 @@ async fn wait_step(full: &FullCluster, id: &str, step: &str) {
 async fn a_customer_cancel_of_a_pending_order_compensates_everything() {
     // A long pause before each step: the cancel surely lands before the saga reads the
     // order for its commit.
-    let full = slow_saga_cluster("1s", "").await;
-    full.create_product("tea", 450, 10).await;
-    let placed = full
+    let shop = slow_saga_cluster("1s", "").await;
+    shop.create_product("tea", 450, 10).await;
+    let placed = shop
         .place_order(&order_body(&[("tea", 2)], None), None)
         .await;
     assert_eq!(placed.status, 202, "{placed:?}");
     let id = placed.id();
     // Stock held; the saga is about to authorize (the cancel is honoured before the
     // commit starts), so compensation must give back the stock and void the payment.
-    wait_step(&full, &id, "authorize").await;
+    wait_step(&shop, &id, "authorize").await;
 
-    let res = full
+    let res = shop
         .client
-        .post(format!("{}/orders/{id}/cancel", full.api))
+        .post(format!("{}/orders/{id}/cancel", shop.api))
         .send()
         .await
         .unwrap();
     let status = res.status().as_u16();
     let body: Value = res.json().await.unwrap();
     assert!(matches!(status, 200 | 202), "{status}: {body}");
-    let order = full.wait_final(&id, RECOVERY).await;
+    let order = shop.wait_final(&id, RECOVERY).await;
     assert_eq!(order["status"], "cancelled", "{order}");
     assert_eq!(order["reason"], "cancelled by the customer", "{order}");
-    assert_eq!(full.stock("tea").await, (10, 0, 0));
-    let (status, payment) = full.payment(&id).await;
+    assert_eq!(shop.stock("tea").await, (10, 0, 0));
+    let (status, payment) = shop.payment(&id).await;
     assert_eq!((status, payment["status"].as_str()), (200, Some("voided")));
-    full.assert_settled(&[("tea", 10)], &[order]).await;
+    shop.assert_settled(&[("tea", 10)], &[order]).await;
 
     // Cancelling again is a no-op answer with the same cancelled order.
-    let again = full
+    let again = shop
         .client
-        .post(format!("{}/orders/{id}/cancel", full.api))
+        .post(format!("{}/orders/{id}/cancel", shop.api))
         .send()
         .await
         .unwrap();
@@ -267,29 +264,28 @@ async fn a_cancel_while_a_commit_may_be_in_flight_is_refused_and_the_order_ends(
     // Inventory is frozen (SIGSTOP) while orders sends the commit: the call times out
     // after 500 ms and the customer tries to cancel. A commit may be in flight, so the
     // cancel is refused (409) and the saga goes forward once inventory runs again.
-    let full = slow_saga_cluster("300ms", "http:\n  call_timeout: 500ms\n").await;
-    full.create_product("tea", 450, 10).await;
-    let placed = full
+    let shop = slow_saga_cluster("300ms", "http:\n  call_timeout: 500ms\n").await;
+    shop.create_product("tea", 450, 10).await;
+    let placed = shop
         .place_order(&order_body(&[("tea", 2)], None), None)
         .await;
     assert_eq!(placed.status, 202, "{placed:?}");
     let id = placed.id();
-    wait_step(&full, &id, "commit").await;
+    wait_step(&shop, &id, "commit").await;
 
-    full.inventory.freeze();
-    full.orders
-        .wait_for_log("saga step will be retried", Duration::from_secs(10));
-    let res = full
+    shop["inventory-0"].freeze();
+    shop["orders-0"].wait_for_log("saga step will be retried", Duration::from_secs(10));
+    let res = shop
         .client
-        .post(format!("{}/orders/{id}/cancel", full.api))
+        .post(format!("{}/orders/{id}/cancel", shop.api))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 409, "{:?}", res.text().await);
-    full.inventory.signal(nix::sys::signal::Signal::SIGCONT);
+    shop["inventory-0"].thaw();
 
     // The saga ends confirmed, with stock, payment and notification agreeing.
-    let url = format!("{}/orders/{id}", full.api);
+    let url = format!("{}/orders/{id}", shop.api);
     let ended = wait_until_ok(Duration::from_secs(10), || async {
         let o = try_get_json(&url).await?;
         (o["status"] != "pending")
@@ -301,12 +297,12 @@ async fn a_cancel_while_a_commit_may_be_in_flight_is_refused_and_the_order_ends(
         Ok(order) => order,
         Err(last) => panic!(
             "order never ended: {last}\nstock (available, reserved, sold): {:?}\npayment: {:?}",
-            full.stock("tea").await,
-            full.payment(&id).await
+            shop.stock("tea").await,
+            shop.payment(&id).await
         ),
     };
     assert_eq!(order["status"], "confirmed", "{order}");
-    full.assert_settled(&[("tea", 10)], &[order]).await;
+    shop.assert_settled(&[("tea", 10)], &[order]).await;
 }
 
 /// Like [`wait_for`], but returns the last error instead of panicking at the deadline.

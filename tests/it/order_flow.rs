@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 const DELIVERY: Duration = Duration::from_secs(15);
 
 /// Waits until order `id` has a notification, then returns all of its notifications.
-async fn wait_order_notified(full: &FullCluster, id: &str) -> Vec<Value> {
-    let url = format!("{}/orders/{id}/notifications", full.api);
+async fn wait_order_notified(shop: &Cluster, id: &str) -> Vec<Value> {
+    let url = format!("{}/orders/{id}/notifications", shop.api);
     wait_for(&format!("a notification of {id}"), DELIVERY, || async {
         let body = try_get_json(&url).await?;
         match body["notifications"].as_array() {
@@ -29,10 +29,10 @@ async fn wait_order_notified(full: &FullCluster, id: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn confirmed_order_sells_stock_captures_payment_and_notifies() {
-    let full = FullCluster::start().await;
-    full.create_product("tea", 450, 10).await;
+    let shop = Topology::shop().start().await;
+    shop.create_product("tea", 450, 10).await;
 
-    let placed = full
+    let placed = shop
         .place_order(&order_body(&[("tea", 2)], None), None)
         .await;
     assert_eq!(placed.status, 201, "{placed:?}");
@@ -47,20 +47,20 @@ async fn confirmed_order_sells_stock_captures_payment_and_notifies() {
         placed.location.as_deref(),
         Some(format!("/api/v1/orders/{id}").as_str())
     );
-    assert_eq!(&full.order(&id).await, order);
+    assert_eq!(&shop.order(&id).await, order);
 
-    let product = full.product("tea").await;
+    let product = shop.product("tea").await;
     assert_eq!(product["available"], 8, "{product}");
     assert_eq!(product["reserved"], 0, "{product}");
     assert_eq!(product["sold"], 2, "{product}");
 
-    let (status, payment) = full.payment(&id).await;
+    let (status, payment) = shop.payment(&id).await;
     assert_eq!(status, 200, "{payment}");
     assert_eq!(payment["order_id"], id.as_str(), "{payment}");
     assert_eq!(payment["status"], "captured", "{payment}");
     assert_eq!(payment["amount_minor"], 900, "{payment}");
 
-    let notes = wait_order_notified(&full, &id).await;
+    let notes = wait_order_notified(&shop, &id).await;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0]["kind"], "order.confirmed", "{notes:?}");
     assert_eq!(notes[0]["order_id"], id.as_str());
@@ -73,19 +73,19 @@ async fn confirmed_order_sells_stock_captures_payment_and_notifies() {
         "{notes:?}"
     );
 
-    let ledger = full.ledger().await;
+    let ledger = shop.ledger().await;
     assert_eq!(ledger["captured_total_minor"], 900, "{ledger}");
     assert_eq!(ledger["authorized_open_minor"], 0, "{ledger}");
-    full.assert_settled(&[("tea", 10)], std::slice::from_ref(order))
+    shop.assert_settled(&[("tea", 10)], std::slice::from_ref(order))
         .await;
 }
 
 #[tokio::test]
 async fn out_of_stock_cancels_and_leaves_stock_alone() {
-    let full = FullCluster::start().await;
-    full.create_product("tea", 450, 10).await;
+    let shop = Topology::shop().start().await;
+    shop.create_product("tea", 450, 10).await;
 
-    let placed = full
+    let placed = shop
         .place_order(&order_body(&[("tea", 11)], None), None)
         .await;
     assert_eq!(placed.status, 201, "{placed:?}");
@@ -99,26 +99,26 @@ async fn out_of_stock_cancels_and_leaves_stock_alone() {
         "{order}"
     );
 
-    assert_eq!(full.stock("tea").await, (10, 0, 0));
+    assert_eq!(shop.stock("tea").await, (10, 0, 0));
     // Payments never authorized: no record, or the compensation's void tombstone.
-    match full.payment(&id).await {
+    match shop.payment(&id).await {
         (404, _) => {}
         (200, p) => assert_eq!(p["status"], "voided", "{p}"),
         other => panic!("payment of {id}: {other:?}"),
     }
-    let notes = wait_order_notified(&full, &id).await;
+    let notes = wait_order_notified(&shop, &id).await;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0]["kind"], "order.cancelled", "{notes:?}");
-    full.assert_settled(&[("tea", 10)], std::slice::from_ref(order))
+    shop.assert_settled(&[("tea", 10)], std::slice::from_ref(order))
         .await;
 }
 
 #[tokio::test]
 async fn declined_card_cancels_and_releases_the_reservation() {
-    let full = FullCluster::start().await;
-    full.create_product("tea", 450, 10).await;
+    let shop = Topology::shop().start().await;
+    shop.create_product("tea", 450, 10).await;
 
-    let placed = full
+    let placed = shop
         .place_order(&order_body(&[("tea", 3)], Some(DECLINED_CARD)), None)
         .await;
     assert_eq!(placed.status, 201, "{placed:?}");
@@ -134,11 +134,11 @@ async fn declined_card_cancels_and_releases_the_reservation() {
     );
     assert!(order.get("card").is_none(), "card echoed: {order}");
 
-    assert_eq!(full.stock("tea").await, (10, 0, 0));
-    let (status, payment) = full.payment(&id).await;
+    assert_eq!(shop.stock("tea").await, (10, 0, 0));
+    let (status, payment) = shop.payment(&id).await;
     assert_eq!(status, 200, "{payment}");
     assert_eq!(payment["status"], "declined", "{payment}");
-    let ledger = full.ledger().await;
+    let ledger = shop.ledger().await;
     assert_eq!(ledger["captured_total_minor"], 0, "{ledger}");
     assert!(
         ledger["entries"]
@@ -148,30 +148,30 @@ async fn declined_card_cancels_and_releases_the_reservation() {
             .all(|e| e["kind"] != "capture"),
         "{ledger}"
     );
-    let notes = wait_order_notified(&full, &id).await;
+    let notes = wait_order_notified(&shop, &id).await;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0]["kind"], "order.cancelled", "{notes:?}");
-    full.assert_settled(&[("tea", 10)], std::slice::from_ref(order))
+    shop.assert_settled(&[("tea", 10)], std::slice::from_ref(order))
         .await;
 }
 
 #[tokio::test]
 async fn idempotency_key_creates_one_order() {
-    let full = FullCluster::start().await;
-    full.create_product("tea", 450, 10).await;
+    let shop = Topology::shop().start().await;
+    shop.create_product("tea", 450, 10).await;
     let body = order_body(&[("tea", 1)], None);
 
     // Sequentially: the replay answers 200 with the same order.
-    let first = full.place_order(&body, Some("key-seq-1")).await;
+    let first = shop.place_order(&body, Some("key-seq-1")).await;
     assert_eq!(first.status, 201, "{first:?}");
-    let again = full.place_order(&body, Some("key-seq-1")).await;
+    let again = shop.place_order(&body, Some("key-seq-1")).await;
     assert_eq!(again.status, 200, "{again:?}");
     assert_eq!(again.body, first.body);
-    assert_eq!(full.stock("tea").await, (9, 0, 1));
+    assert_eq!(shop.stock("tea").await, (9, 0, 1));
 
     // Concurrently with a fresh key: one order, whoever wins.
     let placed = futures::future::join_all(
-        (0..8).map(|_| full.place_order(&body, Some("key-concurrent-1"))),
+        (0..8).map(|_| shop.place_order(&body, Some("key-concurrent-1"))),
     )
     .await;
     let id = placed[0].id();
@@ -182,25 +182,25 @@ async fn idempotency_key_creates_one_order() {
     let created = placed.iter().filter(|p| p.status == 201).count();
     let replayed = placed.iter().filter(|p| p.status == 200).count();
     assert_eq!((created, replayed), (1, 7), "{placed:?}");
-    let orders = full.all_orders().await;
+    let orders = shop.all_orders().await;
     let ids: Vec<&str> = orders.iter().map(|o| o["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert!(ids.contains(&id.as_str()) && ids.contains(&first.id().as_str()));
-    assert_eq!(full.stock("tea").await, (8, 0, 2));
+    assert_eq!(shop.stock("tea").await, (8, 0, 2));
 
     // The same key with another request is refused and writes nothing.
-    let other = full
+    let other = shop
         .client
-        .post(format!("{}/orders", full.api))
+        .post(format!("{}/orders", shop.api))
         .header("idempotency-key", "key-seq-1")
         .json(&order_body(&[("tea", 2)], None))
         .send()
         .await
         .unwrap();
     assert_problem(other, 422, "key reused with another body").await;
-    assert_eq!(full.all_orders().await.len(), 2);
-    assert_eq!(full.stock("tea").await, (8, 0, 2));
-    full.assert_settled(&[("tea", 10)], &orders).await;
+    assert_eq!(shop.all_orders().await.len(), 2);
+    assert_eq!(shop.stock("tea").await, (8, 0, 2));
+    shop.assert_settled(&[("tea", 10)], &orders).await;
 }
 
 #[tokio::test]
@@ -212,9 +212,9 @@ async fn concurrent_orders_keep_stock_payments_and_notifications_consistent() {
         ("cake", 1200, 80),
         ("mug", 800, 1000),
     ];
-    let full = FullCluster::start().await;
+    let shop = Topology::shop().start().await;
     for (sku, price, units) in stock {
-        full.create_product(sku, price, units).await;
+        shop.create_product(sku, price, units).await;
     }
 
     let seed: u64 = rand::random();
@@ -236,7 +236,7 @@ async fn concurrent_orders_keep_stock_payments_and_notifications_consistent() {
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let workers = (0..TASKS).map(|_| {
-        let (next, full, bodies) = (next.clone(), &full, &bodies);
+        let (next, shop, bodies) = (next.clone(), &shop, &bodies);
         async move {
             let mut answered = Vec::new();
             loop {
@@ -244,7 +244,7 @@ async fn concurrent_orders_keep_stock_payments_and_notifications_consistent() {
                 let Some(body) = bodies.get(i) else {
                     return answered;
                 };
-                let placed = full.place_order(body, None).await;
+                let placed = shop.place_order(body, None).await;
                 assert!(
                     matches!(placed.status, 201 | 202),
                     "order {i} {body}: {placed:?}"
@@ -261,10 +261,10 @@ async fn concurrent_orders_keep_stock_payments_and_notifications_consistent() {
     let placed_in = started.elapsed();
     assert_eq!(placed.len(), ORDERS);
 
-    let orders = full.wait_all_final(Duration::from_secs(30)).await;
+    let orders = shop.wait_all_final(Duration::from_secs(30)).await;
     assert_eq!(orders.len(), ORDERS, "orders listed");
     // Small pages walk the same list, in the same order.
-    assert_eq!(full.try_all_orders(7).await.unwrap(), orders, "pages of 7");
+    assert_eq!(shop.try_all_orders(7).await.unwrap(), orders, "pages of 7");
     let confirmed = orders.iter().filter(|o| o["status"] == "confirmed").count();
     let reason = |o: &Value| o["reason"].as_str().unwrap_or_default().to_string();
     let mut declined = 0;
@@ -289,29 +289,29 @@ async fn concurrent_orders_keep_stock_payments_and_notifications_consistent() {
     );
     assert!(confirmed > 0, "no order was confirmed");
     let initial: Vec<(&str, u64)> = stock.iter().map(|(s, _, n)| (*s, *n)).collect();
-    full.assert_settled(&initial, &orders).await;
+    shop.assert_settled(&initial, &orders).await;
     eprintln!("settled after {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn bad_orders_are_problems_and_write_nothing() {
-    let full = FullCluster::start().await;
-    full.create_product("tea", 450, 10).await;
-    let confirmed = full.place_final(&order_body(&[("tea", 1)], None)).await;
+    let shop = Topology::shop().start().await;
+    shop.create_product("tea", 450, 10).await;
+    let confirmed = shop.place_final(&order_body(&[("tea", 1)], None)).await;
     assert_eq!(confirmed["status"], "confirmed", "{confirmed}");
     let confirmed_id = confirmed["id"].as_str().unwrap().to_string();
-    let before_orders = full.all_orders().await;
-    let before_stock = full.product("tea").await;
+    let before_orders = shop.all_orders().await;
+    let before_stock = shop.product("tea").await;
 
-    let orders_url = format!("{}/orders", full.api);
+    let orders_url = format!("{}/orders", shop.api);
     let post_raw = |body: String| {
-        full.client
+        shop.client
             .post(&orders_url)
             .header("content-type", "application/json")
             .body(body)
             .send()
     };
-    let post = |body: Value| full.client.post(&orders_url).json(&body).send();
+    let post = |body: Value| shop.client.post(&orders_url).json(&body).send();
     let line = |sku: &str, quantity: i64| json!({ "sku": sku, "quantity": quantity });
 
     let cases: Vec<(&str, reqwest::Response, u16)> = vec![
@@ -413,7 +413,7 @@ async fn bad_orders_are_problems_and_write_nothing() {
         ),
         (
             "bad idempotency key",
-            full.client
+            shop.client
                 .post(&orders_url)
                 .header("idempotency-key", "k".repeat(300))
                 .json(&order_body(&[("tea", 1)], None))
@@ -424,7 +424,7 @@ async fn bad_orders_are_problems_and_write_nothing() {
         ),
         (
             "unknown order id",
-            full.client
+            shop.client
                 .get(format!("{orders_url}/ord-0-nosuchorder"))
                 .send()
                 .await
@@ -433,7 +433,7 @@ async fn bad_orders_are_problems_and_write_nothing() {
         ),
         (
             "cancel of an unknown order",
-            full.client
+            shop.client
                 .post(format!("{orders_url}/ord-0-nosuchorder/cancel"))
                 .send()
                 .await
@@ -442,7 +442,7 @@ async fn bad_orders_are_problems_and_write_nothing() {
         ),
         (
             "cancel of a confirmed order",
-            full.client
+            shop.client
                 .post(format!("{orders_url}/{confirmed_id}/cancel"))
                 .send()
                 .await
@@ -451,7 +451,7 @@ async fn bad_orders_are_problems_and_write_nothing() {
         ),
         (
             "invalid order id characters",
-            full.client
+            shop.client
                 .get(format!("{orders_url}/bad!id"))
                 .send()
                 .await
@@ -460,7 +460,7 @@ async fn bad_orders_are_problems_and_write_nothing() {
         ),
         (
             "invalid order id with a space",
-            full.client
+            shop.client
                 .get(format!("{orders_url}/bad%20id"))
                 .send()
                 .await
@@ -469,7 +469,7 @@ async fn bad_orders_are_problems_and_write_nothing() {
         ),
         (
             "order id too long",
-            full.client
+            shop.client
                 .get(format!("{orders_url}/{}", "o".repeat(65)))
                 .send()
                 .await
@@ -478,7 +478,7 @@ async fn bad_orders_are_problems_and_write_nothing() {
         ),
         (
             "invalid id on cancel",
-            full.client
+            shop.client
                 .post(format!("{orders_url}/bad!id/cancel"))
                 .send()
                 .await
@@ -487,7 +487,7 @@ async fn bad_orders_are_problems_and_write_nothing() {
         ),
         (
             "bad list limit",
-            full.client
+            shop.client
                 .get(format!("{orders_url}?limit=0"))
                 .send()
                 .await
@@ -501,57 +501,10 @@ async fn bad_orders_are_problems_and_write_nothing() {
 
     // Nothing was written: the same orders (the confirmed one still confirmed), the
     // same stock.
-    assert_eq!(full.all_orders().await, before_orders);
-    assert_eq!(full.product("tea").await, before_stock);
-    let held = full.held_reservations().await;
+    assert_eq!(shop.all_orders().await, before_orders);
+    assert_eq!(shop.product("tea").await, before_stock);
+    let held = shop.held_reservations().await;
     assert!(held.is_empty(), "{held:?}");
-}
-
-#[tokio::test]
-async fn openapi_document_describes_the_public_api() {
-    let full = FullCluster::start().await;
-    let res = full
-        .client
-        .get(format!("{}/openapi.json", full.api))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let ct = res.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("application/json"), "{ct}");
-    let doc: Value = res.json().await.unwrap();
-    let version = doc["openapi"].as_str().unwrap_or_default();
-    assert!(version.starts_with("3."), "openapi version {version:?}");
-    let paths = doc["paths"].as_object().expect("paths object");
-    for path in [
-        "/api/v1/orders",
-        "/api/v1/orders/{id}",
-        "/api/v1/orders/{id}/cancel",
-        "/api/v1/products",
-        "/api/v1/products/{sku}",
-    ] {
-        assert!(
-            paths.contains_key(path),
-            "{path} missing: {:?}",
-            paths.keys()
-        );
-    }
-    // It says how to authenticate, and every guarded operation what a refusal looks like.
-    assert!(
-        doc["components"]["securitySchemes"]["bearer"].is_object(),
-        "{doc}"
-    );
-    let create = &doc["paths"]["/api/v1/orders"]["post"];
-    for status in ["401", "403", "429"] {
-        assert!(
-            create["responses"][status].is_object(),
-            "POST orders lacks {status}"
-        );
-    }
-    assert_eq!(
-        doc["paths"]["/api/v1/openapi.json"]["get"]["security"],
-        serde_json::json!([])
-    );
 }
 
 /// The JSON log lines of `svc` carrying `trace_id`.
@@ -565,18 +518,14 @@ fn traced_lines(svc: &Svc, trace_id: &str) -> Vec<Value> {
 
 /// Places an order with a `traceparent` on a cluster logging JSON at debug; returns the
 /// cluster and the trace id.
-async fn traced_order() -> (FullCluster, &'static str) {
-    let full = FullCluster::start_with(FullOptions {
-        debug_json_logs: true,
-        ..FullOptions::default()
-    })
-    .await;
-    full.create_product("tea", 450, 10).await;
+async fn traced_order() -> (Cluster, &'static str) {
+    let shop = Topology::shop().json_debug_logs().start().await;
+    shop.create_product("tea", 450, 10).await;
 
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
-    let res = full
+    let res = shop
         .client
-        .post(format!("{}/orders", full.api))
+        .post(format!("{}/orders", shop.api))
         .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
         .json(&order_body(&[("tea", 1)], None))
         .send()
@@ -586,7 +535,7 @@ async fn traced_order() -> (FullCluster, &'static str) {
     assert_eq!(res.headers()["x-request-id"], trace_id);
     let order: Value = res.json().await.unwrap();
     assert_eq!(order["status"], "confirmed", "{order}");
-    (full, trace_id)
+    (shop, trace_id)
 }
 
 /// Waits up to 10 s until each `(instance, path prefix)` logged a request under
@@ -617,19 +566,19 @@ async fn assert_traced(trace_id: &str, expect: &[(&Svc, &str)]) {
 
 #[tokio::test]
 async fn the_trace_of_an_order_request_reaches_gateway_orders_and_inventory() {
-    let (full, trace_id) = traced_order().await;
+    let (shop, trace_id) = traced_order().await;
     // The gateway and orders log the request itself; inventory the product check that
     // orders makes while handling it.
     assert_traced(
         trace_id,
         &[
-            (&full.gateway, "/api/v1/orders"),
-            (&full.orders, "/v1/orders"),
-            (&full.inventory, "/v1/products/tea"),
+            (&shop["gateway-0"], "/api/v1/orders"),
+            (&shop["orders-0"], "/v1/orders"),
+            (&shop["inventory-0"], "/v1/products/tea"),
         ],
     )
     .await;
-    let created = traced_lines(&full.orders, trace_id)
+    let created = traced_lines(&shop["orders-0"], trace_id)
         .into_iter()
         .find(|l| l["msg"] == "order created");
     assert!(
@@ -640,14 +589,14 @@ async fn the_trace_of_an_order_request_reaches_gateway_orders_and_inventory() {
 
 #[tokio::test]
 async fn the_trace_of_an_order_follows_its_saga_and_event() {
-    let (full, trace_id) = traced_order().await;
+    let (shop, trace_id) = traced_order().await;
     // Inventory and payments log the saga's calls; notifications the event delivery.
     assert_traced(
         trace_id,
         &[
-            (&full.inventory, "/v1/reservations"),
-            (&full.payments, "/v1/payments/"),
-            (&full.notifications, "/v1/events"),
+            (&shop["inventory-0"], "/v1/reservations"),
+            (&shop["payments-0"], "/v1/payments/"),
+            (&shop["notifications-0"], "/v1/events"),
         ],
     )
     .await;

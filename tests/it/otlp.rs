@@ -198,21 +198,21 @@ async fn wait_for_trace(collector: &Collector, trace: &str) -> Vec<Span> {
 #[tokio::test]
 async fn spans_go_to_the_collector_with_the_ids_of_the_logs_only_when_enabled() {
     let collector = Collector::start();
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
     let start = |id: &str, enabled: bool| {
-        let config = cluster.write_file(
+        let config = sandbox.write_file(
             &format!("{id}.yaml"),
             &format!(
                 "otlp:\n  enabled: {enabled}\n  endpoint: {}\n  export_timeout: 2s\n",
                 collector.url
             ),
         );
-        let mut cmd = cluster.run_command("inventory", id, &registry.url);
+        let mut cmd = sandbox.run_command("inventory", id, &registry.url);
         cmd.arg("--config").arg(config);
         cmd.arg("--log-file")
-            .arg(cluster.dir.path().join(format!("{id}.jsonl")));
-        cluster.start_cmd(cmd, "inventory", id)
+            .arg(sandbox.dir.path().join(format!("{id}.jsonl")));
+        sandbox.start_cmd(cmd, "inventory", id)
     };
     let mut on = start("inv-on", true);
     let off = start("inv-off", false);
@@ -249,7 +249,7 @@ async fn spans_go_to_the_collector_with_the_ids_of_the_logs_only_when_enabled() 
         "a probe was exported"
     );
     // The exported span is the one the log line names.
-    let log = std::fs::read_to_string(cluster.dir.path().join("inv-on.jsonl")).unwrap();
+    let log = std::fs::read_to_string(sandbox.dir.path().join("inv-on.jsonl")).unwrap();
     let line: Value = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -282,14 +282,16 @@ async fn spans_go_to_the_collector_with_the_ids_of_the_logs_only_when_enabled() 
 async fn an_order_is_one_trace_at_the_collector_saga_steps_included() {
     const TRACE: &str = "7bf92f3577b34da6a3ce929d0e0e4739";
     let collector = Collector::start();
-    let full = FullCluster::start_with(FullOptions {
-        extra_config: format!("otlp:\n  enabled: true\n  endpoint: {}\n", collector.url),
-        ..Default::default()
-    })
-    .await;
-    full.create_product("tea", 250, 10).await;
+    let shop = Topology::shop()
+        .config(&format!(
+            "otlp:\n  enabled: true\n  endpoint: {}\n",
+            collector.url
+        ))
+        .start()
+        .await;
+    shop.create_product("tea", 250, 10).await;
     let res = http()
-        .post(format!("{}/orders", full.api))
+        .post(format!("{}/orders", shop.api))
         .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
         .json(&order_body(&[("tea", 2)], None))
         .send()

@@ -20,25 +20,23 @@ async fn every_roles_metrics_pass_promtool() {
     ) else {
         return;
     };
-    let full = FullCluster::start().await;
-    full.create_product("tea", 450, 10).await;
-    full.place_final(&order_body(&[("tea", 1)], None)).await;
-    full.place_final(&order_body(&[("tea", 1)], Some(DECLINED_CARD)))
+    let shop = Topology::shop().start().await;
+    shop.create_product("tea", 450, 10).await;
+    shop.place_final(&order_body(&[("tea", 1)], None)).await;
+    shop.place_final(&order_body(&[("tea", 1)], Some(DECLINED_CARD)))
         .await;
     // A refusal and an unknown route, so error statuses have series too.
     let _ = http()
-        .get(format!("{}/products/nope", full.api))
+        .get(format!("{}/products/nope", shop.api))
         .send()
         .await;
 
-    for svc in [
-        &full.registry,
-        &full.gateway,
-        &full.orders,
-        &full.inventory,
-        &full.payments,
-        &full.notifications,
-    ] {
+    // Every instance of every role.
+    for svc in shop
+        .registries
+        .iter()
+        .chain(shop.members.iter().map(Member::svc))
+    {
         let url = format!("{}/metrics", svc.internal_url);
         let text = http()
             .get(&url)

@@ -28,13 +28,13 @@ use serde_json::Value;
 const LONG_LEASE: &str = "registry:\n  lease_ttl: 30s\n  renew_interval: 1s\n";
 
 /// A registry with [`LONG_LEASE`].
-fn long_lease_registry(cluster: &Cluster) -> Svc {
-    let config = cluster.write_file("registry-long.yaml", LONG_LEASE);
+fn long_lease_registry(sandbox: &Sandbox) -> Svc {
+    let config = sandbox.write_file("registry-long.yaml", LONG_LEASE);
     let mut cmd = svc_command();
     cmd.arg("run")
         .args(["--role", "registry", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
-        .arg(cluster.data_dir())
+        .arg(sandbox.data_dir())
         .args(["--instance-id", "reg-0"])
         .arg("--config")
         .arg(config);
@@ -43,7 +43,7 @@ fn long_lease_registry(cluster: &Cluster) -> Svc {
 
 /// `svc run` of `role` as instance `id` on `port` (0: any) with `config` and more args.
 fn role_command(
-    cluster: &Cluster,
+    sandbox: &Sandbox,
     registry: &Svc,
     role: &str,
     id: &str,
@@ -56,7 +56,7 @@ fn role_command(
         .args(["--role", role])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
-        .arg(cluster.data_dir())
+        .arg(sandbox.data_dir())
         .args(["--instance-id", id])
         .args(["--registry", &registry.url])
         .arg("--config")
@@ -140,17 +140,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test]
 async fn a_stalled_shard_is_ejected_within_the_timeout_and_probed_back_in() {
-    let cluster = Cluster::new();
-    let registry = long_lease_registry(&cluster);
-    let config = cluster.write_file(
+    let sandbox = Sandbox::new();
+    let registry = long_lease_registry(&sandbox);
+    let config = sandbox.write_file(
         "client.yaml",
         "client:\n  dependencies:\n    inventory:\n      timeout: 1s\n      attempt_timeout: 300ms\n      eject_after_failures: 3\n      eject_base: 500ms\n      eject_max: 1s\n",
     );
     let shards = ["--shards", "inventory=2"];
     let spawn = |role: &str, id: &str, extra: &[&str]| {
         let args: Vec<&str> = shards.iter().chain(extra).copied().collect();
-        let cmd = role_command(&cluster, &registry, role, id, 0, &config, &args);
-        cluster.start_cmd(cmd, role, id)
+        let cmd = role_command(&sandbox, &registry, role, id, 0, &config, &args);
+        sandbox.start_cmd(cmd, role, id)
     };
     let inv0 = spawn("inventory", "inv-0", &["--shard", "0"]);
     let inv1 = spawn("inventory", "inv-1", &["--shard", "1"]);
@@ -242,20 +242,20 @@ async fn a_stalled_shard_is_ejected_within_the_timeout_and_probed_back_in() {
 
 #[tokio::test]
 async fn retries_of_a_failing_dependency_stay_within_the_retry_budget() {
-    let cluster = Cluster::new();
-    let registry = long_lease_registry(&cluster);
+    let sandbox = Sandbox::new();
+    let registry = long_lease_registry(&sandbox);
     // The breaker is kept out of the way (it would stop the calls first): what limits
     // the retries here is the budget alone, 20 % of the calls plus 0.5/s over 10 s.
-    let config = cluster.write_file(
+    let config = sandbox.write_file(
         "client.yaml",
         "client:\n  dependencies:\n    inventory:\n      max_attempts: 3\n      retry_budget_ratio: 0.2\n      retry_budget_floor_per_s: 0.5\n      backoff_base: 1ms\n      backoff_max: 2ms\n      eject_after_failures: 1000\n",
     );
-    let mut cmd = role_command(&cluster, &registry, "inventory", "inv-0", 0, &config, &[]);
+    let mut cmd = role_command(&sandbox, &registry, "inventory", "inv-0", 0, &config, &[]);
     cmd.env(FAULT_HTTP_500, "1");
-    let inventory = cluster.start_cmd(cmd, "inventory", "inv-0");
+    let inventory = sandbox.start_cmd(cmd, "inventory", "inv-0");
     inventory.wait_for_log("fault injection", Duration::from_secs(1));
-    let cmd = role_command(&cluster, &registry, "gateway", "gw-1", 0, &config, &[]);
-    let gateway = cluster.start_cmd(cmd, "gateway", "gw-1");
+    let cmd = role_command(&sandbox, &registry, "gateway", "gw-1", 0, &config, &[]);
+    let gateway = sandbox.start_cmd(cmd, "gateway", "gw-1");
     wait_peers(&gateway, &[&inventory]).await;
 
     let client = http();
@@ -296,18 +296,18 @@ async fn retries_of_a_failing_dependency_stay_within_the_retry_budget() {
 
 #[tokio::test]
 async fn a_failing_instance_is_ejected_and_closed_again_once_it_answers() {
-    let cluster = Cluster::new();
-    let registry = long_lease_registry(&cluster);
-    let config = cluster.write_file(
+    let sandbox = Sandbox::new();
+    let registry = long_lease_registry(&sandbox);
+    let config = sandbox.write_file(
         "client.yaml",
         "client:\n  dependencies:\n    inventory:\n      eject_after_failures: 3\n      eject_base: 300ms\n      eject_max: 1s\n      backoff_base: 1ms\n      backoff_max: 2ms\n",
     );
-    let mut cmd = role_command(&cluster, &registry, "inventory", "inv-0", 0, &config, &[]);
+    let mut cmd = role_command(&sandbox, &registry, "inventory", "inv-0", 0, &config, &[]);
     cmd.env(FAULT_HTTP_500, "1");
-    let mut inventory = cluster.start_cmd(cmd, "inventory", "inv-0");
+    let mut inventory = sandbox.start_cmd(cmd, "inventory", "inv-0");
     let port = inventory.port();
-    let cmd = role_command(&cluster, &registry, "gateway", "gw-1", 0, &config, &[]);
-    let gateway = cluster.start_cmd(cmd, "gateway", "gw-1");
+    let cmd = role_command(&sandbox, &registry, "gateway", "gw-1", 0, &config, &[]);
+    let gateway = sandbox.start_cmd(cmd, "gateway", "gw-1");
     wait_peers(&gateway, &[&inventory]).await;
     let client = http();
     let url = format!("{}/api/v1/products/tea", gateway.url);
@@ -334,7 +334,7 @@ async fn a_failing_instance_is_ejected_and_closed_again_once_it_answers() {
     // The fault is removed: the same instance, same address, without the hook.
     inventory.kill();
     let cmd = role_command(
-        &cluster,
+        &sandbox,
         &registry,
         "inventory",
         "inv-0",
@@ -342,7 +342,7 @@ async fn a_failing_instance_is_ejected_and_closed_again_once_it_answers() {
         &config,
         &[],
     );
-    let inventory = cluster.start_cmd(cmd, "inventory", "inv-0");
+    let inventory = sandbox.start_cmd(cmd, "inventory", "inv-0");
     let fixed = Instant::now();
     wait_for("the instance back in", Duration::from_secs(8), || async {
         match timed_get(&client, &url).await {
@@ -364,16 +364,16 @@ async fn a_failing_instance_is_ejected_and_closed_again_once_it_answers() {
 
 #[tokio::test]
 async fn beyond_max_concurrency_the_gateway_answers_503_at_once() {
-    let cluster = Cluster::new();
-    let registry = long_lease_registry(&cluster);
-    let config = cluster.write_file(
+    let sandbox = Sandbox::new();
+    let registry = long_lease_registry(&sandbox);
+    let config = sandbox.write_file(
         "client.yaml",
         "client:\n  dependencies:\n    inventory:\n      max_concurrency: 1\n      timeout: 3s\n",
     );
-    let cmd = role_command(&cluster, &registry, "inventory", "inv-0", 0, &config, &[]);
-    let inventory = cluster.start_cmd(cmd, "inventory", "inv-0");
-    let cmd = role_command(&cluster, &registry, "gateway", "gw-1", 0, &config, &[]);
-    let gateway = cluster.start_cmd(cmd, "gateway", "gw-1");
+    let cmd = role_command(&sandbox, &registry, "inventory", "inv-0", 0, &config, &[]);
+    let inventory = sandbox.start_cmd(cmd, "inventory", "inv-0");
+    let cmd = role_command(&sandbox, &registry, "gateway", "gw-1", 0, &config, &[]);
+    let gateway = sandbox.start_cmd(cmd, "gateway", "gw-1");
     wait_peers(&gateway, &[&inventory]).await;
 
     // One call holds the only permit: inventory is frozen and does not answer it.
@@ -415,15 +415,15 @@ async fn beyond_max_concurrency_the_gateway_answers_503_at_once() {
 
 #[tokio::test]
 async fn a_create_sent_to_a_dead_instance_is_retried_on_another_and_it_is_ejected() {
-    let cluster = Cluster::new();
-    let registry = long_lease_registry(&cluster);
-    let config: PathBuf = cluster.write_file(
+    let sandbox = Sandbox::new();
+    let registry = long_lease_registry(&sandbox);
+    let config: PathBuf = sandbox.write_file(
         "client.yaml",
         "orders:\n  create_wait: 100ms\n  step_retry_max: 500ms\nclient:\n  dependencies:\n    orders: { eject_base: 10s, eject_max: 10s }\n",
     );
     let spawn = |role: &str, id: &str, extra: &[&str]| {
-        let cmd = role_command(&cluster, &registry, role, id, 0, &config, extra);
-        cluster.start_cmd(cmd, role, id)
+        let cmd = role_command(&sandbox, &registry, role, id, 0, &config, extra);
+        sandbox.start_cmd(cmd, role, id)
     };
     let inventory = spawn("inventory", "inv-0", &[]);
     let payments = spawn("payments", "pay-0", &[]);
@@ -490,18 +490,18 @@ async fn a_create_sent_to_a_dead_instance_is_retried_on_another_and_it_is_ejecte
 
 #[tokio::test]
 async fn a_callers_deadline_bounds_the_callee_and_its_own_calls() {
-    let cluster = Cluster::new();
-    let registry = long_lease_registry(&cluster);
-    let config = cluster.write_file(
+    let sandbox = Sandbox::new();
+    let registry = long_lease_registry(&sandbox);
+    let config = sandbox.write_file(
         "orders.yaml",
         "orders:\n  create_wait: 5s\n  step_retry_max: 500ms\n",
     );
     let spawn = |role: &str, id: &str, env: &[(&str, &str)]| {
-        let mut cmd = role_command(&cluster, &registry, role, id, 0, &config, &[]);
+        let mut cmd = role_command(&sandbox, &registry, role, id, 0, &config, &[]);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cluster.start_cmd(cmd, role, id)
+        sandbox.start_cmd(cmd, role, id)
     };
     let inventory = spawn("inventory", "inv-0", &[]);
     let payments = spawn("payments", "pay-0", &[]);

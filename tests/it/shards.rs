@@ -10,6 +10,15 @@ use std::time::Duration;
 use crate::harness::*;
 use serde_json::{json, Value};
 
+/// Two gateways and two shards of orders, inventory and payments (one of notifications).
+fn two_shards() -> Topology {
+    Topology::shop()
+        .gateways(2)
+        .shards("orders", 2)
+        .shards("inventory", 2)
+        .shards("payments", 2)
+}
+
 fn ids(items: &[Value], key: &str) -> Vec<String> {
     items
         .iter()
@@ -23,19 +32,26 @@ fn sorted_unique(keys: &[String]) -> bool {
 
 #[tokio::test]
 async fn entities_spread_over_shards_and_a_cross_shard_order_confirms() {
-    let sc = ShardedCluster::start(ShardedOptions::default()).await;
+    let cluster = two_shards().start().await;
     // Three products on each inventory shard, by the documented hash.
     let on0 = keys_on_shard("sku", 0, 2, 3);
     let on1 = keys_on_shard("sku", 1, 2, 3);
     for sku in on0.iter().chain(&on1) {
-        sc.create_product(sku, 100, 50).await;
+        cluster.create_product(sku, 100, 50).await;
     }
     for (shard, skus) in [(0usize, &on0), (1, &on1)] {
         for sku in skus {
-            let (owner, other) = (&sc.inventory[shard], &sc.inventory[1 - shard]);
-            let (status, _, _) = sc.get(&format!("{}/v1/products/{sku}", owner.url)).await;
+            let (owner, other) = (
+                cluster.instances("inventory")[shard],
+                cluster.instances("inventory")[1 - shard],
+            );
+            let (status, _, _) = cluster
+                .get(&format!("{}/v1/products/{sku}", owner.url))
+                .await;
             assert_eq!(status, 200, "{sku} on inventory shard {shard}");
-            let (status, _, _) = sc.get(&format!("{}/v1/products/{sku}", other.url)).await;
+            let (status, _, _) = cluster
+                .get(&format!("{}/v1/products/{sku}", other.url))
+                .await;
             assert_eq!(status, 404, "{sku} only on its own shard");
         }
     }
@@ -44,8 +60,8 @@ async fn entities_spread_over_shards_and_a_cross_shard_order_confirms() {
     let mut orders = Vec::new();
     let mut shards_seen = BTreeSet::new();
     for n in 0..20 {
-        let placed = sc
-            .place_order(n, &order_body(&[(&on0[n % 3], 1)], None), None)
+        let placed = cluster
+            .place_order_via(n, &order_body(&[(&on0[n % 3], 1)], None), None)
             .await;
         assert_eq!(placed.status, 201, "{placed:?}");
         assert_eq!(placed.body["status"], "confirmed", "{placed:?}");
@@ -63,26 +79,35 @@ async fn entities_spread_over_shards_and_a_cross_shard_order_confirms() {
 
     // One order with lines on both inventory shards: reserved, committed on each.
     let (a, b) = (&on0[0], &on1[0]);
-    let before_a = sc.get_ok(&format!("{}/products/{a}", sc.api(0))).await;
-    let placed = sc
-        .place_order(1, &order_body(&[(a, 2), (b, 3)], None), None)
+    let before_a = cluster
+        .get_ok(&format!("{}/products/{a}", cluster.api_at(0)))
+        .await;
+    let placed = cluster
+        .place_order_via(1, &order_body(&[(a, 2), (b, 3)], None), None)
         .await;
     assert_eq!(placed.status, 201, "{placed:?}");
     let cross = placed.body.clone();
     let id = placed.id();
     assert_eq!(cross["status"], "confirmed", "{cross}");
     assert_eq!(cross["total_minor"], 500, "{cross}");
-    let after_a = sc.get_ok(&format!("{}/products/{a}", sc.api(0))).await;
+    let after_a = cluster
+        .get_ok(&format!("{}/products/{a}", cluster.api_at(0)))
+        .await;
     assert_eq!(u64_of(&after_a, "sold"), u64_of(&before_a, "sold") + 2);
-    let after_b = sc.get_ok(&format!("{}/products/{b}", sc.api(1))).await;
+    let after_b = cluster
+        .get_ok(&format!("{}/products/{b}", cluster.api_at(1)))
+        .await;
     assert_eq!(
         (u64_of(&after_b, "available"), u64_of(&after_b, "sold")),
         (47, 3),
         "{after_b}"
     );
     for (shard, sku) in [(0usize, a), (1, b)] {
-        let url = format!("{}/v1/reservations/{id}", sc.inventory[shard].url);
-        let r = sc.get_ok(&url).await;
+        let url = format!(
+            "{}/v1/reservations/{id}",
+            cluster.instances("inventory")[shard].url
+        );
+        let r = cluster.get_ok(&url).await;
         assert_eq!(r["status"], "committed", "shard {shard}: {r}");
         assert_eq!(ids(r["lines"].as_array().unwrap(), "sku"), [sku.as_str()]);
     }
@@ -92,27 +117,31 @@ async fn entities_spread_over_shards_and_a_cross_shard_order_confirms() {
     let mut captured = 0;
     for o in &orders {
         let id = o["id"].as_str().unwrap();
-        let (status, _, payment) = sc.get(&format!("{}/orders/{id}/payment", sc.api(0))).await;
+        let (status, _, payment) = cluster
+            .get(&format!("{}/orders/{id}/payment", cluster.api_at(0)))
+            .await;
         assert_eq!((status, &payment["status"]), (200, &json!("captured")));
-        let owner = &sc.payments[shard_for_key(id, 2) as usize];
-        sc.get_ok(&format!("{}/v1/payments/{id}", owner.url)).await;
+        let owner = cluster.instances("payments")[shard_for_key(id, 2) as usize];
+        cluster
+            .get_ok(&format!("{}/v1/payments/{id}", owner.url))
+            .await;
         captured += u64_of(o, "total_minor");
     }
     let mut ledger_total = 0;
-    for p in &sc.payments {
-        let ledger = sc.get_ok(&format!("{}/v1/ledger", p.url)).await;
+    for p in cluster.instances("payments") {
+        let ledger = cluster.get_ok(&format!("{}/v1/ledger", p.url)).await;
         ledger_total += u64_of(&ledger, "captured_total_minor");
     }
     assert_eq!(ledger_total, captured, "captured over both payments shards");
 
     // Listings merge both shards, page by page, in key order, nothing twice.
-    let (products, missing) = sc.walk("products", 2).await;
+    let (products, missing) = cluster.walk("products", 2).await;
     let skus = ids(&products, "sku");
     let mut expected: Vec<String> = on0.iter().chain(&on1).cloned().collect();
     expected.sort();
     assert_eq!(skus, expected);
     assert!(missing.iter().all(Vec::is_empty), "{missing:?}");
-    let (listed, missing) = sc.walk("orders", 3).await;
+    let (listed, missing) = cluster.walk("orders", 3).await;
     let listed = ids(&listed, "id");
     assert!(sorted_unique(&listed), "{listed:?}");
     let mut expected = ids(&orders, "id");
@@ -121,7 +150,10 @@ async fn entities_spread_over_shards_and_a_cross_shard_order_confirms() {
     assert!(missing.iter().all(Vec::is_empty), "{missing:?}");
 
     // Every order is notified once (one notifications shard takes every event).
-    let url = format!("{}/v1/notifications", sc.notifications[0].url);
+    let url = format!(
+        "{}/v1/notifications",
+        cluster.instances("notifications")[0].url
+    );
     wait_for("every order notified", Duration::from_secs(10), || async {
         let all = try_get_json(&url).await?;
         let n = all["notifications"].as_array().map_or(0, Vec::len);
@@ -136,30 +168,35 @@ async fn entities_spread_over_shards_and_a_cross_shard_order_confirms() {
 
 #[tokio::test]
 async fn a_dead_shard_is_left_out_and_its_entities_get_503_until_it_returns() {
-    let mut sc = ShardedCluster::start(ShardedOptions::default()).await;
+    let mut cluster = two_shards().start().await;
     let a = keys_on_shard("sku", 0, 2, 1).remove(0);
     let b = keys_on_shard("sku", 1, 2, 1).remove(0);
-    sc.create_product(&a, 100, 100).await;
-    sc.create_product(&b, 100, 100).await;
+    cluster.create_product(&a, 100, 100).await;
+    cluster.create_product(&b, 100, 100).await;
     let key0 = keys_on_shard("key", 0, 2, 1).remove(0);
     let key1 = keys_on_shard("key", 1, 2, 1).remove(0);
     let body = order_body(&[(&a, 1)], None);
-    let order0 = sc.place_order(0, &body, Some(&key0)).await;
-    let order1 = sc.place_order(1, &body, Some(&key1)).await;
+    let order0 = cluster.place_order_via(0, &body, Some(&key0)).await;
+    let order1 = cluster.place_order_via(1, &body, Some(&key1)).await;
     assert_eq!((order0.status, order1.status), (201, 201));
     let (id0, id1) = (order0.id(), order1.id());
     assert_eq!((shard_of_order(&id0), shard_of_order(&id1)), (0, 1));
 
     // SIGKILL shard 1 of orders and of inventory; wait until the others notice.
-    sc.orders[1].kill();
-    sc.inventory[1].kill();
-    for watcher in sc.gateways.iter().chain(&sc.orders[..1]) {
-        sc.wait_forgotten(watcher, &[&sc.orders[1], &sc.inventory[1]])
+    cluster["orders-1"].kill();
+    cluster["inventory-1"].kill();
+    let mut watchers = cluster.instances("gateway");
+    watchers.push(&cluster["orders-0"]);
+    for watcher in watchers {
+        cluster
+            .wait_forgotten(watcher, &[&cluster["orders-1"], &cluster["inventory-1"]])
             .await;
     }
 
     // Listings show what the live shards hold, and say which shard is missing.
-    let list = sc.get_ok(&format!("{}/orders", sc.api(0))).await;
+    let list = cluster
+        .get_ok(&format!("{}/orders", cluster.api_at(0)))
+        .await;
     assert_eq!(
         (&list["partial"], &list["missing_shards"]),
         (&json!(true), &json!([1]))
@@ -168,7 +205,9 @@ async fn a_dead_shard_is_left_out_and_its_entities_get_503_until_it_returns() {
         ids(list["orders"].as_array().unwrap(), "id"),
         [id0.as_str()]
     );
-    let list = sc.get_ok(&format!("{}/products", sc.api(1))).await;
+    let list = cluster
+        .get_ok(&format!("{}/products", cluster.api_at(1)))
+        .await;
     assert_eq!(
         (&list["partial"], &list["missing_shards"]),
         (&json!(true), &json!([1]))
@@ -180,10 +219,10 @@ async fn a_dead_shard_is_left_out_and_its_entities_get_503_until_it_returns() {
 
     // Calls about the dead shards' entities: 503 with Retry-After, never another shard.
     for url in [
-        format!("{}/orders/{id1}", sc.api(0)),
-        format!("{}/products/{b}", sc.api(1)),
+        format!("{}/orders/{id1}", cluster.api_at(0)),
+        format!("{}/products/{b}", cluster.api_at(1)),
     ] {
-        let (status, retry_after, problem) = sc.get(&url).await;
+        let (status, retry_after, problem) = cluster.get(&url).await;
         assert_eq!(status, 503, "{url}: {problem}");
         assert!(retry_after.is_some(), "{url}: no Retry-After");
         assert!(
@@ -193,9 +232,11 @@ async fn a_dead_shard_is_left_out_and_its_entities_get_503_until_it_returns() {
             "{problem}"
         );
     }
-    let retried = sc.place_order(0, &body, Some(&key1)).await;
+    let retried = cluster.place_order_via(0, &body, Some(&key1)).await;
     assert_eq!(retried.status, 503, "a key of the dead shard: {retried:?}");
-    let with_b = sc.place_order(0, &order_body(&[(&b, 1)], None), None).await;
+    let with_b = cluster
+        .place_order_via(0, &order_body(&[(&b, 1)], None), None)
+        .await;
     assert_eq!(
         with_b.status, 503,
         "a product of the dead shard: {with_b:?}"
@@ -203,31 +244,35 @@ async fn a_dead_shard_is_left_out_and_its_entities_get_503_until_it_returns() {
 
     // The live shards keep taking orders.
     for n in 0..4 {
-        let placed = sc.place_order(n, &body, None).await;
+        let placed = cluster.place_order_via(n, &body, None).await;
         assert_eq!(placed.status, 201, "{placed:?}");
         assert_eq!(placed.body["status"], "confirmed", "{placed:?}");
         assert_eq!(shard_of_order(&placed.id()), 0);
     }
 
     // Back from the dead, with its state: it serves its entities again.
-    sc.orders[1] = sc.spawn_shard("orders", 1);
-    sc.inventory[1] = sc.spawn_shard("inventory", 1);
-    sc.wait_connected().await;
-    let order = sc.get_ok(&format!("{}/orders/{id1}", sc.api(1))).await;
+    cluster.restart("orders-1");
+    cluster.restart("inventory-1");
+    cluster.wait_connected().await;
+    let order = cluster
+        .get_ok(&format!("{}/orders/{id1}", cluster.api_at(1)))
+        .await;
     assert_eq!(order["status"], "confirmed", "{order}");
-    let again = sc.place_order(0, &body, Some(&key1)).await;
+    let again = cluster.place_order_via(0, &body, Some(&key1)).await;
     assert_eq!((again.status, again.id()), (200, id1.clone()), "{again:?}");
-    let (orders, missing) = sc.walk("orders", 100).await;
+    let (orders, missing) = cluster.walk("orders", 100).await;
     assert_eq!(orders.len(), 6, "{orders:?}");
     assert_eq!(missing, [Vec::<u64>::new()]);
-    sc.get_ok(&format!("{}/products/{b}", sc.api(0))).await;
+    cluster
+        .get_ok(&format!("{}/products/{b}", cluster.api_at(0)))
+        .await;
 }
 
 #[tokio::test]
 async fn an_idempotency_key_always_lands_on_its_shard_and_its_order() {
-    let sc = ShardedCluster::start(ShardedOptions::default()).await;
+    let cluster = two_shards().start().await;
     let tea = keys_on_shard("tea", 1, 2, 1).remove(0);
-    sc.create_product(&tea, 250, 100).await;
+    cluster.create_product(&tea, 250, 100).await;
     let body = order_body(&[(&tea, 1)], None);
     let keys: Vec<String> = keys_on_shard("k", 0, 2, 2)
         .into_iter()
@@ -236,10 +281,10 @@ async fn an_idempotency_key_always_lands_on_its_shard_and_its_order() {
     for key in &keys {
         // The same request, through either gateway, three times and twice at once.
         let (first, second) = tokio::join!(
-            sc.place_order(0, &body, Some(key)),
-            sc.place_order(1, &body, Some(key)),
+            cluster.place_order_via(0, &body, Some(key)),
+            cluster.place_order_via(1, &body, Some(key)),
         );
-        let third = sc.place_order(1, &body, Some(key)).await;
+        let third = cluster.place_order_via(1, &body, Some(key)).await;
         let id = first.id();
         assert_eq!(shard_of_order(&id), shard_for_key(key, 2), "{key}: {id}");
         for retry in [&second, &third] {
@@ -247,13 +292,13 @@ async fn an_idempotency_key_always_lands_on_its_shard_and_its_order() {
             assert_eq!(retry.id(), id, "{key}");
         }
     }
-    let (orders, _) = sc.walk("orders", 100).await;
+    let (orders, _) = cluster.walk("orders", 100).await;
     assert_eq!(orders.len(), keys.len(), "one order per key: {orders:?}");
 
     // An orders shard refuses a key that is not its own instead of creating an order.
     let key = &keys[0]; // lives on shard 0
     let res = client_as("gateway")
-        .post(format!("{}/v1/orders", sc.orders[1].url))
+        .post(format!("{}/v1/orders", cluster.instances("orders")[1].url))
         .header("idempotency-key", key.as_str())
         .json(&body)
         .send()
@@ -267,7 +312,7 @@ async fn an_idempotency_key_always_lands_on_its_shard_and_its_order() {
     // So does an inventory shard for a SKU of the other shard.
     let res = post_json_as(
         "gateway",
-        &format!("{}/v1/products", sc.inventory[0].url),
+        &format!("{}/v1/products", cluster.instances("inventory")[0].url),
         &json!({ "sku": tea, "name": "Tea", "price_minor": 1, "stock": 1 }),
     )
     .await;
@@ -276,10 +321,10 @@ async fn an_idempotency_key_always_lands_on_its_shard_and_its_order() {
 
 #[tokio::test]
 async fn a_second_holder_of_a_shard_is_refused_until_the_first_leaves() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
     let start = |id: &str| {
-        let mut cmd = cluster.run_command("orders", id, &registry.url);
+        let mut cmd = sandbox.run_command("orders", id, &registry.url);
         cmd.args([
             "--shards",
             "orders=2",
@@ -288,7 +333,7 @@ async fn a_second_holder_of_a_shard_is_refused_until_the_first_leaves() {
             "--log-format",
             "json",
         ]);
-        cluster.start_cmd(cmd, "orders", id)
+        sandbox.start_cmd(cmd, "orders", id)
     };
     let mut first = start("orders-1");
     wait_registered(&registry, &[&first]).await;
@@ -356,9 +401,9 @@ async fn a_second_holder_of_a_shard_is_refused_until_the_first_leaves() {
 
 #[test]
 fn shard_settings_that_cannot_work_stop_start_up_naming_the_key() {
-    let cluster = Cluster::new();
+    let sandbox = Sandbox::new();
     // A shard beyond its role's count would mint ids nobody routes to.
-    let mut cmd = cluster.run_command("orders", "orders-2", &dead_url());
+    let mut cmd = sandbox.run_command("orders", "orders-2", &dead_url());
     cmd.args(["--shards", "orders=2", "--shard", "2"]);
     let out = run_to_exit(cmd, EXIT_TIMEOUT);
     assert_eq!(out.code(), Some(2), "{}", out.stderr);
@@ -368,7 +413,7 @@ fn shard_settings_that_cannot_work_stop_start_up_naming_the_key() {
         out.stderr
     );
     // Only stateful roles have shards, in a file as on the command line.
-    let file = cluster.write_file("bad-shards.yaml", "shards:\n  gateway: 2\n");
+    let file = sandbox.write_file("bad-shards.yaml", "shards:\n  gateway: 2\n");
     let mut cmd = svc_command();
     cmd.args(["config", "check", "--config"]).arg(&file);
     let out = run_to_exit(cmd, EXIT_TIMEOUT);
@@ -378,7 +423,7 @@ fn shard_settings_that_cannot_work_stop_start_up_naming_the_key() {
         "{}",
         out.stderr
     );
-    let mut cmd = cluster.run_command("gateway", "gw-0", &dead_url());
+    let mut cmd = sandbox.run_command("gateway", "gw-0", &dead_url());
     cmd.args(["--shards", "orders=two"]);
     let out = run_to_exit(cmd, EXIT_TIMEOUT);
     assert_eq!(out.code(), Some(2), "{}", out.stderr);

@@ -16,14 +16,14 @@ fn status(args: &[&str]) -> Finished {
 
 /// A registry with the default lease (3 s), so an instance killed by the test stays in
 /// the catalog long enough for `svc status` to report it as down.
-fn registry(cluster: &Cluster) -> Svc {
+fn registry(sandbox: &Sandbox) -> Svc {
     let mut cmd = svc_command();
     cmd.arg("run")
         .args(["--role", "registry", "--instance-id", "reg-s"])
         .args(["--listen", "127.0.0.1:0"])
         .arg("--data-dir")
-        .arg(cluster.data_dir());
-    cluster.start_cmd(cmd, "registry", "reg-s")
+        .arg(sandbox.data_dir());
+    sandbox.start_cmd(cmd, "registry", "reg-s")
 }
 
 fn instance<'a>(report: &'a Value, id: &str) -> &'a Value {
@@ -35,10 +35,10 @@ fn instance<'a>(report: &'a Value, id: &str) -> &'a Value {
 
 #[tokio::test]
 async fn status_shows_health_lease_and_live_figures_of_every_instance() {
-    let cluster = Cluster::new();
-    let registry = registry(&cluster);
-    let gateway = cluster.start("gateway", "gw-s", &registry.url);
-    let mut payments = cluster.start("payments", "pay-s", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = registry(&sandbox);
+    let gateway = sandbox.start("gateway", "gw-s", &registry.url);
+    let mut payments = sandbox.start("payments", "pay-s", &registry.url);
     wait_registered(&registry, &[&gateway, &payments]).await;
 
     // Traffic that fails: no inventory runs, so the gateway answers 503, during the

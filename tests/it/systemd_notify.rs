@@ -52,8 +52,8 @@ fn free_port() -> u16 {
 
 #[test]
 fn ready_watchdog_and_stopping_reach_the_notify_socket() {
-    let cluster = Cluster::new();
-    let socket_path = cluster.dir.path().join("notify.sock");
+    let sandbox = Sandbox::new();
+    let socket_path = sandbox.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
     socket
         .set_read_timeout(Some(Duration::from_millis(50)))
@@ -90,7 +90,7 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
         .args(["--role", "registry", "--instance-id", "reg-sd"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
-        .arg(cluster.data_dir())
+        .arg(sandbox.data_dir())
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "200000");
     let mut registry = Svc::spawn(cmd, "registry/reg-sd").unwrap_or_else(|e| panic!("{e}"));

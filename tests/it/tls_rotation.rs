@@ -10,14 +10,14 @@ use nix::sys::signal::Signal;
 use svc_platform::tls::{client_config, pki};
 
 /// A payments instance using `dir`, checking its files every `reload_interval`.
-fn start_payments(cluster: &Cluster, id: &str, dir: &Path, reload_interval: &str) -> Svc {
-    let config = cluster.write_file(
+fn start_payments(sandbox: &Sandbox, id: &str, dir: &Path, reload_interval: &str) -> Svc {
+    let config = sandbox.write_file(
         &format!("{id}.yaml"),
         &format!("tls:\n  reload_interval: {reload_interval}\n"),
     );
-    let mut cmd = cluster.run_command("payments", id, &dead_url());
+    let mut cmd = sandbox.run_command("payments", id, &dead_url());
     cmd.arg("--tls-dir").arg(dir).arg("--config").arg(config);
-    cluster.start_cmd(cmd, "payments", id)
+    sandbox.start_cmd(cmd, "payments", id)
 }
 
 fn client(pooled: bool) -> reqwest::Client {
@@ -53,9 +53,9 @@ async fn wait_new_cert(url: &str, old: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_files_reach_new_connections_and_open_ones_keep_working() {
-    let cluster = Cluster::new();
-    let dir = own_pki(&cluster);
-    let payments = start_payments(&cluster, "pay-0", &dir, "200ms");
+    let sandbox = Sandbox::new();
+    let dir = own_pki(&sandbox);
+    let payments = start_payments(&sandbox, "pay-0", &dir, "200ms");
     let url = format!("{}/health/live", payments.url);
     let pooled = client(true);
     let first = served_cert(&pooled, &url).await.unwrap();
@@ -78,10 +78,10 @@ async fn new_files_reach_new_connections_and_open_ones_keep_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_at_once() {
-    let cluster = Cluster::new();
-    let dir = own_pki(&cluster);
+    let sandbox = Sandbox::new();
+    let dir = own_pki(&sandbox);
     // Files are checked hourly: only the signal can explain a quick reload.
-    let payments = start_payments(&cluster, "pay-0", &dir, "1h");
+    let payments = start_payments(&sandbox, "pay-0", &dir, "1h");
     let url = format!("{}/health/live", payments.url);
     let first = served_cert(&client(false), &url).await.unwrap();
     reissue(&dir);

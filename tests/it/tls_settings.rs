@@ -13,10 +13,10 @@ use rustls::pki_types::CertificateDer;
 
 #[test]
 fn missing_or_mismatched_certificates_stop_start_up_naming_the_file() {
-    let cluster = Cluster::new();
-    let empty = cluster.dir.path().join("no-certs");
+    let sandbox = Sandbox::new();
+    let empty = sandbox.dir.path().join("no-certs");
     std::fs::create_dir_all(&empty).unwrap();
-    let mut cmd = cluster.run_command("orders", "ord-0", &dead_url());
+    let mut cmd = sandbox.run_command("orders", "ord-0", &dead_url());
     cmd.arg("--tls-dir").arg(&empty);
     let out = run_to_exit(cmd, EXIT_TIMEOUT);
     // 2: a configuration problem, which systemd does not restart in a loop.
@@ -26,14 +26,14 @@ fn missing_or_mismatched_certificates_stop_start_up_naming_the_file() {
     assert!(out.stderr.contains("tls.dir"), "{}", out.stderr);
 
     // Another role's certificate is not this instance's identity.
-    let config = cluster.write_file(
+    let config = sandbox.write_file(
         "wrong.yaml",
         &format!(
             "tls:\n  cert: {0}/payments.crt\n  key: {0}/payments.key\n",
             test_pki().display()
         ),
     );
-    let mut cmd = cluster.run_command("orders", "ord-0", &dead_url());
+    let mut cmd = sandbox.run_command("orders", "ord-0", &dead_url());
     cmd.arg("--config").arg(config);
     let out = run_to_exit(cmd, EXIT_TIMEOUT);
     assert_ne!(out.code(), Some(0), "{}", out.stderr);
@@ -48,15 +48,15 @@ fn missing_or_mismatched_certificates_stop_start_up_naming_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insecure_must_be_asked_for_and_says_so() {
-    let cluster = Cluster::new();
+    let sandbox = Sandbox::new();
     // An http:// registry with TLS on is a config error, not a silent downgrade.
-    let cmd = cluster.run_command("orders", "ord-0", "http://127.0.0.1:7700");
+    let cmd = sandbox.run_command("orders", "ord-0", "http://127.0.0.1:7700");
     let out = run_to_exit(cmd, EXIT_TIMEOUT);
     assert_eq!(out.code(), Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("registries[0]"), "{}", out.stderr);
     assert!(out.stderr.contains("https://"), "{}", out.stderr);
 
-    let config = cluster.write_file(
+    let config = sandbox.write_file(
         "insecure.yaml",
         "tls:\n  insecure: true\nregistries: [\"http://127.0.0.1:7700\"]\n",
     );
@@ -71,15 +71,15 @@ async fn insecure_must_be_asked_for_and_says_so() {
             "reg-0",
         ])
         .arg("--data-dir")
-        .arg(cluster.data_dir())
+        .arg(sandbox.data_dir())
         .arg("--config")
         .arg(&config);
     let registry = Svc::spawn(cmd, "registry").unwrap();
     assert!(registry.url.starts_with("http://"), "{}", registry.url);
     registry.wait_for_log("PLAIN HTTP", Duration::from_secs(5));
-    let mut cmd = cluster.run_command("inventory", "inv-0", &registry.url);
+    let mut cmd = sandbox.run_command("inventory", "inv-0", &registry.url);
     cmd.arg("--config").arg(&config);
-    let inventory = cluster.start_cmd(cmd, "inventory", "inv-0");
+    let inventory = sandbox.start_cmd(cmd, "inventory", "inv-0");
     // Plain HTTP, and no identity needed for what mutual TLS would refuse.
     let res = reqwest::Client::new()
         .post(format!("{}/v1/products", inventory.url))
@@ -92,25 +92,25 @@ async fn insecure_must_be_asked_for_and_says_so() {
 
 /// A gateway serving its public API over TLS with `cert` (here: the test CA's gateway
 /// certificate, standing in for one the public trusts).
-fn tls_gateway(cluster: &Cluster, registry: &Svc) -> Svc {
-    let config = cluster.write_file(
+fn tls_gateway(sandbox: &Sandbox, registry: &Svc) -> Svc {
+    let config = sandbox.write_file(
         "public.yaml",
         &format!(
             "tls:\n  public_cert: {0}/gateway.crt\n  public_key: {0}/gateway.key\n",
             test_pki().display()
         ),
     );
-    let mut cmd = cluster.run_command("gateway", "gw-0", &registry.url);
+    let mut cmd = sandbox.run_command("gateway", "gw-0", &registry.url);
     cmd.arg("--config").arg(config);
-    cluster.start_cmd(cmd, "gateway", "gw-0")
+    sandbox.start_cmd(cmd, "gateway", "gw-0")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_public_listener_serves_the_api_only_over_tls_when_given_a_certificate() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let inventory = cluster.start("inventory", "inv-0", &registry.url);
-    let gateway = tls_gateway(&cluster, &registry);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let inventory = sandbox.start("inventory", "inv-0", &registry.url);
+    let gateway = tls_gateway(&sandbox, &registry);
     assert!(gateway.url.starts_with("https://"), "{}", gateway.url);
     wait_peers(&gateway, &[&inventory]).await;
 
@@ -183,11 +183,11 @@ async fn the_public_listener_serves_the_api_only_over_tls_when_given_a_certifica
 
 #[test]
 fn a_client_that_never_finishes_its_request_head_is_disconnected() {
-    let cluster = Cluster::new();
-    let config = cluster.write_file("slow.yaml", "gateway:\n  header_read_timeout: 1s\n");
-    let mut cmd = cluster.run_command("gateway", "gw-0", &dead_url());
+    let sandbox = Sandbox::new();
+    let config = sandbox.write_file("slow.yaml", "gateway:\n  header_read_timeout: 1s\n");
+    let mut cmd = sandbox.run_command("gateway", "gw-0", &dead_url());
     cmd.arg("--config").arg(config);
-    let gateway = cluster.start_cmd(cmd, "gateway", "gw-0");
+    let gateway = sandbox.start_cmd(cmd, "gateway", "gw-0");
     let addr = gateway.url.trim_start_matches("http://").to_string();
     let mut stream = TcpStream::connect(&addr).unwrap();
     stream

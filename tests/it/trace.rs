@@ -41,13 +41,13 @@ fn indent(line: &str) -> usize {
 
 #[tokio::test]
 async fn svc_trace_prints_the_calls_of_a_request_across_services() {
-    let cluster = Cluster::new();
-    let logs = cluster.dir.path().join("logs");
-    let registry = cluster.start_registry();
+    let sandbox = Sandbox::new();
+    let logs = sandbox.dir.path().join("logs");
+    let registry = sandbox.start_registry();
     let start = |role: &str, id: &str| {
-        let mut cmd = cluster.run_command(role, id, &registry.url);
+        let mut cmd = sandbox.run_command(role, id, &registry.url);
         cmd.arg("--log-file").arg(logs.join(format!("{id}.jsonl")));
-        cluster.start_cmd(cmd, role, id)
+        sandbox.start_cmd(cmd, role, id)
     };
     let inventory = start("inventory", "inv-t");
     let gateway = start("gateway", "gw-t");
@@ -142,7 +142,7 @@ async fn svc_trace_prints_the_calls_of_a_request_across_services() {
     let none = trace_command(&["ffffffffffffffffffffffffffffffff"], &logs);
     assert_eq!(none.code(), Some(1), "{none:?}");
     assert!(none.stderr.contains("no log line"), "{}", none.stderr);
-    let empty = trace_command(&[TRACE_ID], cluster.dir.path().join("nowhere").as_path());
+    let empty = trace_command(&[TRACE_ID], sandbox.dir.path().join("nowhere").as_path());
     assert_eq!(empty.code(), Some(1), "{empty:?}");
     assert!(empty.stderr.starts_with("svc: error:"), "{}", empty.stderr);
     let bad = trace_command(&["not an id"], &logs);

@@ -49,10 +49,10 @@ async fn problem(res: reqwest::Response, status: u16) -> Value {
 
 #[tokio::test]
 async fn the_page_opened_through_svc_ui_renders_every_running_instance() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let inventory = cluster.start("inventory", "inv-ui", &registry.url);
-    let payments = cluster.start("payments", "pay-ui", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let inventory = sandbox.start("inventory", "inv-ui", &registry.url);
+    let payments = sandbox.start("payments", "pay-ui", &registry.url);
     wait_registered(&registry, &[&inventory, &payments]).await;
 
     // Straight to the registry, a browser (no certificate) gets nowhere.
@@ -113,7 +113,7 @@ async fn the_page_opened_through_svc_ui_renders_every_running_instance() {
     ) else {
         return;
     };
-    let profile = cluster.dir.path().join("chromium-profile");
+    let profile = sandbox.dir.path().join("chromium-profile");
     let mut cmd = Command::new(&chromium);
     cmd.args([
         "--headless",
@@ -153,8 +153,8 @@ async fn the_page_opened_through_svc_ui_renders_every_running_instance() {
 
 #[tokio::test]
 async fn svc_ui_is_read_only_and_answers_502_when_no_registry_can_be_reached() {
-    let cluster = Cluster::new();
-    let mut registry = cluster.start_registry();
+    let sandbox = Sandbox::new();
+    let mut registry = sandbox.start_registry();
     // A dead registry first: the next one answers instead.
     let mut ui = start_ui(&format!("{},{}", dead_url(), registry.url), &[]);
     let res = browser()

@@ -15,24 +15,17 @@ use svc_platform::tls::{client_config, pki, setup, TlsMaterial};
 
 /// The key every test gateway accepts, with every scope and no practical rate limit.
 pub const TEST_API_KEY: &str = "svck_test_0123456789abcdef0123456789abcdef";
-/// The roles with certificates in [`test_pki`] (plus `operator`).
-pub const ROLES: &[&str] = &[
-    "registry",
-    "gateway",
-    "orders",
-    "inventory",
-    "payments",
-    "notifications",
-];
-
-/// The directory with `ca.crt` and `<role>.crt` / `<role>.key` for every role.
+/// The directory with `ca.crt` and `<role>.crt` / `<role>.key` for every role (and
+/// `operator`).
 pub fn test_pki() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         remove_stale(base);
         let dir = base.join(format!("test-pki-{}", std::process::id()));
-        pki::ensure_dev_pki(&dir, ROLES).expect("test PKI");
+        let roles = super::topology::all_roles();
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        pki::ensure_dev_pki(&dir, &roles).expect("test PKI");
         let keys = format!(
             "- name: tests\n  sha256: {}\n  scopes: [products:read, products:write, orders:read, orders:write]\n  rate_per_second: 100000\n  burst: 100000\n",
             sha256_hex(TEST_API_KEY)
@@ -115,10 +108,10 @@ pub async fn served_cert(client: &reqwest::Client, url: &str) -> Result<Vec<u8>,
         .ok_or_else(|| "no TLS info".to_string())
 }
 
-/// A private copy of the test PKI in `cluster`'s directory, so rotating it touches no
+/// A private copy of the test PKI in `sandbox`'s directory, so rotating it touches no
 /// other test.
-pub fn own_pki(cluster: &super::Cluster) -> PathBuf {
-    let dir = cluster.dir.path().join("tls");
+pub fn own_pki(sandbox: &super::Sandbox) -> PathBuf {
+    let dir = sandbox.dir.path().join("tls");
     std::fs::create_dir_all(&dir).unwrap();
     for entry in std::fs::read_dir(test_pki()).unwrap() {
         let entry = entry.unwrap();
