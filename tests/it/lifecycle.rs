@@ -1,7 +1,10 @@
 //! Instances and registries dying and coming back: lease expiry after SIGKILL,
-//! deregistration on SIGTERM, a registry restart that keeps its view, and an outage
-//! during which discovery keeps working from the last known (and persisted) view.
+//! deregistration on SIGTERM, a stopping instance answering every request it took, a
+//! registry restart that keeps its view, and an outage during which discovery keeps
+//! working from the last known (and persisted) view.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -24,10 +27,10 @@ fn now_ms() -> u64 {
 
 #[tokio::test]
 async fn sigkilled_instance_is_evicted_within_ttl_plus_one_renewal() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let mut inventory = cluster.start("inventory", "inv-1", &registry.url);
-    let orders = cluster.start("orders", "ord-1", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let mut inventory = sandbox.start("inventory", "inv-1", &registry.url);
+    let orders = sandbox.start("orders", "ord-1", &registry.url);
     wait_peers(&orders, &[&inventory]).await;
 
     let killed_at = Instant::now();
@@ -87,10 +90,10 @@ async fn sigkilled_instance_is_evicted_within_ttl_plus_one_renewal() {
 
 #[tokio::test]
 async fn sigterm_deregisters_before_exit_and_exits_zero() {
-    let cluster = Cluster::new();
-    let registry = cluster.start_registry();
-    let mut inventory = cluster.start("inventory", "inv-1", &registry.url);
-    let orders = cluster.start("orders", "ord-1", &registry.url);
+    let sandbox = Sandbox::new();
+    let registry = sandbox.start_registry();
+    let mut inventory = sandbox.start("inventory", "inv-1", &registry.url);
+    let orders = sandbox.start("orders", "ord-1", &registry.url);
     wait_peers(&orders, &[&inventory]).await;
     let before = catalog(&registry).await;
     assert!(lists(&before, &inventory), "{before}");
@@ -141,7 +144,98 @@ async fn sigterm_deregisters_before_exit_and_exits_zero() {
 }
 
 /// Restarts the registry on `port`, retrying briefly if the port is still held.
-fn restart_registry(cluster: &Cluster, port: u16) -> Svc {
+/// What clients of a gateway stopping on SIGTERM saw.
+#[derive(Debug, Default)]
+struct Outcomes {
+    /// Any HTTP answer, whatever its status.
+    answered: usize,
+    /// Connection refused: the listener was closed, nothing was sent.
+    refused: usize,
+    /// Connection reset: the gateway never took the connection (still queued when its
+    /// listener closed), so it never read the request.
+    reset: usize,
+    /// Anything else, above all a connection that ended with no answer after the
+    /// request was sent: what a stopping instance must never do.
+    unanswered: Vec<String>,
+}
+
+/// Many clients keep sending requests, each on a new connection, to a gateway that is
+/// stopped with SIGTERM, three times. A stopping instance answers every request on a
+/// connection it took (it read it, so only it can say what became of it), refuses new
+/// connections, and resets only the ones it never took. Before the listener kept the
+/// requests of connections that had not started one yet, every stop lost some.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_stopping_on_sigterm_answers_every_request_it_took() {
+    let mut cluster = Topology::new().gateways(1).start().await;
+    let mut total = Outcomes::default();
+    for round in 0..3 {
+        if round > 0 {
+            cluster.restart("gateway-0");
+            cluster.wait_connected().await;
+        }
+        // Goes to inventory, which is not there: answered 503 at once.
+        let url = format!("{}/products", cluster.api);
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Outcomes::default()));
+        let clients: Vec<_> = (0..16)
+            .map(|_| {
+                let (url, stop, seen) = (url.clone(), stop.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let client = http();
+                    while !stop.load(Ordering::SeqCst) {
+                        let sent = client.post(&url).json(&product("tea")).send().await;
+                        let refused = matches!(&sent, Err(e) if is_refused(e));
+                        {
+                            let mut seen = seen.lock().unwrap();
+                            match sent {
+                                Ok(_) => seen.answered += 1,
+                                Err(e) if is_refused(&e) => seen.refused += 1,
+                                Err(e) if is_reset(&e) => seen.reset += 1,
+                                Err(e) => seen.unanswered.push(format!("{e:?}")),
+                            }
+                        }
+                        if refused {
+                            // Nothing listens any more: no need to spin.
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        wait_for(
+            "answers before the stop",
+            Duration::from_secs(10),
+            || async {
+                match seen.lock().unwrap().answered {
+                    0 => Err("none yet".to_string()),
+                    _ => Ok(()),
+                }
+            },
+        )
+        .await;
+        let gateway = &mut cluster["gateway-0"];
+        let status = tokio::task::block_in_place(|| gateway.terminate());
+        assert!(status.success(), "exited with {status}");
+        stop.store(true, Ordering::SeqCst);
+        for client in clients {
+            client.await.expect("client task");
+        }
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        println!("stop {round}: {seen:?}");
+        total.answered += seen.answered;
+        total.refused += seen.refused;
+        total.reset += seen.reset;
+        total.unanswered.extend(seen.unanswered);
+    }
+    assert!(
+        total.unanswered.is_empty(),
+        "requests left unanswered by a stopping gateway: {:?}",
+        total.unanswered
+    );
+    assert!(total.refused > 0, "the clients never saw the gateway gone");
+}
+
+fn restart_registry(sandbox: &Sandbox, port: u16) -> Svc {
     let mut last = String::new();
     for _ in 0..20 {
         let mut cmd = svc_command();
@@ -149,10 +243,10 @@ fn restart_registry(cluster: &Cluster, port: u16) -> Svc {
             .args(["--role", "registry"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
-            .arg(cluster.data_dir())
+            .arg(sandbox.data_dir())
             .args(["--instance-id", "reg-0"])
             .arg("--config")
-            .arg(cluster.registry_config());
+            .arg(sandbox.registry_config());
         match Svc::spawn(cmd, "registry/reg-0 (restarted)") {
             Ok(svc) => return svc,
             Err(e) if e.contains("cannot listen") => {
@@ -167,15 +261,15 @@ fn restart_registry(cluster: &Cluster, port: u16) -> Svc {
 
 #[tokio::test]
 async fn restarted_registry_keeps_its_view_and_instances_renew_into_it() {
-    let cluster = Cluster::new();
-    let mut registry = cluster.start_registry();
+    let sandbox = Sandbox::new();
+    let mut registry = sandbox.start_registry();
     let port = registry.port();
-    let inventory = cluster.start("inventory", "inv-1", &registry.url);
-    let orders = cluster.start("orders", "ord-1", &registry.url);
+    let inventory = sandbox.start("inventory", "inv-1", &registry.url);
+    let orders = sandbox.start("orders", "ord-1", &registry.url);
     let before = wait_registered(&registry, &[&inventory, &orders]).await;
 
     registry.kill();
-    let restarted = restart_registry(&cluster, port);
+    let restarted = restart_registry(&sandbox, port);
     let restarted_at = now_ms();
     assert_eq!(restarted.url, registry.url);
 
@@ -212,10 +306,10 @@ async fn restarted_registry_keeps_its_view_and_instances_renew_into_it() {
 
 #[tokio::test]
 async fn registry_outage_keeps_discovery_and_traffic_working() {
-    let cluster = Cluster::new();
-    let mut registry = cluster.start_registry();
-    let inventory = cluster.start("inventory", "inv-1", &registry.url);
-    let mut gateway = cluster.start("gateway", "gw-1", &registry.url);
+    let sandbox = Sandbox::new();
+    let mut registry = sandbox.start_registry();
+    let inventory = sandbox.start("inventory", "inv-1", &registry.url);
+    let mut gateway = sandbox.start("gateway", "gw-1", &registry.url);
     wait_peers(&gateway, &[&inventory]).await;
     wait_peers(&inventory, &[&gateway]).await;
     let products = format!("{}/api/v1/products", gateway.url);
@@ -240,7 +334,7 @@ async fn registry_outage_keeps_discovery_and_traffic_working() {
     // it persisted, at once (no registry to learn it from), and forwards again.
     let status = gateway.terminate();
     assert_eq!(status.code(), Some(0), "stderr:\n{}", gateway.stderr());
-    let gateway = cluster.start("gateway", "gw-1", &registry.url);
+    let gateway = sandbox.start("gateway", "gw-1", &registry.url);
     assert_eq!(
         gateway.ready["registered_at"], 0,
         "no registry should have accepted it: {}",
