@@ -432,11 +432,7 @@ fn shard_settings_that_cannot_work_stop_start_up_naming_the_key() {
 
 #[tokio::test]
 async fn payments_and_notifications_refuse_a_misrouted_call_with_421() {
-    let sc = ShardedCluster::start(ShardedOptions {
-        notifications: 2,
-        ..ShardedOptions::default()
-    })
-    .await;
+    let cluster = two_shards().shards("notifications", 2).start().await;
     // An order id that hashes to shard 1 of payments and of notifications (2 shards each).
     let order = keys_on_shard("ord-0", 1, 2, 1).remove(0);
 
@@ -447,7 +443,10 @@ async fn payments_and_notifications_refuse_a_misrouted_call_with_421() {
         ("capture", json!({})),
         ("void", json!({})),
     ] {
-        let url = format!("{}/v1/payments/{order}/{step}", sc.payments[0].url);
+        let url = format!(
+            "{}/v1/payments/{order}/{step}",
+            cluster.instances("payments")[0].url
+        );
         let res = post_json_as("orders", &url, &body).await;
         let problem = assert_problem(res, 421, &format!("{step} on payments shard 0")).await;
         let detail = problem["detail"].as_str().unwrap_or_default();
@@ -457,9 +456,16 @@ async fn payments_and_notifications_refuse_a_misrouted_call_with_421() {
         );
     }
     // ...and wrote nothing (not even a void's tombstone), while its owner takes it.
-    let listed = get_json(&format!("{}/v1/payments", sc.payments[0].url)).await;
+    let listed = get_json(&format!(
+        "{}/v1/payments",
+        cluster.instances("payments")[0].url
+    ))
+    .await;
     assert_eq!(listed["payments"], json!([]), "{listed}");
-    let url = format!("{}/v1/payments/{order}/authorize", sc.payments[1].url);
+    let url = format!(
+        "{}/v1/payments/{order}/authorize",
+        cluster.instances("payments")[1].url
+    );
     let res = post_json_as("orders", &url, &authorize).await;
     assert_eq!(res.status(), 201);
 
@@ -469,7 +475,12 @@ async fn payments_and_notifications_refuse_a_misrouted_call_with_421() {
         "occurred_at_ms": 0, "key": order,
         "payload": { "order_id": order, "total_minor": 500 },
     });
-    let url = |shard: usize| format!("{}/v1/events", sc.notifications[shard].url);
+    let url = |shard: usize| {
+        format!(
+            "{}/v1/events",
+            cluster.instances("notifications")[shard].url
+        )
+    };
     let res = post_json_as("orders", &url(0), &event).await;
     let problem = assert_problem(res, 421, "an event on notifications shard 0").await;
     let detail = problem["detail"].as_str().unwrap_or_default();
@@ -479,7 +490,12 @@ async fn payments_and_notifications_refuse_a_misrouted_call_with_421() {
     );
     let res = post_json_as("orders", &url(1), &event).await;
     assert_eq!(res.status(), 200);
-    let on = |shard: usize| format!("{}/v1/notifications", sc.notifications[shard].url);
+    let on = |shard: usize| {
+        format!(
+            "{}/v1/notifications",
+            cluster.instances("notifications")[shard].url
+        )
+    };
     assert_eq!(get_json(&on(0)).await["notifications"], json!([]));
     let recorded = get_json(&on(1)).await;
     assert_eq!(recorded["notifications"][0]["order_id"], order.as_str());
