@@ -162,8 +162,9 @@ struct Outcomes {
 /// Many clients keep sending requests, each on a new connection, to a gateway that is
 /// stopped with SIGTERM, three times. A stopping instance answers every request on a
 /// connection it took (it read it, so only it can say what became of it), refuses new
-/// connections, and resets only the ones it never took. Before the listener kept the
-/// requests of connections that had not started one yet, every stop lost some.
+/// connections, and resets only the ones it never took. With actix-web's own graceful
+/// stop, every stop here left some requests unanswered: a connection that had not
+/// started its request yet was closed without reading it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_gateway_stopping_on_sigterm_answers_every_request_it_took() {
     let mut cluster = Topology::new().gateways(1).start().await;
