@@ -8,7 +8,7 @@
 //!
 //! What each role calls and which roles are sharded come from the roles' manifests
 //! (`svc::roles::catalog()`), never from a list in the tests. Instance `n` of role `r`
-//! is `r-n` (for a stateful role, shard `n`); registry `n` is `reg-n`.
+//! is `r-n` (for a sharded role, shard `n`); registry `n` is `reg-n`.
 
 use std::collections::BTreeMap;
 use std::ops::{Index, IndexMut};
@@ -43,7 +43,7 @@ fn manifest(role: &str) -> Manifest {
 fn registry_role() -> String {
     manifests()
         .into_iter()
-        .find(|m| !m.registers)
+        .find(Manifest::is_registry)
         .map(|m| m.name)
         .expect("a registry role")
 }
@@ -61,7 +61,7 @@ fn calls(caller: &Manifest, callee: &Manifest) -> bool {
 #[derive(Clone, Debug)]
 pub struct Topology {
     registries: usize,
-    /// Instances per role (shards, for a stateful role), in no particular order.
+    /// Instances per role (shards, for a sharded role), in no particular order.
     instances: BTreeMap<String, u32>,
     create_wait: Duration,
     step_retry_max: Duration,
@@ -110,16 +110,16 @@ impl Topology {
         self
     }
 
-    /// `n` shards of the stateful role `role`.
+    /// `n` shards of the sharded role `role`.
     pub fn shards(mut self, role: &str, n: u32) -> Topology {
-        assert!(manifest(role).stateful, "`{role}` is not sharded");
+        assert!(manifest(role).is_sharded(), "`{role}` is not sharded");
         self.instances.insert(role.to_string(), n);
         self
     }
 
-    /// `n` shards of every stateful role.
+    /// `n` shards of every sharded role.
     pub fn sharded(mut self, n: u32) -> Topology {
-        for m in manifests().iter().filter(|m| m.stateful && m.registers) {
+        for m in manifests().iter().filter(|m| m.is_sharded()) {
             self.instances.insert(m.name.clone(), n);
         }
         self
@@ -209,11 +209,11 @@ impl Topology {
             cluster.registries.push(svc);
         }
         for role in cluster.topology.start_order() {
-            let stateful = manifest(&role).stateful;
+            let sharded = manifest(&role).is_sharded();
             for n in 0..cluster.topology.instances[&role] {
                 let mut member = Member {
                     id: format!("{role}-{n}"),
-                    shard: stateful.then_some(n),
+                    shard: sharded.then_some(n),
                     role: role.clone(),
                     port: 0,
                     env: cluster.topology.env.get(&role).cloned().unwrap_or_default(),
@@ -240,7 +240,7 @@ pub struct Member {
     pub role: String,
     /// `role-n`.
     pub id: String,
-    /// Its shard, for a stateful role.
+    /// Its shard, for a sharded role.
     pub shard: Option<u32>,
     /// The port it is started on: for a public role fixed after the first start (its
     /// clients know it by address), else 0.
@@ -340,11 +340,11 @@ impl Cluster {
         self.topology.instances.get(role).copied().unwrap_or(0)
     }
 
-    /// The `--shards` every instance gets: the shard count of every stateful role.
+    /// The `--shards` every instance gets: the shard count of every sharded role.
     pub fn shards_flag(&self) -> String {
         let counts: Vec<String> = manifests()
             .iter()
-            .filter(|m| m.stateful && m.registers)
+            .filter(|m| m.is_sharded())
             .map(|m| format!("{}={}", m.name, self.count(&m.name).max(1)))
             .collect();
         counts.join(",")
