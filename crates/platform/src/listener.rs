@@ -12,9 +12,12 @@
 //! after the answer it is carrying; a kept-alive connection idle between requests is
 //! closed at once, unless its next request has already arrived, which is then served
 //! ([`DrainingStream`]); a connection that has not sent its first request yet is kept
-//! for [`FIRST_REQUEST_GRACE`] after it opened, and a request it sends is answered. On stop the
-//! listener closes (a new connection is refused), open connections are served to their
-//! end, and whatever is left after `drain_timeout` is cut.
+//! for [`FIRST_REQUEST_GRACE`] after it opened, and a request it sends is answered. On
+//! stop the listener closes (a new connection is refused), open connections are served
+//! to their end, and whatever is left after `drain_timeout` is cut. A connection the
+//! server accepted but never took (still queued when the listener closed) is reset,
+//! never closed in order ([`abort_when_closed`]): its client can tell that its request
+//! was never read.
 //!
 //! This is why the server is assembled here from actix-server and actix-http instead
 //! of `actix_web::HttpServer`: on a graceful stop, `HttpServer` tells every connection
