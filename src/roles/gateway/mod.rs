@@ -284,6 +284,55 @@ async fn order_notifications(
 mod tests {
     use super::*;
 
+    /// The public API's description, as served at `/api/v1/openapi.json`: OpenAPI 3,
+    /// every public route, how to authenticate, and what a refusal of a guarded
+    /// operation looks like. (Anyone may read it without a key: tests/it/gateway_guard.rs.)
+    #[actix_web::test]
+    async fn openapi_document_describes_the_public_api() {
+        let res = openapi().await;
+        assert_eq!(res.status(), 200);
+        let content_type = res.headers().get("content-type").unwrap().to_str().unwrap();
+        let content_type = content_type.to_string();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content_type}"
+        );
+        let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+
+        let version = doc["openapi"].as_str().unwrap_or_default();
+        assert!(version.starts_with("3."), "openapi version {version:?}");
+        let paths = doc["paths"].as_object().expect("paths object");
+        for path in [
+            "/api/v1/orders",
+            "/api/v1/orders/{id}",
+            "/api/v1/orders/{id}/cancel",
+            "/api/v1/products",
+            "/api/v1/products/{sku}",
+        ] {
+            assert!(
+                paths.contains_key(path),
+                "{path} missing: {:?}",
+                paths.keys()
+            );
+        }
+        assert!(
+            doc["components"]["securitySchemes"]["bearer"].is_object(),
+            "{doc}"
+        );
+        let create = &doc["paths"]["/api/v1/orders"]["post"];
+        for status in ["401", "403", "429"] {
+            assert!(
+                create["responses"][status].is_object(),
+                "POST orders lacks {status}"
+            );
+        }
+        assert_eq!(
+            doc["paths"]["/api/v1/openapi.json"]["get"]["security"],
+            serde_json::json!([])
+        );
+    }
+
     #[test]
     fn an_order_id_routes_to_the_shard_that_minted_it() {
         let shards = ShardCounts::parse_list(&["orders=2".to_string()]).unwrap();

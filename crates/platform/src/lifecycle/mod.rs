@@ -101,6 +101,7 @@ pub async fn run(
         &started,
         &readiness,
         public_head_timeout,
+        &shutdown,
     )?;
     tracing::info!(address = %serving.address, store = %prepared.store_path.display(), "serving");
     let lease_keeper = register(&instance, &started, &serving, &shutdown).await;

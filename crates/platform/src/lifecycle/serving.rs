@@ -15,6 +15,7 @@ use crate::access::{self, AccessPolicy};
 use crate::config::PositiveDuration;
 use crate::listener::{self, Limits};
 use crate::server::{self, PlatformState, Readiness};
+use crate::shutdown::Shutdown;
 
 /// The running servers and the addresses they are reached at.
 pub(super) struct Serving {
@@ -25,6 +26,7 @@ pub(super) struct Serving {
 }
 
 /// Starts the servers of `bound`; `public_head_timeout` is for the public listener.
+/// Once `shutdown` is triggered, their connections drain (see [`listener`]).
 pub(super) fn serve(
     instance: &Instance,
     bound: Bound,
@@ -32,6 +34,7 @@ pub(super) fn serve(
     started: &Started,
     readiness: &Readiness,
     public_head_timeout: PositiveDuration,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<Serving> {
     let config = &instance.config;
     let manifest = &instance.manifest;
@@ -75,6 +78,7 @@ pub(super) fn serve(
         &bound.internal.transport,
         limits,
         connections_internal,
+        shutdown.clone(),
     )?;
     let mut handles = vec![server.handle()];
     let mut tasks = vec![tokio::spawn(server)];
@@ -98,6 +102,7 @@ pub(super) fn serve(
                 ..limits
             },
             connections_public,
+            shutdown.clone(),
         )?;
         handles.push(server.handle());
         tasks.push(tokio::spawn(server));

@@ -1,0 +1,36 @@
+//! The test harness: runs real `svc` processes and talks to them over HTTP.
+//!
+//! - [`topology`]: a whole cluster, described by a [`Topology`] and started as a
+//!   [`Cluster`] that restarts instances in place and SIGKILLs every one on drop.
+//! - [`process`]: one child process ([`Svc`]): spawned with a clean environment, ready
+//!   once it printed its `{"event":"ready"}` line, signalled (SIGTERM, SIGKILL, SIGSTOP
+//!   and SIGCONT), and killed and reaped on drop, also when the test panics.
+//! - [`sandbox`]: a temporary directory and the `svc run` commands that use it, for
+//!   tests that start single processes with their own flags.
+//! - [`http`]: clients with the cluster's certificates (no connection reuse), JSON
+//!   helpers, [`wait_for`] (poll until a condition holds), catalog and peers views.
+//! - [`shop`]: products, orders, problems, and the invariants checked once every saga
+//!   has ended; [`shards`]: where an entity lives.
+//! - [`pki`]: the test CA and identities, made once per test run; [`tools`]: external
+//!   tools some tests drive.
+//!
+//! Every test binds port 0, so tests run in parallel.
+
+#![allow(dead_code)] // each test module uses a different part of the harness
+
+pub mod http;
+pub mod pki;
+pub mod process;
+pub mod sandbox;
+pub mod shards;
+pub mod shop;
+pub mod tools;
+pub mod topology;
+
+pub use http::*;
+pub use pki::*;
+pub use process::*;
+pub use sandbox::*;
+pub use shards::*;
+pub use shop::*;
+pub use topology::*;

@@ -1,0 +1,42 @@
+//! The integration tests: one test binary that runs the built `svc` executable as real
+//! processes and talks to them over real sockets, with mutual TLS and API keys as in
+//! production.
+//!
+//! One module per area (the files next to this one); [`harness`] is what they share:
+//! starting a topology of processes and tearing it down on drop, HTTP helpers, and the
+//! shop's checks. One binary means the harness and the `svc` library are compiled and
+//! linked once, and the test CA is made once per run.
+//!
+//! Run one area with a filter, e.g. `cargo test --test it chaos`; the `#[ignore]`d
+//! measurements with `cargo test --release --test it mtls_cost -- --ignored --nocapture`.
+
+mod harness;
+
+mod bad_input;
+mod certs;
+mod chaos;
+mod cli;
+mod dev;
+mod discovery;
+mod gateway_guard;
+mod gateway_reload;
+mod install;
+mod internal_bad_input;
+mod lifecycle;
+mod mtls;
+mod mtls_cost;
+mod observability;
+mod observe_cost;
+mod order_faults;
+mod order_flow;
+mod otlp;
+mod promtool;
+mod registry_ha;
+mod resilience;
+mod shards;
+mod status;
+mod systemd_notify;
+mod tls_rotation;
+mod tls_settings;
+mod trace;
+mod ui;
