@@ -29,6 +29,11 @@ impl Shutdown {
         self.tx.send_replace(true);
     }
 
+    /// Whether [`Shutdown::trigger`] has been called.
+    pub fn is_triggered(&self) -> bool {
+        *self.tx.borrow()
+    }
+
     /// Resolves once [`Shutdown::trigger`] has been called (at once if it already was).
     pub async fn wait(&self) {
         let mut rx = self.tx.subscribe();
