@@ -525,12 +525,15 @@ async fn a_callers_deadline_bounds_the_callee_and_its_own_calls() {
     };
 
     // The saga is slow (1 s per step) and create_wait is 5 s, but the caller will only
-    // wait 400 ms: the create answers 202 (pending) before that, not a timeout.
+    // wait 400 ms: the create answers 202 (pending) before that, not a timeout. The
+    // status is the proof: past the deadline the server answers 504 itself. The time
+    // the client sees also holds a TLS handshake, so it is bounded only well below what
+    // waiting for the saga or for create_wait would take (4 s, 5 s).
     let started = Instant::now();
     let res = create("400").await.expect("POST");
     let took = started.elapsed();
     assert_eq!(res.status(), 202, "{:?}", res.text().await);
-    assert!(took < Duration::from_millis(400), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
 
     // An expired deadline is refused at once.
     let res = client
@@ -554,7 +557,8 @@ async fn a_callers_deadline_bounds_the_callee_and_its_own_calls() {
         "{status}: {:?}",
         res.text().await
     );
-    assert!(took < Duration::from_millis(800), "{took:?}");
+    // Far below the product check's own 5 s timeout, whatever the machine's load.
+    assert!(took < Duration::from_millis(2500), "{took:?}");
     inventory.signal(Signal::SIGCONT);
     eprintln!("deadline: a 300 ms caller had its {status} after {took:?} with inventory frozen");
 }
