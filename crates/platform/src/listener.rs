@@ -82,7 +82,7 @@ pub struct Limits {
 }
 
 /// How long an idle kept-alive connection stays open (actix-web's default).
-const KEEP_ALIVE: Duration = Duration::from_secs(5);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// How long a closing connection waits for the client to take the last bytes.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -48,7 +48,6 @@ impl RegistryClient {
     ) -> anyhow::Result<RegistryClient> {
         let http = http_client_builder(tls, Some(REGISTRY_ROLE))
             .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .context("cannot build the registry client")?;
         Ok(RegistryClient {

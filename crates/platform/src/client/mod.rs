@@ -132,7 +132,6 @@ impl ServiceClient {
         // certificate names `role`: an address that is not an instance of it fails.
         let http = http_client_builder(self.inner.tls.as_ref(), Some(role))
             .connect_timeout(CONNECT_TIMEOUT.min(policy.timeout))
-            .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, dependency = role, "cannot build its HTTP client; using a default one");

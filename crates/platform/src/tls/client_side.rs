@@ -18,16 +18,24 @@ use super::material::TlsMaterial;
 
 /// A reqwest builder for internal calls: mutual TLS with `tls`, plain HTTP without.
 /// With `callee`, a handshake also fails unless the server's certificate names that role.
+///
+/// Its pool drops an idle connection before our servers would close it
+/// ([`crate::listener::KEEP_ALIVE`]): a request is then never written into a connection
+/// the server is closing at that instant, HTTP/1.1's one unanswerable race.
 pub fn http_client_builder(
     tls: Option<&Arc<TlsMaterial>>,
     callee: Option<&str>,
 ) -> reqwest::ClientBuilder {
-    let builder = reqwest::Client::builder();
+    let builder = reqwest::Client::builder().pool_idle_timeout(POOL_IDLE);
     match tls {
         Some(material) => builder.use_preconfigured_tls(client_config_for(material, callee)),
         None => builder,
     }
 }
+
+/// How long an internal client keeps an idle connection: below the servers' keep-alive.
+const POOL_IDLE: std::time::Duration =
+    crate::listener::KEEP_ALIVE.saturating_sub(std::time::Duration::from_secs(1));
 
 /// Presents `material`'s certificate; checks the server's against the cluster CA.
 pub fn client_config(material: &Arc<TlsMaterial>) -> ClientConfig {
