@@ -8,7 +8,7 @@ of each and the size of an access line in the file.
 
 Usage: scripts/measure-logging.py [requests per instance, default 5000]
 Needs target/release/svc (cargo build --release). The in-process breakdown (metrics,
-span, log line, without network noise) is tests/observe_cost.rs:
+span, log line, without network noise) is tests/it/observe_cost.rs:
   cargo test --release --test observe_cost -- --ignored --nocapture
 """
 import http.client, json, os, shutil, subprocess, sys, tempfile, time
