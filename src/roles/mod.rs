@@ -11,6 +11,9 @@ pub mod orders;
 pub mod payments;
 pub mod registry;
 
+#[cfg(test)]
+mod routes_tests;
+
 use std::sync::{Arc, OnceLock};
 
 use svc_platform::manifest::{Manifest, RoleCatalog};

@@ -60,6 +60,12 @@ impl Manifest {
     pub fn is_sharded(&self) -> bool {
         self.stateful && self.registers
     }
+
+    /// The declared endpoints as `(method, path template)`, e.g. `("GET", "/v1/x/{id}")`
+    /// (the catalog has checked every one parses).
+    pub fn endpoints(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.endpoints.keys().filter_map(|e| parse_endpoint(e))
+    }
 }
 
 /// The identity of people and tools (`svc status`, tests) in certificates and manifests.
