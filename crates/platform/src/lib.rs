@@ -2,8 +2,8 @@
 //!
 //! Servers, clients, discovery, config, storage and telemetry are each made here, once.
 //! This crate cannot name a role (it does not depend on the `svc` crate, which holds
-//! them); roles plug in through [`role::RoleStart`] and [`role::RoleContext`]. It has no command line either: the
-//! `svc` crate parses flags and hands over typed values.
+//! them); roles plug in through [`role::RoleStart`] and [`role::RoleContext`]. It has no
+//! command line either: the `svc` crate parses flags and hands over typed values.
 //!
 //! What roles get is public; everything else is `pub(crate)` or private, so the surface
 //! below is the whole contract with the `svc` crate. [`lifecycle::run`] runs an instance:
