@@ -350,17 +350,6 @@ impl Cluster {
         (status, body)
     }
 
-    /// The notifications of one order, through the gateway.
-    pub async fn order_notifications(&self, id: &str) -> Vec<Value> {
-        let body = self
-            .get_ok(&format!("{}/orders/{id}/notifications", self.api))
-            .await;
-        body["notifications"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
     /// Every notification of each notifications shard, from the instances themselves.
     pub async fn try_notifications_by_shard(&self) -> Result<Vec<Vec<Value>>, String> {
         let mut per_shard = Vec::new();
