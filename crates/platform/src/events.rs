@@ -365,7 +365,11 @@ impl OutboxRelay {
         let command = AdvanceCursor {
             cursor: sub.cursor_key(),
             seq,
-            every_cursor: self.subscribers.iter().map(Subscriber::cursor_key).collect(),
+            every_cursor: self
+                .subscribers
+                .iter()
+                .map(Subscriber::cursor_key)
+                .collect(),
         };
         self.store.submit(command).await
     }
@@ -428,8 +432,20 @@ mod tests {
                 occurred_at_ms: 42,
                 ..EventContext::default()
             };
-            let a = append(tx, "orders-0", "order.confirmed", serde_json::json!({"n": 1}), context.clone())?;
-            let b = append(tx, "orders-0", "order.cancelled", serde_json::json!({"n": 2}), context)?;
+            let a = append(
+                tx,
+                "orders-0",
+                "order.confirmed",
+                serde_json::json!({"n": 1}),
+                context.clone(),
+            )?;
+            let b = append(
+                tx,
+                "orders-0",
+                "order.cancelled",
+                serde_json::json!({"n": 2}),
+                context,
+            )?;
             let first = inbox_first_delivery(tx, &a.id, 42)?;
             let again = inbox_first_delivery(tx, &a.id, 43)?;
             Ok((a, b, first, again))

@@ -15,14 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redb::TableDefinition;
+use redb::{TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use svc_platform::clock::now_ms;
 use svc_platform::registry_api::Instance;
 use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shutdown::Shutdown;
-use svc_platform::store::{self, JsonTable, Store, StoreError};
+use svc_platform::store::{self, Command, JsonTable, Store, StoreError};
 
 pub use lease_table::LeaseTable;
 
@@ -110,23 +111,11 @@ impl RegistryState {
     }
 
     fn persist(&self, delta: &Delta, index: u64) -> Result<(), StoreError> {
-        let tx = self.store.db().begin_write()?;
-        {
-            let mut rows = tx.open_table(INSTANCES)?;
-            for i in &delta.put {
-                rows.insert(
-                    key(&i.role, &i.instance_id).as_str(),
-                    store::encode(i).as_slice(),
-                )?;
-            }
-            for i in &delta.delete {
-                rows.remove(key(&i.role, &i.instance_id).as_str())?;
-            }
-            let mut meta = tx.open_table(META)?;
-            meta.insert(INDEX_KEY, store::encode(&index).as_slice())?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.store.submit_blocking(SaveMembership {
+            put: delta.put.clone(),
+            delete: delta.delete.clone(),
+            index,
+        })
     }
 
     fn evict_expired(&self) -> Result<Vec<Instance>, StoreError> {
@@ -138,6 +127,35 @@ impl RegistryState {
             };
             (evicted, delta)
         })
+    }
+}
+
+/// Writes one membership change: the rows it puts and deletes, and the new index.
+#[derive(Serialize, Deserialize)]
+struct SaveMembership {
+    put: Vec<Instance>,
+    delete: Vec<Instance>,
+    index: u64,
+}
+
+impl Command for SaveMembership {
+    type Output = ();
+    type Error = StoreError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        let mut rows = tx.open_table(INSTANCES)?;
+        for i in &self.put {
+            rows.insert(
+                key(&i.role, &i.instance_id).as_str(),
+                store::encode(i).as_slice(),
+            )?;
+        }
+        for i in &self.delete {
+            rows.remove(key(&i.role, &i.instance_id).as_str())?;
+        }
+        let mut meta = tx.open_table(META)?;
+        meta.insert(INDEX_KEY, store::encode(&self.index).as_slice())?;
+        Ok(())
     }
 }
 

@@ -74,17 +74,37 @@ trait Job: Send {
 struct Submitted<C: Command> {
     command: C,
     result: Option<Result<C::Output, C::Error>>,
-    reply: oneshot::Sender<Result<C::Output, C::Error>>,
+    reply: Reply<Result<C::Output, C::Error>>,
+}
+
+/// Where an answer goes: to an async submitter, or to a thread that blocks on it (at
+/// start-up, in tests), which a oneshot's blocking receive does not allow everywhere.
+pub(super) enum Reply<T> {
+    Async(oneshot::Sender<T>),
+    Blocking(mpsc::SyncSender<T>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, value: T) {
+        // The submitter may have stopped waiting (its request was cancelled); the
+        // change stands either way.
+        let _ = match self {
+            Reply::Async(tx) => tx.send(value).ok(),
+            Reply::Blocking(tx) => tx.send(value).ok(),
+        };
+    }
 }
 
 impl<C: Command> Job for Submitted<C> {
     fn apply(&mut self, tx: &WriteTransaction) -> bool {
-        let result = catch_unwind(AssertUnwindSafe(|| self.command.apply(tx))).unwrap_or_else(
-            |_| {
-                tracing::error!(command = std::any::type_name::<C>(), "a command panicked; it changed nothing");
+        let result =
+            catch_unwind(AssertUnwindSafe(|| self.command.apply(tx))).unwrap_or_else(|_| {
+                tracing::error!(
+                    command = std::any::type_name::<C>(),
+                    "a command panicked; it changed nothing"
+                );
                 Err(StoreError::Storage("the command failed unexpectedly".into()).into())
-            },
-        );
+            });
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -96,14 +116,12 @@ impl<C: Command> Job for Submitted<C> {
 
     fn answer(self: Box<Self>, commit: Result<(), &StoreError>) {
         let result = match commit {
-            Ok(()) => self
-                .result
-                .unwrap_or_else(|| Err(StoreError::Storage("the command was not applied".into()).into())),
+            Ok(()) => self.result.unwrap_or_else(|| {
+                Err(StoreError::Storage("the command was not applied".into()).into())
+            }),
             Err(e) => Err(StoreError::Storage(e.to_string()).into()),
         };
-        // The submitter may have stopped waiting (its request was cancelled); the
-        // change stands either way.
-        let _ = self.reply.send(result);
+        self.reply.send(result);
     }
 }
 
@@ -140,7 +158,9 @@ impl WriterMetrics {
                     "svc_store_batch_commands",
                     "Commands per committed write transaction.",
                 )
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                ]),
             )
             .expect("static metric definition"),
         }
@@ -178,12 +198,12 @@ impl Writer {
         })
     }
 
-    /// Queues `command`; the receiver gets its result after its commit.
+    /// Queues `command`; `reply` gets its result after its commit.
     pub(super) fn submit<C: Command>(
         &self,
         command: C,
-    ) -> Result<oneshot::Receiver<Result<C::Output, C::Error>>, StoreError> {
-        let (reply, answer) = oneshot::channel();
+        reply: Reply<Result<C::Output, C::Error>>,
+    ) -> Result<(), StoreError> {
         let job = Box::new(Submitted {
             command,
             result: None,
@@ -193,8 +213,7 @@ impl Writer {
             .as_ref()
             .ok_or_else(stopped)?
             .send(job)
-            .map_err(|_| stopped())?;
-        Ok(answer)
+            .map_err(|_| stopped())
     }
 }
 

@@ -129,15 +129,18 @@ impl Store {
     /// Submits `command` to the writer and waits for its result, which comes after the
     /// commit that holds it (see [`commands`]).
     pub async fn submit<C: Command>(&self, command: C) -> Result<C::Output, C::Error> {
-        let answer = self.writer.submit(command)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writer.submit(command, commands::Reply::Async(reply))?;
         answer.await.map_err(|_| commands::stopped())?
     }
 
-    /// [`Store::submit`] for a caller outside the async runtime (start-up, tests). Never
-    /// call it from async code: it blocks the thread until the commit.
+    /// [`Store::submit`] that blocks the thread until the commit: for start-up, the
+    /// blocking pool and tests, never for a request handler.
     pub fn submit_blocking<C: Command>(&self, command: C) -> Result<C::Output, C::Error> {
-        let answer = self.writer.submit(command)?;
-        answer.blocking_recv().map_err(|_| commands::stopped())?
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.writer
+            .submit(command, commands::Reply::Blocking(reply))?;
+        answer.recv().map_err(|_| commands::stopped())?
     }
 
     /// The writer's counters (commits by durability, commands, batch sizes), for the
