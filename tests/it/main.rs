@@ -40,3 +40,4 @@ mod tls_rotation;
 mod tls_settings;
 mod trace;
 mod ui;
+mod upgrade;

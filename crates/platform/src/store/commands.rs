@@ -294,3 +294,164 @@ fn commit_batch(
         return Ok(());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use redb::TableDefinition;
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::store::{JsonTable, Store};
+
+    const T: JsonTable = TableDefinition::new("t");
+
+    /// Test commands: write `key`, then do what the variant says.
+    #[derive(Serialize, Deserialize)]
+    enum Write {
+        /// Writes and succeeds.
+        Ok(String),
+        /// Writes, then refuses: the write must not survive.
+        WriteThenRefuse(String),
+        /// Writes, then panics: the write must not survive, the writer must.
+        WriteThenPanic(String),
+        /// Holds the writer for a while, so what is submitted meanwhile queues up.
+        Slow(String),
+        /// A cursor-like write that need not be synced.
+        Deferred(String),
+    }
+
+    impl Command for Write {
+        type Output = String;
+        type Error = StoreError;
+
+        fn apply(&self, tx: &WriteTransaction) -> Result<String, StoreError> {
+            let key = match self {
+                Write::Ok(k)
+                | Write::WriteThenRefuse(k)
+                | Write::WriteThenPanic(k)
+                | Write::Slow(k)
+                | Write::Deferred(k) => k,
+            };
+            tx.open_table(T)?.insert(key.as_str(), b"1".as_slice())?;
+            match self {
+                Write::WriteThenRefuse(_) => Err(StoreError::Decode("refused".into())),
+                Write::WriteThenPanic(_) => panic!("a bug in a command"),
+                Write::Slow(_) => {
+                    std::thread::sleep(Duration::from_millis(200));
+                    Ok(key.clone())
+                }
+                _ => Ok(key.clone()),
+            }
+        }
+
+        fn durability(&self) -> Durability {
+            match self {
+                Write::Deferred(_) => Durability::Deferred,
+                _ => Durability::Immediate,
+            }
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn has(store: &Store, key: &str) -> bool {
+        store.get_json::<u32>(T, key).unwrap().is_some()
+    }
+
+    fn count(store: &Store, name: &str, label: &str) -> u64 {
+        let families: Vec<_> = store
+            .collectors()
+            .iter()
+            .flat_map(|c| c.collect())
+            .collect();
+        families
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric())
+            .filter(|m| m.get_label().iter().any(|l| l.value() == label))
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn commands_waiting_share_one_commit_and_a_failed_one_leaves_the_rest_alone() {
+        let (_dir, store) = open();
+        // The first command holds the writer; the next ones queue behind it, so the
+        // writer takes them as one batch.
+        let slow = store.submit(Write::Slow("slow".into()));
+        let batch = futures::future::join_all(
+            [
+                Write::Ok("a".into()),
+                Write::WriteThenRefuse("refused".into()),
+                Write::Ok("b".into()),
+                Write::WriteThenPanic("panicked".into()),
+                Write::Ok("c".into()),
+            ]
+            .map(|w| store.submit(w)),
+        );
+        let (slow, answers) = tokio::join!(slow, batch);
+        assert_eq!(slow.unwrap(), "slow");
+        let answers: Vec<_> = answers.into_iter().map(|a| a.ok()).collect();
+        assert_eq!(
+            answers,
+            [
+                Some("a".into()),
+                None,
+                Some("b".into()),
+                None,
+                Some("c".into())
+            ],
+            "each command gets its own answer"
+        );
+        for key in ["slow", "a", "b", "c"] {
+            assert!(has(&store, key), "{key} is committed");
+        }
+        assert!(!has(&store, "refused"), "a refused command changes nothing");
+        assert!(
+            !has(&store, "panicked"),
+            "a panicking command changes nothing"
+        );
+        // The five behind the slow one share one commit (which may be the slow one's,
+        // if all six were queued before the writer woke up).
+        let commits = count(&store, "svc_store_commits_total", "immediate");
+        assert!(commits <= 2, "{commits} commits for 6 commands");
+        assert_eq!(count(&store, "svc_store_commands_total", "applied"), 4);
+        assert_eq!(count(&store, "svc_store_commands_total", "failed"), 2);
+
+        // The writer lives on after the panic.
+        assert_eq!(store.submit(Write::Ok("d".into())).await.unwrap(), "d");
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_deferred_commands_is_committed_without_a_sync() {
+        let (_dir, store) = open();
+        store
+            .submit(Write::Deferred("cursor".into()))
+            .await
+            .unwrap();
+        assert!(has(&store, "cursor"), "visible once answered");
+        assert_eq!(count(&store, "svc_store_commits_total", "deferred"), 1);
+        assert_eq!(count(&store, "svc_store_commits_total", "immediate"), 0);
+        store.submit(Write::Ok("x".into())).await.unwrap();
+        assert_eq!(count(&store, "svc_store_commits_total", "immediate"), 1);
+    }
+
+    #[test]
+    fn what_was_answered_is_there_after_the_store_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        for i in 0..20 {
+            store.submit_blocking(Write::Ok(format!("k{i}"))).unwrap();
+        }
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert!((0..20).all(|i| has(&store, &format!("k{i}"))));
+    }
+}
