@@ -20,6 +20,7 @@ mod dev;
 mod discovery;
 mod gateway_guard;
 mod gateway_reload;
+mod group_commit;
 mod install;
 mod internal_bad_input;
 mod lifecycle;
