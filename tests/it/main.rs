@@ -13,6 +13,7 @@
 mod harness;
 
 mod bad_input;
+mod bench;
 mod certs;
 mod chaos;
 mod cli;
