@@ -313,9 +313,9 @@ mod tests {
         /// Writes and succeeds.
         Ok(String),
         /// Writes, then refuses: the write must not survive.
-        WriteThenRefuse(String),
+        RefuseAfterWriting(String),
         /// Writes, then panics: the write must not survive, the writer must.
-        WriteThenPanic(String),
+        PanicAfterWriting(String),
         /// Holds the writer for a while, so what is submitted meanwhile queues up.
         Slow(String),
         /// A cursor-like write that need not be synced.
@@ -329,15 +329,15 @@ mod tests {
         fn apply(&self, tx: &WriteTransaction) -> Result<String, StoreError> {
             let key = match self {
                 Write::Ok(k)
-                | Write::WriteThenRefuse(k)
-                | Write::WriteThenPanic(k)
+                | Write::RefuseAfterWriting(k)
+                | Write::PanicAfterWriting(k)
                 | Write::Slow(k)
                 | Write::Deferred(k) => k,
             };
             tx.open_table(T)?.insert(key.as_str(), b"1".as_slice())?;
             match self {
-                Write::WriteThenRefuse(_) => Err(StoreError::Decode("refused".into())),
-                Write::WriteThenPanic(_) => panic!("a bug in a command"),
+                Write::RefuseAfterWriting(_) => Err(StoreError::Decode("refused".into())),
+                Write::PanicAfterWriting(_) => panic!("a bug in a command"),
                 Write::Slow(_) => {
                     std::thread::sleep(Duration::from_millis(200));
                     Ok(key.clone())
@@ -388,9 +388,9 @@ mod tests {
         let batch = futures::future::join_all(
             [
                 Write::Ok("a".into()),
-                Write::WriteThenRefuse("refused".into()),
+                Write::RefuseAfterWriting("refused".into()),
                 Write::Ok("b".into()),
-                Write::WriteThenPanic("panicked".into()),
+                Write::PanicAfterWriting("panicked".into()),
                 Write::Ok("c".into()),
             ]
             .map(|w| store.submit(w)),
