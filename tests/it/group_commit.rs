@@ -255,7 +255,7 @@ async fn orders_killed_mid_group_commit_keeps_every_acknowledged_order_and_settl
                         .send()
                         .await;
                     match res {
-                        Ok(res) if matches!(res.status().as_u16(), 200 | 201 | 202) => {
+                        Ok(res) if (200..=202).contains(&res.status().as_u16()) => {
                             let order: Value = res.json().await.unwrap();
                             acked.lock().insert(str_of(&order, "id").to_string());
                             count.fetch_add(1, Ordering::Relaxed);
