@@ -21,6 +21,8 @@ use svc_platform::events::{self, Event, EVENTS_PATH};
 use svc_platform::problem::Problem;
 use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shards::ShardOwnership;
+use svc_platform::telemetry::Verdict;
+use svc_platform::trace_context::TraceContext;
 
 use super::RoleEntry;
 use svc_platform::store::{self, Command, JsonTable, Store, StoreError};
@@ -135,22 +137,59 @@ fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
 async fn receive(
     store: web::Data<Arc<Store>>,
     ownership: web::Data<ShardOwnership>,
-    event: web::Json<Event>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, Problem> {
-    let store = store.into_inner();
-    let event = event.into_inner();
-    events::check_delivery(&ownership, &event)?;
-    let id = event.id.clone();
-    let as_problem = |e| match e {
+    let events = events::parse_delivery(body.into_inner()).map_err(Problem::bad_request)?;
+    for event in &events {
+        events::check_delivery(&ownership, event)?;
+    }
+    let firsts = record_all(&store, &events).await.map_err(|e| match e {
         NotifyError::Invalid(m) => Problem::bad_request(m),
         NotifyError::Store(e) => Problem::from(e),
-    };
-    let record = notification_for(&event, now_ms()).map_err(as_problem)?;
-    let first = store.submit(record).await.map_err(as_problem)?;
-    if !first {
-        tracing::info!(event_id = %id, "duplicate event dropped");
-    }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "event_id": id, "duplicate": !first })))
+    })?;
+    let answers: Vec<_> = events
+        .iter()
+        .zip(&firsts)
+        .map(|(e, first)| serde_json::json!({ "event_id": e.id, "duplicate": !first }))
+        .collect();
+    Ok(match <[_; 1]>::try_from(answers) {
+        Ok([one]) => HttpResponse::Ok().json(one),
+        Err(all) => HttpResponse::Ok().json(serde_json::json!({ "events": all })),
+    })
+}
+
+/// Records every event of a delivery, or none if one of them is not for this role: the
+/// commands go to the store together, so they share a commit. Each event is recorded
+/// in a unit of work of its own trace (the order's), so `svc trace` finds it there
+/// whichever delivery carried it. Answers, per event, whether it was new.
+async fn record_all(store: &Store, events: &[Event]) -> Result<Vec<bool>, NotifyError> {
+    let now = now_ms();
+    let records = events
+        .iter()
+        .map(|e| notification_for(e, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    let recorded = events.iter().zip(records).map(|(event, record)| async move {
+        let trace = event
+            .traceparent
+            .as_deref()
+            .and_then(TraceContext::parse_traceparent)
+            .map(|t| t.child())
+            .unwrap_or_else(TraceContext::new_root);
+        let work = svc_platform::unit_of_work!(&trace, "event", event_id = %event.id, kind = %event.kind);
+        let first = work.instrument(store.submit(record)).await;
+        let verdict = if first.is_ok() { Verdict::Done } else { Verdict::Failed };
+        let duplicate = matches!(first, Ok(false));
+        svc_platform::end_unit_of_work!(work, verdict, "event recorded", duplicate);
+        if duplicate {
+            work.span()
+                .in_scope(|| tracing::info!(event_id = %event.id, "duplicate event dropped"));
+        }
+        first
+    });
+    futures::future::join_all(recorded)
+        .await
+        .into_iter()
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]

@@ -137,6 +137,17 @@ async fn internal_endpoints_refuse_bad_input_and_write_nothing() {
             event("order.shipped", json!({"order_id": "o1"})),
         ),
         ("payload without order", event("order.confirmed", json!({}))),
+        ("an empty batch", "[]".to_string()),
+        (
+            // A batch is recorded whole or not at all: the good event is not kept.
+            "a batch with one bad event",
+            format!(
+                "[{}, {}]",
+                json!({"id": "evt-x-2", "kind": "order.confirmed", "producer": "orders-0",
+                       "seq": 2, "occurred_at_ms": 0, "payload": {"order_id": "o2"}}),
+                event("order.shipped", json!({"order_id": "o1"}))
+            ),
+        ),
     ] {
         assert_problem(send_raw(&events, &body).await, 400, what).await;
     }

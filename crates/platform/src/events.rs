@@ -4,7 +4,9 @@
 //! the event reports, so the event exists if and only if the change does. The
 //! [`OutboxRelay`] delivers every event at least once to each role that consumes its kind
 //! (per the manifests), in sequence order, one subscriber cursor each, retrying with
-//! backoff while the subscriber is down; a cursor only moves after a 2xx. The consumer
+//! backoff while the subscriber is down; a cursor only moves after a 2xx. What has piled
+//! up goes in one request (up to [`MAX_BATCH`] events, in order), so a consumer keeps up
+//! with a producer under load: it records a batch with one commit. The consumer
 //! calls [`inbox_first_delivery`] inside the transaction of its effect, so a redelivered
 //! event is recognised and dropped: at-least-once delivery, exactly-once effect.
 //!
@@ -36,6 +38,10 @@ const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("platform_outbo
 const OUTBOX_META: TableDefinition<&str, u64> = TableDefinition::new("platform_outbox_meta");
 const NEXT_SEQ: &str = "next_seq";
 const INBOX: TableDefinition<&str, u64> = TableDefinition::new("platform_inbox");
+
+/// Events delivered in one request at most: under load the relay sends what has
+/// piled up at once, and the consumer records it with one commit.
+pub const MAX_BATCH: usize = 100;
 
 /// Pause between deliveries to a subscriber that keeps failing.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -73,6 +79,23 @@ impl Event {
             .as_deref()
             .map_or(0, |key| shard_for_key(key, shards))
     }
+}
+
+/// The events of a delivery's body: one event, or an array of them in producer order.
+/// An error says what is wrong (with the path of the field), for a 400.
+pub fn parse_delivery(body: serde_json::Value) -> Result<Vec<Event>, String> {
+    let events = match body {
+        serde_json::Value::Array(_) => serde_path_to_error::deserialize(body),
+        one => serde_path_to_error::deserialize(one).map(|e| vec![e]),
+    }
+    .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+    if events.is_empty() {
+        return Err("expected at least one event".into());
+    }
+    if events.len() > MAX_BATCH {
+        return Err(format!("at most {MAX_BATCH} events per delivery"));
+    }
+    Ok(events)
 }
 
 /// For a sharded consumer: refuses (421) an event the relay delivers to another shard,
@@ -276,8 +299,8 @@ impl OutboxRelay {
                     continue;
                 }
             };
-            let event = match next {
-                Next::Deliver(event) => event,
+            let batch = match next {
+                Next::Deliver(batch) => batch,
                 Next::Skip(seq) => {
                     // Only kinds this subscriber ignores: move past them.
                     if let Err(e) = self.advance(sub, seq).await {
@@ -291,24 +314,26 @@ impl OutboxRelay {
                     continue;
                 }
             };
-            match self.deliver(sub, &event).await {
+            let last = batch.last().map_or(0, |e| e.seq);
+            match self.deliver(sub, &batch).await {
                 Ok(()) => {
                     failures = 0;
-                    if let Err(e) = self.advance(sub, event.seq).await {
+                    if let Err(e) = self.advance(sub, last).await {
                         tracing::error!(subscriber = role, error = %e, "cannot store the delivery cursor; the event will be delivered again");
                     }
                 }
                 Err(reason) => {
                     failures = failures.saturating_add(1);
                     let retry = RETRY.delay(failures, &mut rand::rng());
-                    tracing::warn!(subscriber = role, event = %event.id, kind = %event.kind, %reason, retry_in = ?retry, "event delivery failed; will retry");
+                    let first = &batch[0];
+                    tracing::warn!(subscriber = role, event = %first.id, kind = %first.kind, events = batch.len(), %reason, retry_in = ?retry, "event delivery failed; will retry");
                     tokio::time::sleep(retry).await;
                 }
             }
         }
     }
 
-    /// The first undelivered event for `sub`.
+    /// The first undelivered events for `sub`, at most [`MAX_BATCH`], in order.
     fn next_for(&self, sub: &Subscriber) -> Result<Next, StoreError> {
         let tx = self.store.begin_read()?;
         let cursor = match tx.open_table(OUTBOX_META) {
@@ -325,24 +350,39 @@ impl OutboxRelay {
             Err(e) => return Err(e.into()),
         };
         let mut skipped = None;
+        let mut batch = Vec::new();
         for row in outbox.range(cursor + 1..)? {
             let (seq, bytes) = row?;
             let event: Event = store::decode(bytes.value())?;
             if sub.wants(&event) {
-                return Ok(Next::Deliver(event));
+                batch.push(event);
+                if batch.len() == MAX_BATCH {
+                    break;
+                }
+            } else if batch.is_empty() {
+                skipped = Some(seq.value());
             }
-            skipped = Some(seq.value());
+        }
+        if !batch.is_empty() {
+            return Ok(Next::Deliver(batch));
         }
         Ok(skipped.map_or(Next::Idle, Next::Skip))
     }
 
-    async fn deliver(&self, sub: &Subscriber, event: &Event) -> Result<(), String> {
-        let ctx = event
+    /// Delivers `batch` in one request: one event as itself, several as an array (see
+    /// [`parse_delivery`]). The request continues the first event's trace; the consumer
+    /// records each event in its own.
+    async fn deliver(&self, sub: &Subscriber, batch: &[Event]) -> Result<(), String> {
+        let ctx = batch[0]
             .traceparent
             .as_deref()
             .and_then(TraceContext::parse_traceparent)
             .unwrap_or_else(TraceContext::new_root);
-        let body = serde_json::to_value(event).map_err(|e| e.to_string())?;
+        let body = match batch {
+            [event] => serde_json::to_value(event),
+            events => serde_json::to_value(events),
+        }
+        .map_err(|e| e.to_string())?;
         // The consumer's inbox drops a repeated event: delivery is safe to repeat.
         let mut call = Call::post(EVENTS_PATH).json(&body).idempotent();
         if let Some((shard, _)) = sub.shard {
@@ -410,7 +450,8 @@ impl store::Command for AdvanceCursor {
 }
 
 enum Next {
-    Deliver(Event),
+    /// These, in order (other kinds between them are passed over with them).
+    Deliver(Vec<Event>),
     /// Nothing to deliver up to and including this sequence.
     Skip(u64),
     Idle,
@@ -461,6 +502,20 @@ mod tests {
         assert_ne!(a.id, b.id);
         assert_eq!(a.occurred_at_ms, 42, "the time comes from the command");
         assert!(first && !again);
+    }
+
+    #[test]
+    fn a_delivery_is_one_event_or_an_array_of_them() {
+        let one = serde_json::to_value(event("order.confirmed", Some("o1"))).unwrap();
+        assert_eq!(parse_delivery(one.clone()).unwrap().len(), 1);
+        let two = serde_json::Value::Array(vec![one.clone(), one.clone()]);
+        assert_eq!(parse_delivery(two).unwrap().len(), 2);
+        assert!(parse_delivery(serde_json::json!([])).is_err());
+        let too_many = serde_json::Value::Array(vec![one; MAX_BATCH + 1]);
+        assert!(parse_delivery(too_many).is_err());
+        let bad = serde_json::json!([{ "id": "e" }]);
+        let err = parse_delivery(bad).unwrap_err();
+        assert!(err.starts_with("[0]"), "the error names the event: {err}");
     }
 
     fn manifest(name: &str, stateful: bool, publishes: &[&str], consumes: &[&str]) -> Manifest {
