@@ -43,7 +43,9 @@ impl PathTemplate {
             template: template.to_string(),
             reason,
         };
-        let rest = template.strip_prefix('/').ok_or_else(|| fail("must start with `/`"))?;
+        let rest = template
+            .strip_prefix('/')
+            .ok_or_else(|| fail("must start with `/`"))?;
         let mut segments = Vec::new();
         // "/" alone is the root: no segment at all.
         if !rest.is_empty() {
@@ -200,11 +202,20 @@ mod tests {
             lease.captures::<2>("/v1/instances/orders/orders-0/lease"),
             Some(["orders", "orders-0"])
         );
-        assert_eq!(lease.captures::<2>("/v1/instances/orders/orders-0/renew"), None);
+        assert_eq!(
+            lease.captures::<2>("/v1/instances/orders/orders-0/renew"),
+            None
+        );
         assert_eq!(lease.captures::<2>("/v1/instances/orders//lease"), None);
         // Asking for another number of values than the template has never captures.
-        assert_eq!(lease.captures::<1>("/v1/instances/orders/orders-0/lease"), None);
-        assert_eq!(lease.captures::<3>("/v1/instances/orders/orders-0/lease"), None);
+        assert_eq!(
+            lease.captures::<1>("/v1/instances/orders/orders-0/lease"),
+            None
+        );
+        assert_eq!(
+            lease.captures::<3>("/v1/instances/orders/orders-0/lease"),
+            None
+        );
     }
 
     #[test]

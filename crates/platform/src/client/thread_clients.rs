@@ -91,7 +91,11 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert_eq!(made.load(Ordering::SeqCst), 2, "another thread, another client");
+        assert_eq!(
+            made.load(Ordering::SeqCst),
+            2,
+            "another thread, another client"
+        );
         assert_eq!(clients.len(), 2);
     }
 
