@@ -172,6 +172,7 @@ where
         instance: instance.to_string(),
     };
     let stderr = tracing_subscriber::fmt::layer()
+        .fmt_fields(NoSpanText)
         .with_writer(stderr)
         .event_format(line(
             format == LogFormat::Json,
@@ -182,6 +183,7 @@ where
     // and a crash loses nothing that was logged (no buffer in between).
     let file = log_file.map(|f| {
         tracing_subscriber::fmt::layer()
+            .fmt_fields(NoSpanText)
             .with_writer(Arc::new(f))
             .event_format(line(true, false))
     });
@@ -275,6 +277,21 @@ impl std::fmt::Display for LineValue<'_> {
 fn add_field<'a>(line: &mut Vec<(&'a str, LineValue<'a>)>, key: &'a str, value: LineValue<'a>) {
     if !line.iter().any(|(k, _)| *k == key) {
         line.push((key, value));
+    }
+}
+
+/// What the fmt layers keep as a span's formatted text: nothing. [`LineFormat`] prints
+/// span fields from [`SpanFields`]' lists, so the text each fmt layer would otherwise
+/// render for every span (and every record) is never read.
+struct NoSpanText;
+
+impl<'w> FormatFields<'w> for NoSpanText {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'w>,
+        _fields: R,
+    ) -> std::fmt::Result {
+        Ok(())
     }
 }
 
