@@ -33,6 +33,7 @@ pub mod lifecycle;
 mod listener;
 pub mod manifest;
 pub mod metrics;
+pub mod path_template;
 pub mod peer_view;
 pub mod problem;
 pub mod registry_api;

@@ -103,8 +103,12 @@ impl RoleCatalog {
                     origin: format!("roles/{}.yaml", m.name),
                     reason: format!("key `endpoints.{endpoint}`: {reason}"),
                 };
-                if parse_endpoint(endpoint).is_none() {
+                let Some((_, path)) = parse_endpoint(endpoint) else {
                     return Err(bad("expected `METHOD /path`".to_string()));
+                };
+                // The access policy matches it as a compiled template.
+                if let Err(e) = crate::path_template::PathTemplate::parse(path) {
+                    return Err(bad(e.to_string()));
                 }
                 for caller in callers {
                     if caller != OPERATOR && !manifests.iter().any(|o| &o.name == caller) {

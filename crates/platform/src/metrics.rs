@@ -101,8 +101,17 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        let status = status.to_string();
-        let labels = [route, method, status.as_str()];
+        // The three digits of a known status are a static string: no allocation.
+        let code = actix_web::http::StatusCode::from_u16(status).ok();
+        let owned;
+        let status = match &code {
+            Some(code) => code.as_str(),
+            None => {
+                owned = status.to_string();
+                owned.as_str()
+            }
+        };
+        let labels = [route, method, status];
         self.requests.with_label_values(&labels).inc();
         self.duration
             .with_label_values(&labels)

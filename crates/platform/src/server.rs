@@ -162,8 +162,9 @@ pub async fn observe(
         ctx.request_id = id;
     }
     let state = req.app_data::<web::Data<PlatformState>>().cloned();
-    let method = req.method().to_string();
-    let path = req.path().to_string();
+    // Kept for the end line: a method and a URI are cheap to clone (shared bytes).
+    let method = req.method().clone();
+    let uri = req.uri().clone();
     let work = crate::unit_of_work!(&ctx, "request", request_id = %ctx.request_id);
     let request_id = ctx.request_id.clone();
     let result = work.instrument(handle(req, next, ctx)).await;
@@ -185,10 +186,11 @@ pub async fn observe(
     if let Some(state) = &state {
         state
             .metrics
-            .observe_request(&route, &method, status, elapsed);
+            .observe_request(&route, method.as_str(), status, elapsed);
     }
     // Successes below info: a terminal stays readable; the log file keeps debug.
     let verdict = Verdict::of_status(status, quiet);
+    let path = uri.path();
     crate::end_unit_of_work!(work, verdict, "request", %method, %path, status);
     result.map(|mut res| {
         if let Ok(v) = HeaderValue::from_str(&request_id) {

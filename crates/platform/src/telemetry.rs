@@ -23,7 +23,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::{
     field::{Field, Visit},
     Event, Subscriber,
@@ -172,6 +172,7 @@ where
         instance: instance.to_string(),
     };
     let stderr = tracing_subscriber::fmt::layer()
+        .fmt_fields(NoSpanText)
         .with_writer(stderr)
         .event_format(line(
             format == LogFormat::Json,
@@ -182,6 +183,7 @@ where
     // and a crash loses nothing that was logged (no buffer in between).
     let file = log_file.map(|f| {
         tracing_subscriber::fmt::layer()
+            .fmt_fields(NoSpanText)
             .with_writer(Arc::new(f))
             .event_format(line(true, false))
     });
@@ -198,33 +200,98 @@ where
         .with(file)
 }
 
-/// The fields a span was created with, stored in its extensions.
+/// The fields of a span (stored in its extensions) or of an event, by their static
+/// names, in the order first recorded; recording a name again replaces its value. A
+/// few entries each: a list costs less than a map and its keys need no allocation.
 #[derive(Default)]
-struct FieldMap(Map<String, Value>);
+struct FieldMap(Vec<(&'static str, Value)>);
+
+impl FieldMap {
+    fn insert(&mut self, name: &'static str, value: Value) {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    fn take(&mut self, name: &str) -> Option<Value> {
+        let at = self.0.iter().position(|(k, _)| *k == name)?;
+        Some(self.0.remove(at).1)
+    }
+}
 
 impl Visit for FieldMap {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.insert(field.name(), Value::from(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.insert(field.name(), Value::from(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.insert(field.name(), Value::from(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.insert(field.name(), Value::from(value));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.insert(field.name(), Value::from(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().to_string(), Value::from(value.to_string()));
+        self.insert(field.name(), Value::from(value.to_string()));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_string(), Value::from(format!("{value:?}")));
+        self.insert(field.name(), Value::from(format!("{value:?}")));
+    }
+}
+
+/// One value of a log line: text, or a recorded JSON value.
+#[derive(Clone, Copy)]
+enum LineValue<'a> {
+    Text(&'a str),
+    Json(&'a Value),
+}
+
+impl LineValue<'_> {
+    /// As JSON (a string quoted and escaped).
+    fn write_json(self, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail.
+        let _ = match self {
+            LineValue::Text(s) => serde_json::to_writer(&mut *out, s),
+            LineValue::Json(v) => serde_json::to_writer(&mut *out, v),
+        };
+    }
+}
+
+impl std::fmt::Display for LineValue<'_> {
+    /// As the pretty format shows it: a string bare, anything else as JSON.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LineValue::Text(s) => f.write_str(s),
+            LineValue::Json(Value::String(s)) => f.write_str(s),
+            LineValue::Json(other) => write!(f, "{other}"),
+        }
+    }
+}
+
+/// Adds `key` unless the line already has it (the first source of a key wins).
+fn add_field<'a>(line: &mut Vec<(&'a str, LineValue<'a>)>, key: &'a str, value: LineValue<'a>) {
+    if !line.iter().any(|(k, _)| *k == key) {
+        line.push((key, value));
+    }
+}
+
+/// What the fmt layers keep as a span's formatted text: nothing. [`LineFormat`] prints
+/// span fields from [`SpanFields`]' lists, so the text each fmt layer would otherwise
+/// render for every span (and every record) is never read.
+struct NoSpanText;
+
+impl<'w> FormatFields<'w> for NoSpanText {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'w>,
+        _fields: R,
+    ) -> std::fmt::Result {
+        Ok(())
     }
 }
 
@@ -281,39 +348,62 @@ where
     ) -> std::fmt::Result {
         let mut event_fields = FieldMap::default();
         event.record(&mut event_fields);
-        let message = event_fields
-            .0
-            .remove("message")
-            .map(|v| match v {
-                Value::String(s) => s,
-                other => other.to_string(),
-            })
+        let message = match event_fields.take("message") {
+            Some(Value::String(s)) => s,
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        // Span fields, borrowed from the spans (no copy), outermost first, so inner
+        // spans override outer ones; then sorted by key, as they always were printed.
+        let spans: Vec<_> = ctx
+            .event_scope()
+            .map(|scope| scope.from_root().collect())
             .unwrap_or_default();
-        // Span fields, outermost first, so inner spans override outer ones.
-        let mut span_fields = Map::new();
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                if let Some(fields) = span.extensions().get::<FieldMap>() {
-                    for (k, v) in &fields.0 {
-                        span_fields.insert(k.clone(), v.clone());
-                    }
+        let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
+        let mut span_fields: Vec<(&str, &Value)> = Vec::new();
+        for fields in extensions.iter().filter_map(|e| e.get::<FieldMap>()) {
+            for (k, v) in &fields.0 {
+                match span_fields.iter_mut().find(|(key, _)| key == k) {
+                    Some(slot) => slot.1 = v,
+                    None => span_fields.push((k, v)),
                 }
             }
         }
+        span_fields.sort_unstable_by_key(|(k, _)| *k);
+        let mut own_fields: Vec<(&str, &Value)> =
+            event_fields.0.iter().map(|(k, v)| (*k, v)).collect();
+        own_fields.sort_unstable_by_key(|(k, _)| *k);
         let meta = event.metadata();
-        let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         if self.json {
-            let mut line = Map::new();
-            line.insert("ts".into(), Value::from(ts.to_string()));
-            line.insert("level".into(), Value::from(meta.level().as_str()));
-            line.insert("role".into(), Value::from(self.role.as_str()));
-            line.insert("instance".into(), Value::from(self.instance.as_str()));
-            line.insert("target".into(), Value::from(meta.target()));
-            line.insert("msg".into(), Value::from(message));
-            for (k, v) in span_fields.into_iter().chain(event_fields.0) {
-                line.entry(k).or_insert(v);
+            // Every key once (the line's own first, then span fields, then the event's),
+            // in key order: the object serde_json's sorted map used to print, written
+            // straight into one buffer.
+            let mut line: Vec<(&str, LineValue<'_>)> = vec![
+                ("ts", LineValue::Text(&ts)),
+                ("level", LineValue::Text(meta.level().as_str())),
+                ("role", LineValue::Text(&self.role)),
+                ("instance", LineValue::Text(&self.instance)),
+                ("target", LineValue::Text(meta.target())),
+                ("msg", LineValue::Text(&message)),
+            ];
+            for (k, v) in span_fields.iter().chain(&own_fields) {
+                add_field(&mut line, k, LineValue::Json(v));
             }
-            writeln!(writer, "{}", Value::Object(line))
+            line.sort_unstable_by_key(|(k, _)| *k);
+            let mut out = Vec::with_capacity(256);
+            out.push(b'{');
+            for (i, (k, v)) in line.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                LineValue::Text(k).write_json(&mut out);
+                out.push(b':');
+                v.write_json(&mut out);
+            }
+            out.extend_from_slice(b"}\n");
+            // serde_json writes UTF-8 only.
+            writer.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
         } else {
             let level = meta.level().as_str();
             let level = if self.color {
@@ -333,11 +423,8 @@ where
                 self.instance,
                 meta.target()
             );
-            for (k, v) in event_fields.0.iter().chain(span_fields.iter()) {
-                match v {
-                    Value::String(s) => write!(line, " {k}={s}")?,
-                    other => write!(line, " {k}={other}")?,
-                }
+            for (k, v) in own_fields.iter().chain(&span_fields) {
+                write!(line, " {k}={}", LineValue::Json(v))?;
             }
             writeln!(writer, "{line}")
         }

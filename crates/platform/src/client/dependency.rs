@@ -29,6 +29,7 @@ use super::call::shard_of;
 use super::concurrency::ConcurrencyLimit;
 use super::metrics::DependencyMetrics;
 use super::retry::Outcome;
+use super::thread_clients::ThreadClients;
 use crate::config::CallPolicy;
 use crate::registry_api::Instance;
 
@@ -56,8 +57,9 @@ struct Endpoint {
 
 pub(crate) struct Dependency {
     pub(crate) role: String,
-    /// Connections to this role's instances (mutual TLS, checking the callee's role).
-    pub(crate) http: reqwest::Client,
+    /// Connections to this role's instances (mutual TLS, checking the callee's role),
+    /// one pool per calling thread.
+    pub(crate) http: ThreadClients,
     pub(crate) policy: CallPolicy,
     pub(crate) limit: ConcurrencyLimit,
     pub(crate) budget: Mutex<RetryBudget>,
@@ -85,7 +87,7 @@ impl Dependency {
         role: &str,
         policy: CallPolicy,
         metrics: DependencyMetrics,
-        http: reqwest::Client,
+        http: ThreadClients,
     ) -> Dependency {
         let now = Instant::now();
         Dependency {
@@ -379,7 +381,7 @@ mod tests {
                 "inventory",
                 policy,
                 metrics,
-                reqwest::Client::new(),
+                ThreadClients::new(reqwest::Client::new),
             )),
             registry,
         )

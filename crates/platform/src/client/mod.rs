@@ -36,6 +36,7 @@ pub mod deadline;
 mod dependency;
 mod metrics;
 mod retry;
+mod thread_clients;
 mod transport;
 
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ use super::tls::{http_client_builder, TlsMaterial};
 use dependency::{Dependency, EndpointKey, InFlight, Pick};
 use metrics::ClientMetrics;
 use retry::{AfterAttempt, Decision, FailureKind, GiveUp, Outcome};
+use thread_clients::ThreadClients;
 
 /// Longest wait for a TCP (and TLS) connection: one that takes longer goes elsewhere
 /// (a connect failure is always safe to retry).
@@ -128,15 +130,20 @@ impl ServiceClient {
             return d.clone();
         }
         let policy = self.inner.settings.policy(role);
-        // One pool per dependency, whose handshakes also check that the callee's
-        // certificate names `role`: an address that is not an instance of it fails.
-        let http = http_client_builder(self.inner.tls.as_ref(), Some(role))
-            .connect_timeout(CONNECT_TIMEOUT.min(policy.timeout))
-            .build()
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, dependency = role, "cannot build its HTTP client; using a default one");
-                reqwest::Client::new()
-            });
+        // Pools per dependency (and per calling thread: [`thread_clients`]), whose
+        // handshakes also check that the callee's certificate names `role`: an address
+        // that is not an instance of it fails.
+        let (tls, callee) = (self.inner.tls.clone(), role.to_string());
+        let connect_timeout = CONNECT_TIMEOUT.min(policy.timeout);
+        let http = ThreadClients::new(move || {
+            http_client_builder(tls.as_ref(), Some(&callee))
+                .connect_timeout(connect_timeout)
+                .build()
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, dependency = %callee, "cannot build its HTTP client; using a default one");
+                    reqwest::Client::new()
+                })
+        });
         let d = Arc::new(Dependency::new(
             role,
             policy,
@@ -305,7 +312,7 @@ async fn attempt(
         Some(limit) if another_may_follow => limit.min(left),
         _ => left,
     };
-    let sent = transport::send(&dependency.http, &target.address, call, budget).await;
+    let sent = transport::send(&dependency.http.current(), &target.address, call, budget).await;
     let outcome = match &sent {
         Ok(res) => Outcome::Answered(res.status),
         Err(failure) => Outcome::Failed(failure.kind),

@@ -133,12 +133,12 @@ impl Guard {
         let who = keys
             .authenticate(headers)
             .map_err(|failure| (None, Denial::Unauthenticated(failure)))?;
-        let name = Some(who.name.clone());
         if !who.allows(scope) {
-            return Err((name, Denial::Forbidden { scope }));
+            return Err((Some(who.name.clone()), Denial::Forbidden { scope }));
         }
         if let Err(retry_after) = inner.limiter.try_take(&who.name, now) {
             let rate = inner.limiter.rate(&who.name);
+            let name = Some(who.name.clone());
             return Err((name, Denial::RateLimited { retry_after, rate }));
         }
         Ok(who.name.clone())

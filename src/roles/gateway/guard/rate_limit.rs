@@ -94,10 +94,17 @@ impl RateLimiter {
         let rate = self.rate(name);
         let capacity = f64::from(rate.burst);
         let mut buckets = self.buckets.lock();
-        let bucket = buckets.entry(name.to_string()).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
+        // The name is copied only the first time the key is seen.
+        if !buckets.contains_key(name) {
+            let full = Bucket {
+                tokens: capacity,
+                updated: now,
+            };
+            buckets.insert(name.to_string(), full);
+        }
+        let Some(bucket) = buckets.get_mut(name) else {
+            unreachable!("inserted above under the same lock");
+        };
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate.per_second).min(capacity);
         bucket.updated = bucket.updated.max(now);
