@@ -615,3 +615,30 @@ async fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+#[tokio::test]
+async fn orders_asks_inventory_about_a_product_once() {
+    let shop = Topology::shop().start().await;
+    shop.create_product("tea", 450, 10).await;
+    for _ in 0..3 {
+        let order = shop.place_final(&order_body(&[("tea", 1)], None)).await;
+        assert_eq!(order["status"], "confirmed", "{order}");
+    }
+    // Products are never deleted, so orders remembers that `tea` exists: one lookup
+    // for three orders (the unknown product of `bad_orders_are_problems_and_write_nothing`
+    // is asked about every time).
+    let metrics = http()
+        .get(format!("{}/metrics", shop["inventory-0"].url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lookups = metric_sample(
+        &metrics,
+        "http_server_requests_total",
+        &[("route", "/v1/products/{sku}"), ("method", "GET")],
+    );
+    assert_eq!(lookups, Some(1.0), "{metrics}");
+}

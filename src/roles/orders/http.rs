@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use super::book::{BookError, OrderBook};
 use super::cancel::{cancel_order, CancelError};
+use super::known_products::KnownProducts;
 use super::order::{check_id, NewOrder, Order};
 use super::place::{
     place_order, IdempotencyKey, InventoryCatalogue, PlaceError, Placed, ProductCheckError,
@@ -44,6 +45,8 @@ pub struct OrdersState {
     /// The shard this instance owns, which refuses keys and ids of other shards.
     pub ownership: ShardOwnership,
     pub shards: ShardCounts,
+    /// Products inventory confirmed before: not asked again.
+    pub known_products: Arc<KnownProducts>,
 }
 
 type State = web::Data<OrdersState>;
@@ -136,6 +139,7 @@ async fn create(
     let products = InventoryCatalogue {
         client: &state.client,
         shards: &state.shards,
+        known: &state.known_products,
     };
     let placed = place_order(
         &state.book,

@@ -16,6 +16,7 @@
 mod book;
 mod cancel;
 mod http;
+mod known_products;
 mod order;
 mod place;
 mod placement;
@@ -74,6 +75,7 @@ fn start(ctx: &RoleContext, settings: &OrdersSettings) -> anyhow::Result<Routes>
             ctx.config.shards.clone(),
         ),
         shards: ctx.config.shards.clone(),
+        known_products: Arc::default(),
     };
     Ok(Arc::new(move |cfg| http::routes(cfg, state.clone())))
 }

@@ -18,6 +18,7 @@ use svc_platform::shards::ShardCounts;
 use svc_platform::trace_context;
 
 use super::book::{BookError, Created, OrderBook};
+use super::known_products::KnownProducts;
 use super::order::{Line, Order, OrderRequest};
 use super::placement::INVENTORY;
 use super::saga::SagaRunner;
@@ -96,14 +97,19 @@ pub trait Catalogue {
     async fn check_known(&self, lines: &[Line]) -> Result<(), ProductCheckError>;
 }
 
-/// Asks the inventory shard that owns each SKU, all at once.
+/// Asks the inventory shard that owns each SKU not yet [`KnownProducts`], all at once.
 pub struct InventoryCatalogue<'a> {
     pub client: &'a ServiceClient,
     pub shards: &'a ShardCounts,
+    pub known: &'a KnownProducts,
 }
 
 impl Catalogue for InventoryCatalogue<'_> {
     async fn check_known(&self, lines: &[Line]) -> Result<(), ProductCheckError> {
+        let lines: Vec<&Line> = lines
+            .iter()
+            .filter(|line| !self.known.contains(&line.sku))
+            .collect();
         let lookups = lines.iter().map(|line| {
             let call = Call::get(format!("/v1/products/{}", line.sku))
                 .shard(self.shards.owner(INVENTORY, &line.sku));
@@ -112,7 +118,7 @@ impl Catalogue for InventoryCatalogue<'_> {
         for (line, res) in lines.iter().zip(futures::future::join_all(lookups).await) {
             let sku = &line.sku;
             match res {
-                Ok(r) if r.is_success() => {}
+                Ok(r) if r.is_success() => self.known.insert(sku),
                 Ok(r) if r.status == 404 => return Err(ProductCheckError::Unknown(sku.clone())),
                 Ok(r) => {
                     return Err(ProductCheckError::Unavailable(format!(
