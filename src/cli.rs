@@ -55,9 +55,10 @@ pub enum Command {
     /// List the roles and their manifests.
     #[command(after_help = "Example:\n  svc roles")]
     Roles,
-    /// Place orders through a gateway at a fixed concurrency and report throughput and latency.
+    /// Place orders through a gateway at a fixed concurrency and report throughput,
+    /// latency, and per role the CPU time and syncs each confirmed order cost.
     #[command(
-        after_help = "Start the system first (`svc dev`), then:\n  svc bench --concurrency 16 --duration 20s\n  svc bench --gateway http://10.0.0.7:8080 --concurrency 64"
+        after_help = "Every instance in the registry's catalog, and every registry, is scraped (/metrics,\nwith the operator's certificate) before and after the run: CPU MS/ORDER is the\nrole's process CPU time (user + system) per confirmed order, SYNCS/ORDER its durable\ncommits (one fdatasync each), COMMANDS/COMMIT its store commands per commit; `-`\nwhen an instance does not export the counter. The orders buy the products\nzz-bench-00 to zz-bench-15, made by the first run and reused by every later one.\n\nStart the system first (`svc dev`), then:\n  svc bench --concurrency 16 --duration 20s\n  svc bench --gateway http://10.0.0.7:8080 --registry https://10.0.0.2:7700 --tls-dir /etc/svc/tls --concurrency 64"
     )]
     Bench(BenchArgs),
     /// Work with configuration files.
@@ -220,6 +221,18 @@ pub struct BenchArgs {
     /// File holding the API key when --api-key is not given.
     #[arg(long, default_value = "data/dev/api-key")]
     pub api_key_file: PathBuf,
+    /// Registry URLs, comma separated: the catalog of the instances whose /metrics are
+    /// scraped before and after the run (the first that answers), and the registries
+    /// themselves.
+    #[arg(
+        long = "registry",
+        env = "SVC_REGISTRY",
+        value_delimiter = ',',
+        default_value = "https://127.0.0.1:7700"
+    )]
+    pub registries: Vec<String>,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 #[derive(Debug, Subcommand)]

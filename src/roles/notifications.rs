@@ -1,6 +1,6 @@
 //! The notifications role: records one notification per order and event it consumes.
 //!
-//! Events arrive from the orders outbox at least once; [`record_event`] stores the
+//! Events arrive from the orders outbox at least once; [`RecordNotification`] stores the
 //! notification and the event id (in the platform inbox) in one transaction, so a
 //! redelivered event is recognised and leaves exactly one notification.
 //!
@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use svc_platform::clock::now_ms;
@@ -23,7 +23,7 @@ use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shards::ShardOwnership;
 
 use super::RoleEntry;
-use svc_platform::store::{self, JsonTable, Store, StoreError};
+use svc_platform::store::{self, Command, JsonTable, Store, StoreError};
 
 pub const ENTRY: RoleEntry = RoleEntry {
     manifest_source: include_str!("../../roles/notifications.yaml"),
@@ -61,9 +61,9 @@ struct OrderEvent {
     reason: Option<String>,
 }
 
-/// Stores the notification for `event` unless it was handled before.
-/// Returns `true` if this delivery created it.
-pub fn record_event(store: &Store, event: &Event) -> Result<bool, NotifyError> {
+/// The notification `event` asks for, received at `now_ms`, as the command that records
+/// it; an event this role does not consume is refused before anything is written.
+pub fn notification_for(event: &Event, now_ms: u64) -> Result<RecordNotification, NotifyError> {
     let order: OrderEvent = serde_json::from_value(event.payload.clone())
         .map_err(|e| NotifyError::Invalid(format!("payload: {e}")))?;
     let message = match event.kind.as_str() {
@@ -83,28 +83,38 @@ pub fn record_event(store: &Store, event: &Event) -> Result<bool, NotifyError> {
             )))
         }
     };
-    let tx = store.db().begin_write().map_err(StoreError::from)?;
-    {
-        if !events::inbox_first_delivery(&tx, &event.id)? {
+    Ok(RecordNotification(Notification {
+        order_id: order.order_id,
+        kind: event.kind.clone(),
+        event_id: event.id.clone(),
+        message,
+        created_at_ms: now_ms,
+    }))
+}
+
+/// Stores a notification unless its event was handled before. Answers `true` if this
+/// delivery created it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordNotification(Notification);
+
+impl Command for RecordNotification {
+    type Output = bool;
+    type Error = NotifyError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<bool, NotifyError> {
+        let n = &self.0;
+        if !events::inbox_first_delivery(tx, &n.event_id, n.created_at_ms)? {
             return Ok(false);
         }
         let mut table = tx.open_table(NOTIFICATIONS).map_err(StoreError::from)?;
-        let key = format!("{}/{}", order.order_id, event.kind);
+        let key = format!("{}/{}", n.order_id, n.kind);
         if table.get(key.as_str()).map_err(StoreError::from)?.is_none() {
-            let n = Notification {
-                order_id: order.order_id,
-                kind: event.kind.clone(),
-                event_id: event.id.clone(),
-                message,
-                created_at_ms: now_ms(),
-            };
             table
-                .insert(key.as_str(), store::encode(&n).as_slice())
+                .insert(key.as_str(), store::encode(n).as_slice())
                 .map_err(StoreError::from)?;
         }
+        Ok(true)
     }
-    tx.commit().map_err(StoreError::from)?;
-    Ok(true)
 }
 
 fn start(ctx: &RoleContext) -> anyhow::Result<Routes> {
@@ -131,13 +141,12 @@ async fn receive(
     let event = event.into_inner();
     events::check_delivery(&ownership, &event)?;
     let id = event.id.clone();
-    let first = web::block(move || record_event(&store, &event))
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))?
-        .map_err(|e| match e {
-            NotifyError::Invalid(m) => Problem::bad_request(m),
-            NotifyError::Store(e) => e.into(),
-        })?;
+    let as_problem = |e| match e {
+        NotifyError::Invalid(m) => Problem::bad_request(m),
+        NotifyError::Store(e) => Problem::from(e),
+    };
+    let record = notification_for(&event, now_ms()).map_err(as_problem)?;
+    let first = store.submit(record).await.map_err(as_problem)?;
     if !first {
         tracing::info!(event_id = %id, "duplicate event dropped");
     }
@@ -165,6 +174,10 @@ async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record_event(store: &Store, event: &Event) -> Result<bool, NotifyError> {
+        store.submit_blocking(notification_for(event, 7)?)
+    }
 
     fn event(id: &str, kind: &str) -> Event {
         Event {

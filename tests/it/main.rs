@@ -13,6 +13,7 @@
 mod harness;
 
 mod bad_input;
+mod bench;
 mod certs;
 mod chaos;
 mod cli;
@@ -20,6 +21,7 @@ mod dev;
 mod discovery;
 mod gateway_guard;
 mod gateway_reload;
+mod group_commit;
 mod install;
 mod internal_bad_input;
 mod lifecycle;
@@ -41,3 +43,4 @@ mod tls_rotation;
 mod tls_settings;
 mod trace;
 mod ui;
+mod upgrade;

@@ -228,7 +228,15 @@ async fn a_customer_cancel_of_a_pending_order_compensates_everything() {
     let id = placed.id();
     // Stock held; the saga is about to authorize (the cancel is honoured before the
     // commit starts), so compensation must give back the stock and void the payment.
-    wait_step(&shop, &id, "authorize").await;
+    // The order itself is stored again only before the commit: the hold shows at
+    // inventory.
+    wait_for("the order's stock held", RECOVERY, || async {
+        match shop.stock("tea").await {
+            (8, 2, 0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 
     let res = shop
         .client

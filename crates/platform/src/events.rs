@@ -23,7 +23,6 @@ use tokio::sync::watch;
 
 use super::backoff::Backoff;
 use super::client::{Call, ServiceClient};
-use super::clock::now_ms;
 use super::manifest::{Manifest, RoleCatalog};
 use super::shards::{shard_for_key, Misdirected, ShardCounts, ShardOwnership};
 use super::shutdown::Shutdown;
@@ -87,6 +86,9 @@ pub fn check_delivery(ownership: &ShardOwnership, event: &Event) -> Result<(), M
 /// What [`append`] adds besides its kind and payload.
 #[derive(Debug, Clone, Default)]
 pub struct EventContext {
+    /// When it happened, decided by the command that appends it (applying a command
+    /// never reads the clock).
+    pub occurred_at_ms: u64,
     /// The trace the delivery continues (the one of the work that caused the event).
     pub traceparent: Option<String>,
     /// The entity the event is about; picks the subscriber's shard.
@@ -109,7 +111,7 @@ pub fn append(
         kind: kind.to_string(),
         producer: producer.to_string(),
         seq,
-        occurred_at_ms: now_ms(),
+        occurred_at_ms: context.occurred_at_ms,
         traceparent: context.traceparent,
         key: context.key,
         payload,
@@ -119,14 +121,19 @@ pub fn append(
     Ok(event)
 }
 
-/// Records that `event_id` is being handled, inside the transaction of its effect.
-/// Returns `false` if it was handled before: the caller must then not apply it again.
-pub fn inbox_first_delivery(tx: &WriteTransaction, event_id: &str) -> Result<bool, StoreError> {
+/// Records that `event_id` is being handled (received at `at_ms`), inside the
+/// transaction of its effect. Returns `false` if it was handled before: the caller must
+/// then not apply it again.
+pub fn inbox_first_delivery(
+    tx: &WriteTransaction,
+    event_id: &str,
+    at_ms: u64,
+) -> Result<bool, StoreError> {
     let mut inbox = tx.open_table(INBOX)?;
     if inbox.get(event_id)?.is_some() {
         return Ok(false);
     }
-    inbox.insert(event_id, now_ms())?;
+    inbox.insert(event_id, at_ms)?;
     Ok(true)
 }
 
@@ -273,7 +280,7 @@ impl OutboxRelay {
                 Next::Deliver(event) => event,
                 Next::Skip(seq) => {
                     // Only kinds this subscriber ignores: move past them.
-                    if let Err(e) = self.advance(sub, seq) {
+                    if let Err(e) = self.advance(sub, seq).await {
                         tracing::error!(subscriber = role, error = %e, "cannot store the delivery cursor");
                     }
                     continue;
@@ -287,7 +294,7 @@ impl OutboxRelay {
             match self.deliver(sub, &event).await {
                 Ok(()) => {
                     failures = 0;
-                    if let Err(e) = self.advance(sub, event.seq) {
+                    if let Err(e) = self.advance(sub, event.seq).await {
                         tracing::error!(subscriber = role, error = %e, "cannot store the delivery cursor; the event will be delivered again");
                     }
                 }
@@ -303,7 +310,7 @@ impl OutboxRelay {
 
     /// The first undelivered event for `sub`.
     fn next_for(&self, sub: &Subscriber) -> Result<Next, StoreError> {
-        let tx = self.store.db().begin_read()?;
+        let tx = self.store.begin_read()?;
         let cursor = match tx.open_table(OUTBOX_META) {
             Ok(meta) => meta
                 .get(sub.cursor_key().as_str())?
@@ -354,26 +361,51 @@ impl OutboxRelay {
     }
 
     /// Moves `sub`'s cursor past `seq` and drops rows every subscriber has passed.
-    fn advance(&self, sub: &Subscriber, seq: u64) -> Result<(), StoreError> {
-        let tx = self.store.db().begin_write()?;
-        {
-            let mut meta = tx.open_table(OUTBOX_META)?;
-            meta.insert(sub.cursor_key().as_str(), seq)?;
-            let mut low = u64::MAX;
-            for other in &self.subscribers {
-                let c = meta
-                    .get(other.cursor_key().as_str())?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                low = low.min(c);
-            }
-            drop(meta);
-            if low > 0 && low != u64::MAX {
-                tx.open_table(OUTBOX)?.retain_in(..=low, |_, _| false)?;
-            }
+    async fn advance(&self, sub: &Subscriber, seq: u64) -> Result<(), StoreError> {
+        let command = AdvanceCursor {
+            cursor: sub.cursor_key(),
+            seq,
+            every_cursor: self
+                .subscribers
+                .iter()
+                .map(Subscriber::cursor_key)
+                .collect(),
+        };
+        self.store.submit(command).await
+    }
+}
+
+/// Moves one delivery cursor and drops the outbox rows every cursor has passed. Not
+/// synced on its own: a cursor lost by a crash only means events delivered again, which
+/// the consumers' inboxes drop.
+#[derive(Serialize, Deserialize)]
+struct AdvanceCursor {
+    cursor: String,
+    seq: u64,
+    every_cursor: Vec<String>,
+}
+
+impl store::Command for AdvanceCursor {
+    type Output = ();
+    type Error = StoreError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        let mut meta = tx.open_table(OUTBOX_META)?;
+        meta.insert(self.cursor.as_str(), self.seq)?;
+        let mut low = u64::MAX;
+        for other in &self.every_cursor {
+            let c = meta.get(other.as_str())?.map(|v| v.value()).unwrap_or(0);
+            low = low.min(c);
         }
-        tx.commit()?;
+        drop(meta);
+        if low > 0 && low != u64::MAX {
+            tx.open_table(OUTBOX)?.retain_in(..=low, |_, _| false)?;
+        }
         Ok(())
+    }
+
+    fn durability(&self) -> store::Durability {
+        store::Durability::Deferred
     }
 }
 
@@ -388,35 +420,47 @@ enum Next {
 mod tests {
     use super::*;
 
+    /// Appends two events, then offers the first one's id to the inbox twice.
+    #[derive(Serialize, Deserialize)]
+    struct AppendTwice;
+
+    impl store::Command for AppendTwice {
+        type Output = (Event, Event, bool, bool);
+        type Error = StoreError;
+        fn apply(&self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+            let context = EventContext {
+                occurred_at_ms: 42,
+                ..EventContext::default()
+            };
+            let a = append(
+                tx,
+                "orders-0",
+                "order.confirmed",
+                serde_json::json!({"n": 1}),
+                context.clone(),
+            )?;
+            let b = append(
+                tx,
+                "orders-0",
+                "order.cancelled",
+                serde_json::json!({"n": 2}),
+                context,
+            )?;
+            let first = inbox_first_delivery(tx, &a.id, 42)?;
+            let again = inbox_first_delivery(tx, &a.id, 43)?;
+            Ok((a, b, first, again))
+        }
+    }
+
     #[test]
     fn append_numbers_events_in_order_and_inbox_drops_duplicates() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("e.redb")).unwrap();
-        let tx = store.db().begin_write().unwrap();
-        let a = append(
-            &tx,
-            "orders-0",
-            "order.confirmed",
-            serde_json::json!({"n": 1}),
-            EventContext::default(),
-        )
-        .unwrap();
-        let b = append(
-            &tx,
-            "orders-0",
-            "order.cancelled",
-            serde_json::json!({"n": 2}),
-            EventContext::default(),
-        )
-        .unwrap();
-        tx.commit().unwrap();
+        let (a, b, first, again) = store.submit_blocking(AppendTwice).unwrap();
         assert_eq!((a.seq, b.seq), (1, 2));
         assert_ne!(a.id, b.id);
-
-        let tx = store.db().begin_write().unwrap();
-        assert!(inbox_first_delivery(&tx, &a.id).unwrap());
-        assert!(!inbox_first_delivery(&tx, &a.id).unwrap());
-        tx.commit().unwrap();
+        assert_eq!(a.occurred_at_ms, 42, "the time comes from the command");
+        assert!(first && !again);
     }
 
     fn manifest(name: &str, stateful: bool, publishes: &[&str], consumes: &[&str]) -> Manifest {

@@ -3,6 +3,13 @@
 //! One registry per process; the server middleware records every request by route
 //! pattern (never the raw path, which would explode cardinality), method and status.
 //! Roles and platform pieces register their own collectors on the same registry.
+//! On Linux the registry also holds the process's own figures ([`process`]):
+//! `process_cpu_seconds_total` (to the microsecond), `process_resident_memory_bytes`,
+//! open and maximum file descriptors, virtual memory, threads and start time, read at
+//! each scrape (`svc bench` divides the CPU by the orders it placed).
+
+#[cfg(target_os = "linux")]
+pub mod process;
 
 use std::time::Duration;
 
@@ -65,6 +72,10 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(process::ProcessMetrics::for_self()))
+            .expect("metric names are unique");
         Metrics {
             registry,
             requests,

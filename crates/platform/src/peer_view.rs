@@ -10,16 +10,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use redb::TableDefinition;
+use redb::{TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
 
 use super::backoff::Backoff;
 use super::registry_api::{Catalog, Instance};
 use super::registry_client::RegistryClient;
 use super::shutdown::Shutdown;
-use super::store::{JsonTable, Store};
+use super::store::{self, Command, JsonTable, Store, StoreError};
 
 const PEER_VIEW: JsonTable = TableDefinition::new("platform_peer_view");
 const CATALOG_KEY: &str = "catalog";
+
+/// Replaces the persisted view.
+#[derive(Serialize, Deserialize)]
+struct SaveView(Catalog);
+
+impl Command for SaveView {
+    type Output = ();
+    type Error = StoreError;
+    fn apply(&self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        tx.open_table(PEER_VIEW)?
+            .insert(CATALOG_KEY, store::encode(&self.0).as_slice())?;
+        Ok(())
+    }
+}
 
 /// Pause after a failed watch, growing with consecutive failures up to the cap.
 const WATCH_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
@@ -59,11 +74,11 @@ impl PeerView {
         self.catalog.read().clone()
     }
 
-    fn replace(&self, catalog: Catalog) {
-        if let Err(e) = self.store.put_json(PEER_VIEW, CATALOG_KEY, &catalog) {
+    async fn replace(&self, catalog: Catalog) {
+        *self.catalog.write() = catalog.clone();
+        if let Err(e) = self.store.submit(SaveView(catalog)).await {
             tracing::warn!(error = %e, "could not persist the peer view");
         }
-        *self.catalog.write() = catalog;
     }
 
     /// Watches the registries until shutdown.
@@ -96,7 +111,7 @@ impl PeerView {
                     failures = 0;
                     if index != Some(catalog.index) && *self.catalog.read() != catalog {
                         tracing::debug!(registry = %url, index = catalog.index, instances = catalog.len(), "peer view updated");
-                        self.replace(catalog.clone());
+                        self.replace(catalog.clone()).await;
                     }
                     index = Some(catalog.index);
                 }

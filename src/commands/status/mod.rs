@@ -6,8 +6,11 @@
 //! request rate and the p99 latency over the window ([`prom`]); the 5xx count is since
 //! the instance started. Every configured registry is probed too, so a dead one shows.
 //! Roles of the catalog with no instance are listed, so a missing role is seen.
+//!
+//! Reading the catalog and scraping an instance ([`look_at_cluster`], [`scrape_samples`])
+//! are shared with `svc bench`, which scrapes every instance before and after its run.
 
-mod prom;
+pub(super) mod prom;
 mod report;
 
 use std::process::ExitCode;
@@ -16,12 +19,12 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use super::{fail, EXIT_FAILURE};
-use crate::cli::StatusArgs;
+use crate::cli::{IdentityArgs, StatusArgs};
 use crate::roles;
 use prom::Figures;
 use report::{InstanceStatus, RegistryStatus, Report};
 use svc_platform::clock::now_ms;
-use svc_platform::registry_api::Instance;
+use svc_platform::registry_api::{Catalog, Instance};
 use svc_platform::registry_client::RegistryClient;
 use svc_platform::tls::http_client_builder;
 
@@ -51,24 +54,47 @@ pub fn run(args: StatusArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn gather(args: &StatusArgs) -> Result<Report, String> {
-    let tls = super::load_identity(&args.identity)?;
-    let client = RegistryClient::new(
-        args.registries.clone(),
-        Duration::from_secs(3),
-        tls.as_ref(),
-    )
-    .map_err(|e| format!("{e:#}"))?;
-    let (url, catalog) = client
+/// The cluster as an operator's tool sees it: the catalog of the first registry that
+/// answers, and a client presenting the operator's certificate for the instances.
+pub(super) struct ClusterLook {
+    /// The registry the catalog was read from.
+    pub registry: String,
+    pub catalog: Catalog,
+    /// Mutual TLS with `--identity`, timing out after [`PROBE_TIMEOUT`].
+    pub http: reqwest::Client,
+}
+
+/// Reads the catalog from the first of `registries` that answers.
+pub(super) async fn look_at_cluster(
+    registries: &[String],
+    identity: &IdentityArgs,
+) -> Result<ClusterLook, String> {
+    let tls = super::load_identity(identity)?;
+    let client = RegistryClient::new(registries.to_vec(), Duration::from_secs(3), tls.as_ref())
+        .map_err(|e| format!("{e:#}"))?;
+    let (registry, catalog) = client
         .catalog_from_any()
         .await
-        .map_err(|e| format!("no registry answered ({}): {e}", args.registries.join(", ")))?;
-    // Lease ages as of the catalog read, not after the scrape window.
-    let read_at = now_ms();
+        .map_err(|e| format!("no registry answered ({}): {e}", registries.join(", ")))?;
     let http = http_client_builder(tls.as_ref(), None)
         .timeout(PROBE_TIMEOUT)
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    Ok(ClusterLook {
+        registry,
+        catalog,
+        http,
+    })
+}
+
+async fn gather(args: &StatusArgs) -> Result<Report, String> {
+    let ClusterLook {
+        registry: url,
+        catalog,
+        http,
+    } = look_at_cluster(&args.registries, &args.identity).await?;
+    // Lease ages as of the catalog read, not after the scrape window.
+    let read_at = now_ms();
     let instances: Vec<&Instance> = catalog.roles.values().flatten().collect();
 
     let registries = join_all(args.registries.iter().map(|r| probe_registry(&http, r)));
@@ -124,6 +150,16 @@ async fn ready(http: &reqwest::Client, base: &str) -> Result<(), String> {
 }
 
 async fn scrape(http: &reqwest::Client, base: &str) -> Result<Figures, String> {
+    scrape_samples(http, base)
+        .await
+        .map(|samples| Figures::from_samples(&samples))
+}
+
+/// Every sample of the instance at `base`'s `/metrics`; the error says what failed.
+pub(super) async fn scrape_samples(
+    http: &reqwest::Client,
+    base: &str,
+) -> Result<Vec<prom::Sample>, String> {
     let url = format!("{}/metrics", base.trim_end_matches('/'));
     let res = http
         .get(&url)
@@ -134,7 +170,7 @@ async fn scrape(http: &reqwest::Client, base: &str) -> Result<Figures, String> {
         return Err(format!("GET {url}: {}", res.status()));
     }
     let text = res.text().await.map_err(|e| format!("GET {url}: {e}"))?;
-    Ok(Figures::from_samples(&prom::parse(&text)))
+    Ok(prom::parse(&text))
 }
 
 async fn probe_registry(http: &reqwest::Client, url: &str) -> RegistryStatus {

@@ -6,14 +6,16 @@
 //!
 //! The sweep is a plain function of the store and a time ([`expire_due`]), so tests run
 //! it at any "now" without a clock; [`spawn`] runs it on the configured period until
-//! shutdown. Each reservation expires in its own write transaction that re-checks it is
-//! still held, so a commit racing the sweep wins or loses cleanly, never half-way. A
+//! shutdown. Each reservation expires by its own command ([`ExpireHold`]) that re-checks
+//! it is still held, so a commit racing the sweep wins or loses cleanly, never half-way. A
 //! reservation that cannot be expired (a damaged row) is reported and skipped, and never
 //! blocks the others.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use redb::WriteTransaction;
+use serde::{Deserialize, Serialize};
 use tokio::time::MissedTickBehavior;
 
 use super::error::InventoryError;
@@ -21,7 +23,7 @@ use super::holds::{self, Hold};
 use super::reservations::{self, Reservation, ReservationStatus};
 use svc_platform::clock::now_ms;
 use svc_platform::shutdown::Shutdown;
-use svc_platform::store::{Store, StoreError};
+use svc_platform::store::{Command, Store, StoreError};
 
 /// Holds read per index scan; bounds memory, not how many expire per sweep.
 const BATCH: usize = 500;
@@ -50,7 +52,11 @@ pub(super) fn expire_due_in_batches(
     loop {
         let due = holds::due(store, after.as_ref(), now_ms, batch)?;
         for hold in &due {
-            match expire(store, hold, now_ms) {
+            let expire = ExpireHold {
+                hold: hold.clone(),
+                now_ms,
+            };
+            match store.submit_blocking(expire) {
                 Ok(Some(r)) => sweep.expired.push(r),
                 Ok(None) => {}
                 Err(e) => sweep.failed.push((hold.order_id.clone(), e)),
@@ -65,14 +71,24 @@ pub(super) fn expire_due_in_batches(
 
 /// Expires one hold found by [`holds::due`]. `None` when it is no longer held (committed or
 /// released since it was listed) or not yet due: then nothing changes.
-fn expire(store: &Store, hold: &Hold, now_ms: u64) -> Result<Option<Reservation>, InventoryError> {
-    store.write(|tx| {
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExpireHold {
+    pub hold: Hold,
+    pub now_ms: u64,
+}
+
+impl Command for ExpireHold {
+    type Output = Option<Reservation>;
+    type Error = InventoryError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<Option<Reservation>, InventoryError> {
+        let hold = &self.hold;
         let stored = reservations::stored(tx, &hold.order_id)?;
         match stored {
             Some(mut r)
                 if r.status == ReservationStatus::Held && r.expires_at_ms == hold.expires_at_ms =>
             {
-                if r.expires_at_ms > now_ms {
+                if r.expires_at_ms > self.now_ms {
                     return Ok(None);
                 }
                 reservations::end_hold(tx, &mut r, ReservationStatus::Expired)?;
@@ -85,7 +101,7 @@ fn expire(store: &Store, hold: &Hold, now_ms: u64) -> Result<Option<Reservation>
                 Ok(None)
             }
         }
-    })
+    }
 }
 
 /// Runs [`expire_due`] every `period` until `shutdown`.

@@ -1,8 +1,7 @@
 //! The inventory's HTTP API under `/v1/`: thin handlers over the domain functions.
 //!
-//! Each handler parses (body, path ids, query) into checked values, calls one domain
-//! function, and maps the result. Writes run on the blocking pool because they commit
-//! to redb. Every refusal is a `problem+json` whose status is decided here, in
+//! Each handler parses (body, path ids, query) into checked values, submits one command
+//! (or calls one read), and maps the result. Every refusal is a `problem+json` whose status is decided here, in
 //! [`From<InventoryError> for Problem`], and nowhere else.
 
 use std::sync::Arc;
@@ -72,15 +71,6 @@ impl From<InventoryError> for Problem {
     }
 }
 
-/// Runs a write on the blocking pool: redb commits wait for the disk.
-async fn blocking<T: Send + 'static>(
-    write: impl FnOnce() -> Result<T, InventoryError> + Send + 'static,
-) -> Result<T, Problem> {
-    Ok(web::block(write)
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))??)
-}
-
 fn sku_from(path: web::Path<String>) -> Result<String, Problem> {
     let sku = path.into_inner();
     products::check_sku(&sku).map_err(Problem::bad_request)?;
@@ -99,9 +89,10 @@ async fn create_product(
 ) -> Result<HttpResponse, Problem> {
     let product = body.into_inner().parse()?;
     state.ownership.check_key("sku", &product.sku)?;
-    let store = state.store.clone();
-    let saved = product.clone();
-    blocking(move || products::create_product(&store, &saved)).await?;
+    state
+        .store
+        .submit(products::CreateProduct(product.clone()))
+        .await?;
     Ok(HttpResponse::Created()
         .insert_header(("location", format!("/v1/products/{}", product.sku)))
         .json(product))
@@ -142,16 +133,21 @@ async fn adjust_stock(
     let sku = sku_from(path)?;
     state.ownership.check_key("sku", &sku)?;
     let delta = body.into_inner().parse()?;
-    let store = state.store.clone();
-    let product = blocking(move || products::adjust_stock(&store, &sku, delta)).await?;
+    let product = state
+        .store
+        .submit(products::AdjustStock { sku, delta })
+        .await?;
     Ok(HttpResponse::Ok().json(product))
 }
 
 async fn reserve(state: State, body: web::Json<ReserveRequest>) -> Result<HttpResponse, Problem> {
     let order = body.into_inner().parse()?;
-    let store = state.store.clone();
-    let ttl = state.reservation_ttl_ms;
-    let reserved = blocking(move || reservations::reserve(&store, &order, now_ms(), ttl)).await?;
+    let reserve = reservations::Reserve {
+        order,
+        now_ms: now_ms(),
+        ttl_ms: state.reservation_ttl_ms,
+    };
+    let reserved = state.store.submit(reserve).await?;
     Ok(match reserved {
         Reserved::Created(r) => {
             tracing::info!(order_id = %r.order_id, total_minor = r.total_minor, "stock reserved");
@@ -165,15 +161,18 @@ async fn reserve(state: State, body: web::Json<ReserveRequest>) -> Result<HttpRe
 
 async fn commit(state: State, path: web::Path<String>) -> Result<HttpResponse, Problem> {
     let order_id = order_id_from(path)?;
-    let store = state.store.clone();
-    let r = blocking(move || reservations::commit(&store, &order_id)).await?;
+    let commit = reservations::CommitReservation { order_id };
+    let r = state.store.submit(commit).await?;
     Ok(HttpResponse::Ok().json(r))
 }
 
 async fn release(state: State, path: web::Path<String>) -> Result<HttpResponse, Problem> {
     let order_id = order_id_from(path)?;
-    let store = state.store.clone();
-    let r = blocking(move || reservations::release(&store, &order_id, now_ms())).await?;
+    let release = reservations::ReleaseReservation {
+        order_id,
+        now_ms: now_ms(),
+    };
+    let r = state.store.submit(release).await?;
     Ok(HttpResponse::Ok().json(r))
 }
 

@@ -8,8 +8,9 @@
 //! - [`http`]: the `/v1/` API, thin handlers over the above.
 //! - [`error`]: every refusal, typed.
 //!
-//! Every change is one redb write transaction over products and reservations together,
-//! so for every product `available + reserved + sold` is all stock ever added.
+//! Every change is one command, applied in one redb write transaction over products and
+//! reservations together, so for every product `available + reserved + sold` is all
+//! stock ever added.
 //!
 //! This instance owns one shard: the products whose SKU hashes to it
 //! (`fnv1a64(sku) % shards(inventory)`), and the reservations of their lines. A create
@@ -42,6 +43,13 @@ pub const ENTRY: RoleEntry = RoleEntry {
 };
 
 fn start(ctx: &RoleContext, settings: &InventorySettings) -> anyhow::Result<Routes> {
+    let rebuilt = ctx.store.submit_blocking(holds::RebuildIndex)?;
+    if rebuilt > 0 {
+        tracing::info!(
+            holds = rebuilt,
+            "rebuilt the deadline index of held reservations"
+        );
+    }
     expiry::spawn(
         ctx.store.clone(),
         settings.expiry_sweep.get(),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::InventoryError;
 use svc_platform::ids;
-use svc_platform::store::{self, JsonTable, Store, StoreError};
+use svc_platform::store::{self, Command, JsonTable, Store, StoreError};
 
 const PRODUCTS: JsonTable = TableDefinition::new("inventory_products");
 
@@ -133,25 +133,39 @@ pub fn page_size(limit: Option<usize>) -> Result<usize, InventoryError> {
 }
 
 /// Stores a new product; the check for an existing one is in the same transaction.
-pub fn create_product(store: &Store, product: &Product) -> Result<(), InventoryError> {
-    let tx = store.db().begin_write()?;
-    {
-        let mut table = open(&tx)?;
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateProduct(pub Product);
+
+impl Command for CreateProduct {
+    type Output = ();
+    type Error = InventoryError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<(), InventoryError> {
+        let product = &self.0;
+        let mut table = open(tx)?;
         if load(&table, &product.sku)?.is_some() {
             return Err(InventoryError::ProductExists(product.sku.clone()));
         }
         save(&mut table, product)?;
+        Ok(())
     }
-    tx.commit()?;
-    Ok(())
 }
 
 /// Adds units to (positive `delta`) or removes units from (negative) what is available.
 /// Reserved and sold units are never touched: they belong to orders.
-pub fn adjust_stock(store: &Store, sku: &str, delta: i64) -> Result<Product, InventoryError> {
-    let tx = store.db().begin_write()?;
-    let product = {
-        let mut table = open(&tx)?;
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdjustStock {
+    pub sku: String,
+    pub delta: i64,
+}
+
+impl Command for AdjustStock {
+    type Output = Product;
+    type Error = InventoryError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<Product, InventoryError> {
+        let (sku, delta) = (self.sku.as_str(), self.delta);
+        let mut table = open(tx)?;
         let mut product =
             load(&table, sku)?.ok_or_else(|| InventoryError::UnknownProduct(sku.to_string()))?;
         let amount = delta.unsigned_abs();
@@ -172,10 +186,27 @@ pub fn adjust_stock(store: &Store, sku: &str, delta: i64) -> Result<Product, Inv
             })?;
         }
         save(&mut table, &product)?;
-        product
-    };
-    tx.commit()?;
-    Ok(product)
+        Ok(product)
+    }
+}
+
+/// [`CreateProduct`], submitted and waited for: for tests.
+#[cfg(test)]
+pub(super) fn create_product(store: &Store, product: &Product) -> Result<(), InventoryError> {
+    store.submit_blocking(CreateProduct(product.clone()))
+}
+
+/// [`AdjustStock`], submitted and waited for: for tests.
+#[cfg(test)]
+pub(super) fn adjust_stock(
+    store: &Store,
+    sku: &str,
+    delta: i64,
+) -> Result<Product, InventoryError> {
+    store.submit_blocking(AdjustStock {
+        sku: sku.to_string(),
+        delta,
+    })
 }
 
 pub fn get_product(store: &Store, sku: &str) -> Result<Option<Product>, StoreError> {
@@ -184,7 +215,7 @@ pub fn get_product(store: &Store, sku: &str) -> Result<Option<Product>, StoreErr
 
 /// Up to `limit` products with a SKU after `after`, and where the next page starts.
 pub fn list_products(store: &Store, after: Option<&str>, limit: usize) -> Result<Page, StoreError> {
-    let tx = store.db().begin_read()?;
+    let tx = store.begin_read()?;
     let table = match tx.open_table(PRODUCTS) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => {

@@ -1,9 +1,10 @@
 //! Reservations: stock held for one order, then committed (sold) or given back.
 //!
 //! Guarantees:
-//! - Every transition is one redb write transaction that reads the reservation and the
-//!   products it touches, checks, and writes them together. redb runs one writer at a
-//!   time, so two concurrent reservations can never both take the last unit.
+//! - Every transition is one command ([`Reserve`], [`CommitReservation`],
+//!   [`ReleaseReservation`]) that reads the reservation and the products it touches,
+//!   checks, and writes them together. The store applies commands one after another,
+//!   so two concurrent reservations can never both take the last unit.
 //! - Reserving is all or nothing: an unknown SKU or a short line changes nothing and
 //!   leaves no record, so a retry after a restock can succeed.
 //! - Every operation is idempotent per order id. A release for an order never reserved
@@ -23,7 +24,7 @@ use super::error::{InventoryError, Shortage};
 use super::holds;
 use super::products;
 use super::reserve_request::ReserveOrder;
-use svc_platform::store::{self, JsonTable, Store, StoreError};
+use svc_platform::store::{self, Command, JsonTable, Store, StoreError};
 
 const RESERVATIONS: JsonTable = TableDefinition::new("inventory_reservations");
 
@@ -93,14 +94,25 @@ impl Reservation {
     }
 }
 
-/// Holds every line of `order` for `ttl_ms`, or nothing at all.
-pub fn reserve(
-    store: &Store,
-    order: &ReserveOrder,
-    now_ms: u64,
-    ttl_ms: u64,
-) -> Result<Reserved, InventoryError> {
-    store.write(|tx| {
+/// Holds every line of `order` for `ttl_ms` from `now_ms`, or nothing at all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reserve {
+    pub order: ReserveOrder,
+    pub now_ms: u64,
+    pub ttl_ms: u64,
+}
+
+impl Command for Reserve {
+    type Output = Reserved;
+    type Error = InventoryError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<Reserved, InventoryError> {
+        let Reserve {
+            order,
+            now_ms,
+            ttl_ms,
+        } = self;
+        let (now_ms, ttl_ms) = (*now_ms, *ttl_ms);
         let mut reservations = tx.open_table(RESERVATIONS)?;
         if let Some(existing) = load(&reservations, order.order_id())? {
             // A tombstone is the answer to a reserve that lost the race with its own
@@ -167,12 +179,21 @@ pub fn reserve(
         save(&mut reservations, &reservation)?;
         holds::hold(tx, &reservation)?;
         Ok(Reserved::Created(reservation))
-    })
+    }
 }
 
 /// Turns the held units of the order into sold ones. Committing twice is one commit.
-pub fn commit(store: &Store, order_id: &str) -> Result<Reservation, InventoryError> {
-    store.write(|tx| {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitReservation {
+    pub order_id: String,
+}
+
+impl Command for CommitReservation {
+    type Output = Reservation;
+    type Error = InventoryError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<Reservation, InventoryError> {
+        let order_id = self.order_id.as_str();
         let mut reservation = load(&tx.open_table(RESERVATIONS)?, order_id)?
             .ok_or_else(|| InventoryError::UnknownReservation(order_id.to_string()))?;
         match reservation.status {
@@ -188,13 +209,23 @@ pub fn commit(store: &Store, order_id: &str) -> Result<Reservation, InventoryErr
                 })
             }
         }
-    })
+    }
 }
 
 /// Gives the held units back. Releasing twice, or after expiry, is one release; releasing
 /// an order never reserved leaves a tombstone (see the file comment).
-pub fn release(store: &Store, order_id: &str, now_ms: u64) -> Result<Reservation, InventoryError> {
-    store.write(|tx| {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseReservation {
+    pub order_id: String,
+    pub now_ms: u64,
+}
+
+impl Command for ReleaseReservation {
+    type Output = Reservation;
+    type Error = InventoryError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<Reservation, InventoryError> {
+        let (order_id, now_ms) = (self.order_id.as_str(), self.now_ms);
         let existing = load(&tx.open_table(RESERVATIONS)?, order_id)?;
         let Some(mut reservation) = existing else {
             let tombstone = Reservation::tombstone(order_id, now_ms);
@@ -211,6 +242,40 @@ pub fn release(store: &Store, order_id: &str, now_ms: u64) -> Result<Reservation
                 Err(InventoryError::AlreadyCommitted(order_id.to_string()))
             }
         }
+    }
+}
+
+/// The commands, submitted and waited for: for tests.
+#[cfg(test)]
+pub(super) fn reserve(
+    store: &Store,
+    order: &ReserveOrder,
+    now_ms: u64,
+    ttl_ms: u64,
+) -> Result<Reserved, InventoryError> {
+    store.submit_blocking(Reserve {
+        order: order.clone(),
+        now_ms,
+        ttl_ms,
+    })
+}
+
+#[cfg(test)]
+pub(super) fn commit(store: &Store, order_id: &str) -> Result<Reservation, InventoryError> {
+    store.submit_blocking(CommitReservation {
+        order_id: order_id.to_string(),
+    })
+}
+
+#[cfg(test)]
+pub(super) fn release(
+    store: &Store,
+    order_id: &str,
+    now_ms: u64,
+) -> Result<Reservation, InventoryError> {
+    store.submit_blocking(ReleaseReservation {
+        order_id: order_id.to_string(),
+        now_ms,
     })
 }
 
@@ -273,6 +338,19 @@ pub(super) fn stored(
     order_id: &str,
 ) -> Result<Option<Reservation>, StoreError> {
     load(&tx.open_table(RESERVATIONS)?, order_id)
+}
+
+/// Every held reservation, read inside the caller's transaction.
+pub(super) fn held(tx: &WriteTransaction) -> Result<Vec<Reservation>, StoreError> {
+    let mut out = Vec::new();
+    for row in tx.open_table(RESERVATIONS)?.iter()? {
+        let (_, v) = row?;
+        let r: Reservation = store::decode(v.value())?;
+        if r.status == ReservationStatus::Held {
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
 fn load(

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::InventoryError;
 use super::products::check_sku;
@@ -31,8 +31,9 @@ pub struct LineRequest {
     pub quantity: u64,
 }
 
-/// A reserve request that passed every check.
-#[derive(Debug, Clone)]
+/// A reserve request that passed every check. It serialises as part of the reserve
+/// command; it is deserialised only from the store's own commands, never from a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReserveOrder {
     order_id: String,
     /// `(sku, quantity)`, SKUs unique, in request order.

@@ -38,8 +38,7 @@ pub async fn cancel_order(
     id: &str,
     wait: Duration,
 ) -> Result<Order, CancelError> {
-    let (writer, key) = (book.clone(), id.to_string());
-    tokio::task::spawn_blocking(move || writer.request_cancel(&key)).await??;
+    book.request_cancel(id).await?;
     let order = runner.drive_and_wait(id, wait).await?;
     match order.status {
         Status::Confirmed => Err(CancelError::ConfirmedFirst(order.id)),
@@ -61,7 +60,8 @@ mod tests {
         fn pending(&self) -> Order {
             let request = serde_json::json!({ "lines": [{ "sku": "tea", "quantity": 1 }] });
             let request = serde_json::from_value::<NewOrder>(request).unwrap();
-            match self.book.create(request.parse().unwrap(), None, None) {
+            let created = self.book.create(request.parse().unwrap(), None, None);
+            match futures::executor::block_on(created) {
                 Ok(Created::New(order)) => order,
                 _ => panic!("a new order is created"),
             }

@@ -165,6 +165,16 @@ impl Order {
         self.status == Status::Pending && matches!(self.step, Step::Reserve | Step::Authorize)
     }
 
+    /// Whether the saga must store the order, durably, before its next step: when the
+    /// next step is the commit (from then on a cancel is refused, and after a crash the
+    /// saga must not fall back to a step where a cancel is accepted while stock may be
+    /// sold), and when the saga ends (the outcome is answered and its event sent). Any
+    /// other step's result is only progress: lost in a crash, the step is run again,
+    /// and its callee answers the repeat as it did the first time.
+    pub fn must_be_stored(&self) -> bool {
+        self.is_final() || self.step == Step::Commit
+    }
+
     /// The step to run next, taking a customer's cancel request into account.
     pub fn next_step(&self) -> Step {
         match self.step {

@@ -152,10 +152,7 @@ pub async fn place_order(
     products.check_known(&request.lines).await?;
     // The saga continues the trace of the request that created the order.
     let traceparent = trace_context::current().map(|c| c.traceparent());
-    let writer = book.clone();
-    let created =
-        tokio::task::spawn_blocking(move || writer.create(request, key.as_deref(), traceparent))
-            .await??;
+    let created = book.create(request, key.as_deref(), traceparent).await?;
     match created {
         Created::New(order) => {
             tracing::info!(order_id = %order.id, "order created");

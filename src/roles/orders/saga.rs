@@ -1,9 +1,10 @@
 //! The saga runner: drives each pending order through its steps until it ends.
 //!
-//! One task per unfinished order. Each iteration reads the order, runs its next step
-//! against inventory or payments, and stores the result before the next step starts;
-//! every step is idempotent per order at the callee, so repeating one after a crash or a
-//! timeout is safe. A refusal (4xx) moves the order to compensation; anything else
+//! One task per unfinished order. Each iteration reads the order (for a cancel request),
+//! runs its next step against inventory or payments, and stores the result where the
+//! protocol needs it (see `Order::must_be_stored`): before the commit is sent, and the
+//! end with its event. Other step results stay in memory; every step is idempotent per
+//! order at the callee, so repeating one after a crash or a timeout is safe. A refusal (4xx) moves the order to compensation; anything else
 //! (timeout, 5xx, no instance) is retried with backoff, forever, because giving up
 //! half-way is the one thing a saga must not do. On start-up every unfinished order is
 //! resumed; a shutdown simply stops the loops, which resume on the next start.
@@ -172,11 +173,15 @@ impl SagaRunner {
         let backoff = Backoff::new(RETRY_BASE.min(self.retry_max), self.retry_max);
         // Failed tries of the current step, for the backoff.
         let mut failures = 0u32;
+        // The order after steps whose result is not stored (see `Order::must_be_stored`):
+        // kept here, and redone after a crash, which every step's callee answers
+        // idempotently.
+        let mut progress: Option<Order> = None;
         loop {
             if let Some(delay) = self.step_delay {
                 tokio::time::sleep(delay).await;
             }
-            let order = match self.book.get(id) {
+            let stored = match self.book.get(id) {
                 Ok(Some(order)) => order,
                 Ok(None) => return,
                 Err(e) => {
@@ -185,10 +190,15 @@ impl SagaRunner {
                     continue;
                 }
             };
-            if order.is_final() {
-                let _ = self.finished.send(order.id);
+            if stored.is_final() {
+                let _ = self.finished.send(stored.id);
                 return;
             }
+            // A cancel request is only ever recorded in the store.
+            let order = match progress.take() {
+                Some(ahead) => ahead.with_cancel_request_of(&stored),
+                None => stored,
+            };
             let step = order.next_step();
             // Each step is a child span of the request that created the order (whose
             // span the stored traceparent names), in that request's trace.
@@ -209,27 +219,29 @@ impl SagaRunner {
             match performed {
                 Ok(outcome) => {
                     let next = order.after(step, outcome, now_ms());
-                    let book = self.book.clone();
-                    let saved = tokio::task::spawn_blocking(move || book.save_step(&next)).await;
-                    match saved {
-                        Ok(Ok(evented)) => {
+                    if !next.must_be_stored() {
+                        failures = 0;
+                        progress = Some(next);
+                        continue;
+                    }
+                    match self.book.save_step(&next).await {
+                        Ok(evented) => {
                             failures = 0;
                             if evented {
                                 self.outbox.notify();
                             }
                         }
-                        Ok(Err(e)) => {
+                        Err(e) => {
                             tracing::error!(order_id = id, error = %e, "cannot store saga progress; retrying the step");
+                            progress = Some(order);
                             let retry = backoff.delay(failures.saturating_add(1), &mut rand::rng());
                             tokio::time::sleep(retry).await;
-                        }
-                        Err(e) => {
-                            tracing::error!(order_id = id, error = %e, "saga store task failed")
                         }
                     }
                 }
                 Err(Retry::Transient(reason)) => {
                     failures = failures.saturating_add(1);
+                    progress = Some(order);
                     let retry = backoff.delay(failures, &mut rand::rng());
                     tracing::warn!(order_id = id, ?step, %reason, retry_in = ?retry, "saga step will be retried");
                     tokio::time::sleep(retry).await;

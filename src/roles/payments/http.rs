@@ -1,7 +1,7 @@
 //! The payments HTTP API under `/v1/`: thin handlers over the domain functions.
 //!
-//! Each handler parses (path id, body) into checked values, calls one domain function,
-//! and maps the result. Writes run on the blocking pool because they commit to redb.
+//! Each handler parses (path id, body) into checked values, submits one command (or
+//! calls one read), and maps the result.
 //! Every refusal is a `problem+json` whose status is decided here and nowhere else; a
 //! decline is a stored outcome answered as 402 with its reason as the detail.
 
@@ -63,15 +63,6 @@ impl From<PaymentError> for Problem {
     }
 }
 
-/// Runs a write on the blocking pool: redb commits wait for the disk.
-async fn blocking<T: Send + 'static>(
-    write: impl FnOnce() -> Result<T, PaymentError> + Send + 'static,
-) -> Result<T, Problem> {
-    Ok(web::block(write)
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))??)
-}
-
 fn order_id_from(path: web::Path<String>) -> Result<String, Problem> {
     let id = path.into_inner();
     check_order_id(&id)?;
@@ -93,10 +84,9 @@ async fn authorize(
 ) -> Result<HttpResponse, Problem> {
     let order_id = owned_order_id(&state, path)?;
     let auth = body.into_inner().parse()?;
-    let store = state.store.clone();
-    let limit = state.decline_above_minor;
-    let done =
-        blocking(move || transitions::authorize(&store, &order_id, &auth, limit, now_ms())).await?;
+    let authorize =
+        transitions::Authorize::new(order_id, &auth, state.decline_above_minor, now_ms());
+    let done = state.store.submit(authorize).await?;
     match done {
         Authorized::Created(p) => {
             tracing::info!(order_id = %p.order_id, amount_minor = p.amount_minor, "payment authorized");
@@ -113,15 +103,21 @@ async fn authorize(
 
 async fn capture(state: State, path: web::Path<String>) -> Result<HttpResponse, Problem> {
     let order_id = owned_order_id(&state, path)?;
-    let store = state.store.clone();
-    let p = blocking(move || transitions::capture(&store, &order_id, now_ms())).await?;
+    let capture = transitions::Capture {
+        order_id,
+        now_ms: now_ms(),
+    };
+    let p = state.store.submit(capture).await?;
     Ok(HttpResponse::Ok().json(p))
 }
 
 async fn void(state: State, path: web::Path<String>) -> Result<HttpResponse, Problem> {
     let order_id = owned_order_id(&state, path)?;
-    let store = state.store.clone();
-    let p = blocking(move || transitions::void(&store, &order_id, now_ms())).await?;
+    let void = transitions::Void {
+        order_id,
+        now_ms: now_ms(),
+    };
+    let p = state.store.submit(void).await?;
     Ok(HttpResponse::Ok().json(p))
 }
 

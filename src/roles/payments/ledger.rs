@@ -140,15 +140,26 @@ mod tests {
         assert_eq!(totals(&[]).unwrap(), (0, 0));
     }
 
+    /// Authorizes then captures 5 for order `a`.
+    #[derive(Serialize, Deserialize)]
+    struct AuthorizeAndCapture;
+
+    impl svc_platform::store::Command for AuthorizeAndCapture {
+        type Output = (LedgerEntry, LedgerEntry);
+        type Error = PaymentError;
+        fn apply(&self, tx: &WriteTransaction) -> Result<Self::Output, PaymentError> {
+            let a = append(tx, "a", EntryKind::Authorize, 5, 1)?;
+            let b = append(tx, "a", EntryKind::Capture, 5, 2)?;
+            Ok((a, b))
+        }
+    }
+
     #[test]
     fn append_numbers_entries_from_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("p.redb")).unwrap();
         assert_eq!(read(&store).unwrap().entries, vec![]);
-        let tx = store.db().begin_write().unwrap();
-        let a = append(&tx, "a", EntryKind::Authorize, 5, 1).unwrap();
-        let b = append(&tx, "a", EntryKind::Capture, 5, 2).unwrap();
-        tx.commit().unwrap();
+        let (a, b) = store.submit_blocking(AuthorizeAndCapture).unwrap();
         assert_eq!((a.seq, b.seq), (1, 2));
         let ledger = read(&store).unwrap();
         assert_eq!(ledger.entries, vec![a, b]);

@@ -1,20 +1,22 @@
 //! Every change of a payment: authorize, capture, void. Plain Rust over the redb file.
 //!
 //! Guarantees:
-//! - Each change reads the payment, checks, writes the payment and appends its ledger
-//!   entry in ONE write transaction, so the ledger and the payment rows never disagree
+//! - Each change is one command ([`Authorize`], [`Capture`], [`Void`]) that reads the
+//!   payment, checks, writes the payment and appends its ledger entry in one write
+//!   transaction, so the ledger and the payment rows never disagree
 //!   and two concurrent requests for one order cannot both act.
 //! - Each operation is idempotent per order id: repeating it answers the same payment
 //!   and writes nothing (no second ledger entry).
 //! - A void for an order never authorized leaves a voided tombstone (amount 0), so an
 //!   authorize that arrives after its compensation is refused instead of holding money.
 
-use redb::{ReadableTable, Table, TableDefinition};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
 
 use super::error::PaymentError;
 use super::ledger::{self, EntryKind};
 use super::payment::{Authorization, Payment, PaymentStatus};
-use svc_platform::store::{self, JsonTable, Store, StoreError};
+use svc_platform::store::{self, Command, JsonTable, Store, StoreError};
 
 const PAYMENTS: JsonTable = TableDefinition::new("payments");
 
@@ -29,26 +31,51 @@ pub enum Authorized {
     Declined(Payment),
 }
 
-/// Authorizes `auth` for the order, or records that it was declined.
-pub fn authorize(
-    store: &Store,
-    order_id: &str,
-    auth: &Authorization,
-    decline_above_minor: u64,
-    now_ms: u64,
-) -> Result<Authorized, PaymentError> {
-    store.write(|tx| {
+/// Authorizes the amount for the order, or records that it was declined. Whether it is
+/// declined is decided before (by the card check), so the command holds no card data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Authorize {
+    pub order_id: String,
+    pub amount_minor: u64,
+    /// Why it is declined; `None`: authorized.
+    pub declined: Option<String>,
+    pub now_ms: u64,
+}
+
+impl Authorize {
+    /// The command for `auth`, with the decline decided by `decline_above_minor`.
+    pub fn new(
+        order_id: String,
+        auth: &Authorization,
+        decline_above_minor: u64,
+        now_ms: u64,
+    ) -> Authorize {
+        Authorize {
+            order_id,
+            amount_minor: auth.amount_minor,
+            declined: auth.decline_reason(decline_above_minor),
+            now_ms,
+        }
+    }
+}
+
+impl Command for Authorize {
+    type Output = Authorized;
+    type Error = PaymentError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<Authorized, PaymentError> {
+        let (order_id, now_ms) = (self.order_id.as_str(), self.now_ms);
         let mut payments = tx.open_table(PAYMENTS)?;
         if let Some(existing) = load(&payments, order_id)? {
             // Checked before the amount: a tombstone's amount (0) means nothing.
             if existing.status == PaymentStatus::Voided {
                 return Err(PaymentError::Voided(order_id.to_string()));
             }
-            if existing.amount_minor != auth.amount_minor {
+            if existing.amount_minor != self.amount_minor {
                 return Err(PaymentError::DifferentAmount {
                     order_id: order_id.to_string(),
                     stored_minor: existing.amount_minor,
-                    asked_minor: auth.amount_minor,
+                    asked_minor: self.amount_minor,
                 });
             }
             return Ok(match existing.status {
@@ -56,14 +83,14 @@ pub fn authorize(
                 _ => Authorized::Existing(existing),
             });
         }
-        let reason = auth.decline_reason(decline_above_minor);
+        let reason = self.declined.clone();
         let (status, kind) = match reason {
             Some(_) => (PaymentStatus::Declined, EntryKind::Decline),
             None => (PaymentStatus::Authorized, EntryKind::Authorize),
         };
         let payment = Payment {
             order_id: order_id.to_string(),
-            amount_minor: auth.amount_minor,
+            amount_minor: self.amount_minor,
             status,
             reason,
             updated_at_ms: now_ms,
@@ -74,12 +101,22 @@ pub fn authorize(
             PaymentStatus::Declined => Authorized::Declined(payment),
             _ => Authorized::Created(payment),
         })
-    })
+    }
 }
 
 /// Takes the authorized money. Capturing twice is one capture.
-pub fn capture(store: &Store, order_id: &str, now_ms: u64) -> Result<Payment, PaymentError> {
-    store.write(|tx| {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Capture {
+    pub order_id: String,
+    pub now_ms: u64,
+}
+
+impl Command for Capture {
+    type Output = Payment;
+    type Error = PaymentError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<Payment, PaymentError> {
+        let (order_id, now_ms) = (self.order_id.as_str(), self.now_ms);
         let mut payments = tx.open_table(PAYMENTS)?;
         let mut payment = load(&payments, order_id)?
             .ok_or_else(|| PaymentError::UnknownPayment(order_id.to_string()))?;
@@ -104,13 +141,23 @@ pub fn capture(store: &Store, order_id: &str, now_ms: u64) -> Result<Payment, Pa
                 reason: payment.reason.unwrap_or_else(|| "declined".into()),
             }),
         }
-    })
+    }
 }
 
 /// Lets the authorized money go. Voiding twice, or voiding a declined payment, changes
 /// nothing; voiding an order never authorized leaves a tombstone (see the file comment).
-pub fn void(store: &Store, order_id: &str, now_ms: u64) -> Result<Payment, PaymentError> {
-    store.write(|tx| {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Void {
+    pub order_id: String,
+    pub now_ms: u64,
+}
+
+impl Command for Void {
+    type Output = Payment;
+    type Error = PaymentError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<Payment, PaymentError> {
+        let (order_id, now_ms) = (self.order_id.as_str(), self.now_ms);
         let mut payments = tx.open_table(PAYMENTS)?;
         let existing = load(&payments, order_id)?;
         let Some(mut payment) = existing else {
@@ -136,6 +183,39 @@ pub fn void(store: &Store, order_id: &str, now_ms: u64) -> Result<Payment, Payme
             PaymentStatus::Voided | PaymentStatus::Declined => Ok(payment),
             PaymentStatus::Captured => Err(PaymentError::AlreadyCaptured(order_id.to_string())),
         }
+    }
+}
+
+/// The commands, submitted and waited for: for tests.
+#[cfg(test)]
+pub(super) fn authorize(
+    store: &Store,
+    order_id: &str,
+    auth: &Authorization,
+    decline_above_minor: u64,
+    now_ms: u64,
+) -> Result<Authorized, PaymentError> {
+    store.submit_blocking(Authorize::new(
+        order_id.to_string(),
+        auth,
+        decline_above_minor,
+        now_ms,
+    ))
+}
+
+#[cfg(test)]
+pub(super) fn capture(store: &Store, order_id: &str, now_ms: u64) -> Result<Payment, PaymentError> {
+    store.submit_blocking(Capture {
+        order_id: order_id.to_string(),
+        now_ms,
+    })
+}
+
+#[cfg(test)]
+pub(super) fn void(store: &Store, order_id: &str, now_ms: u64) -> Result<Payment, PaymentError> {
+    store.submit_blocking(Void {
+        order_id: order_id.to_string(),
+        now_ms,
     })
 }
 

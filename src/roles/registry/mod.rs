@@ -22,6 +22,7 @@ pub mod settings;
 mod ui;
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,8 +66,6 @@ pub struct RegistryState {
     /// Wakes the committer when a change is queued.
     queued: Notify,
     store: Arc<Store>,
-    /// Commits a batch: [`persist::persist`] (a test puts a failing one in its place).
-    write: fn(&Arc<Store>, &StoredDelta) -> Result<(), StoreError>,
     /// The latest index whose view is on disk; what blocking queries and reads wait on.
     durable: watch::Sender<u64>,
     /// The catalog as JSON, for one index, while fresh ([`CATALOG_REUSE`]).
@@ -135,7 +134,6 @@ impl RegistryState {
             }),
             queued: Notify::new(),
             store,
-            write: persist::persist,
             durable: watch::channel(index).0,
             catalog_cache: Mutex::new(None),
             settings,
@@ -236,9 +234,21 @@ impl RegistryState {
         }
     }
 
-    /// Writes what was queued, batch after batch, until nothing is: one transaction
-    /// (one fsync) per batch, however many changes it holds.
+    /// Writes what was queued, batch after batch, until nothing is: one command to the
+    /// store per batch, however many changes it holds (and the store's writer commits
+    /// it with whatever else is waiting).
     async fn commit_queued(&self) {
+        self.commit_queued_with(|delta| self.store.submit(delta))
+            .await
+    }
+
+    /// [`RegistryState::commit_queued`] with `write` committing each batch (a test
+    /// passes one that fails).
+    async fn commit_queued_with<W, F>(&self, write: W)
+    where
+        W: Fn(StoredDelta) -> F,
+        F: Future<Output = Result<(), StoreError>>,
+    {
         loop {
             let batch = std::mem::take(&mut self.inner.lock().queued);
             if batch.is_empty() {
@@ -246,11 +256,7 @@ impl RegistryState {
             }
             let delta = StoredDelta::of(batch.iter().map(|q| &q.change));
             let index = delta.index;
-            let (store, write) = (self.store.clone(), self.write);
-            let written = tokio::task::spawn_blocking(move || write(&store, &delta))
-                .await
-                .unwrap_or_else(|e| Err(StoreError::Storage(format!("the write panicked: {e}"))));
-            let outcome = match written {
+            let outcome = match write(delta).await {
                 Ok(()) => {
                     self.durable.send_replace(index);
                     Ok(())
@@ -435,10 +441,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_that_cannot_be_written_is_undone_and_answered_with_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let mut failing = state(&dir);
-        Arc::get_mut(&mut failing).unwrap().write =
-            |_, _| Err(StoreError::Storage("disk full".into()));
-        let state = failing;
+        let state = state(&dir);
         let a = register(&state, "a");
         let b = register(&state, "b");
         // A reader that saw the undone state (index 2) must not be left with it.
@@ -446,7 +449,9 @@ mod tests {
             let state = state.clone();
             tokio::spawn(async move { state.read(|t| (t.instance_count(), t.index())).await })
         };
-        state.commit_queued().await;
+        state
+            .commit_queued_with(|_| async { Err(StoreError::Storage("disk full".into())) })
+            .await;
         let e = a.durable(&state).await.unwrap_err();
         assert!(e.to_string().contains("disk full"), "{e}");
         assert!(b.durable(&state).await.is_err());

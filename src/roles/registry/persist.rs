@@ -4,10 +4,8 @@
 //! `Instance`) and the index. A batch of changes made in memory is persisted as one
 //! [`StoredDelta`]: the rows put, the rows deleted, and the new index, the changes of
 //! the batch merged in order (a row changed twice is written once, as it ended). It is
-//! plain data, and [`StoredDelta::apply`] writes it inside a write transaction and
-//! nothing else: the shape of the store's `Command` (one writer per store,
-//! group-committed), which it becomes once the store offers it; until then
-//! [`persist`] commits it in a transaction of its own.
+//! plain data, a [`Command`] of the store: its writer commits it together with whatever
+//! else is waiting, in one transaction with one fsync.
 //!
 //! Registrations are soft state: every instance renews every second and registers
 //! again when a renewal is refused. So a batch that cannot be written is undone in
@@ -16,13 +14,12 @@
 //! batch is one transaction.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use redb::TableDefinition;
+use redb::{TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use svc_platform::registry_api::Instance;
-use svc_platform::store::{JsonTable, Store, StoreError};
+use svc_platform::store::{Command, JsonTable, Store, StoreError};
 
 use super::catalog_json::InstanceJson;
 use super::lease_table::Change;
@@ -71,9 +68,14 @@ impl StoredDelta {
         }
         delta
     }
+}
 
-    /// Writes the delta inside `tx` (which may hold other writes too).
-    pub fn apply(&self, tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+impl Command for StoredDelta {
+    type Output = ();
+    type Error = StoreError;
+
+    /// Writes the delta inside `tx` (which may hold other commands too).
+    fn apply(&self, tx: &WriteTransaction) -> Result<(), StoreError> {
         let mut rows = tx.open_table(INSTANCES)?;
         for (key, json) in &self.put {
             rows.insert(key.as_str(), json.as_bytes())?;
@@ -88,11 +90,6 @@ impl StoredDelta {
         )?;
         Ok(())
     }
-}
-
-/// Commits `delta` durably; when this returns `Ok` it is on disk.
-pub fn persist(store: &Arc<Store>, delta: &StoredDelta) -> Result<(), StoreError> {
-    store.write(|tx| delta.apply(tx))
 }
 
 /// The instances and the index a previous run left.
@@ -111,6 +108,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use svc_platform::registry_api::Registration;
+
+    use std::sync::Arc;
 
     use super::*;
     use crate::roles::registry::LeaseTable;
@@ -143,17 +142,17 @@ mod tests {
         assert_eq!(stored.address, "http://a:2");
     }
 
-    #[test]
-    fn what_is_persisted_comes_back() {
+    #[tokio::test]
+    async fn what_is_persisted_comes_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("r.redb")).unwrap());
         let mut t = LeaseTable::new(Duration::from_secs(3));
         let now = Instant::now();
         let a = t.register(reg("a", "http://a:1"), now, 7).unwrap().unwrap();
         let b = t.register(reg("b", "http://b:1"), now, 7).unwrap().unwrap();
-        persist(&store, &StoredDelta::of([&a, &b])).unwrap();
+        store.submit(StoredDelta::of([&a, &b])).await.unwrap();
         let gone = t.deregister("orders", "a").unwrap();
-        persist(&store, &StoredDelta::of([&gone])).unwrap();
+        store.submit(StoredDelta::of([&gone])).await.unwrap();
         let (instances, index) = restore(&store).unwrap();
         assert_eq!(index, 3);
         assert_eq!(instances.len(), 1);

@@ -69,6 +69,8 @@ pub struct Topology {
     /// Extra environment of every instance of a role.
     env: BTreeMap<String, Vec<(String, String)>>,
     json_debug_logs: bool,
+    /// Files put in the data directory before anything starts: `(name, contents)`.
+    seed: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for Topology {
@@ -90,6 +92,7 @@ impl Topology {
             config: String::new(),
             env: BTreeMap::new(),
             json_debug_logs: false,
+            seed: Vec::new(),
         }
     }
 
@@ -154,6 +157,13 @@ impl Topology {
         self
     }
 
+    /// Puts `contents` in the data directory as `name` before anything starts, e.g. an
+    /// instance's state file (`<role>-<instance id>.redb`) written by an older svc.
+    pub fn seed_data(mut self, name: &str, contents: Vec<u8>) -> Topology {
+        self.seed.push((name.to_string(), contents));
+        self
+    }
+
     /// `--log-format json` and `RUST_LOG=info,svc=debug` on every role but the registry.
     pub fn json_debug_logs(mut self) -> Topology {
         self.json_debug_logs = true;
@@ -184,6 +194,12 @@ impl Topology {
     /// Starts everything and waits until it is connected (see the module docs).
     pub async fn start(self) -> Cluster {
         let sandbox = Sandbox::new();
+        if !self.seed.is_empty() {
+            std::fs::create_dir_all(sandbox.data_dir()).expect("data dir");
+        }
+        for (name, contents) in &self.seed {
+            std::fs::write(sandbox.data_dir().join(name), contents).expect("seed file");
+        }
         let config = sandbox.write_file(
             "cluster.yaml",
             &format!(

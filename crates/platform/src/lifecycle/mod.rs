@@ -198,6 +198,12 @@ fn start_role(
     )?;
     let peers = PeerView::restore(prepared.store.clone());
     let metrics = Metrics::new(&instance.role, &instance.id);
+    for collector in prepared.store.collectors() {
+        metrics
+            .registry()
+            .register(collector)
+            .context("registering the store's metrics")?;
+    }
     let client = ServiceClient::new(peers.clone(), config, metrics.registry(), tls)?;
     let ctx = RoleContext {
         manifest: instance.manifest.clone(),

@@ -1,14 +1,30 @@
 //! The instance's redb file: opened once at start-up, shared by the role and the platform.
 //!
+//! Reads take a snapshot ([`Store::begin_read`]) and run beside everything else. Writes
+//! are [`Command`]s submitted to the store's one writer, which group-commits them
+//! (see [`commands`]); there is no other way to write, so every change is a command.
+//!
 //! Opening fails with a typed error (locked by another process, corrupt, unwritable)
 //! that names the file, so start-up can say exactly what is wrong and exit non-zero
-//! instead of panicking. Values are stored as JSON bytes and decoded with an error, never
-//! a panic, so a damaged row is reported rather than crashing the process.
+//! instead of panicking. A file written by redb 2 is upgraded first ([`upgrade`]). The
+//! file is created readable by its owner only. Values are stored as JSON bytes and
+//! decoded with an error, never a panic, so a damaged row is reported rather than
+//! crashing the process.
+
+pub mod commands;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use redb::{Database, DatabaseError, ReadableTable, StorageError, TableDefinition};
+use redb::{
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, StorageError,
+    TableDefinition,
+};
 use serde::{de::DeserializeOwned, Serialize};
+
+pub use commands::{Command, Durability};
+use commands::{Writer, WriterMetrics};
 
 /// A table of JSON documents keyed by string: the shape every role's tables take.
 pub type JsonTable = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -66,49 +82,71 @@ macro_rules! redb_errors_into {
 }
 pub use crate::redb_errors_into;
 
-/// One open redb file. Cheap to share behind an `Arc`; redb serialises writers itself.
+/// One open redb file and its writer. Share it behind an `Arc`; dropping the last one
+/// lets the writer finish what is queued and closes the file.
 pub struct Store {
-    db: Database,
+    // Declared first: dropped (and joined) before the file is closed.
+    writer: Writer,
+    db: Arc<Database>,
+    metrics: WriterMetrics,
 }
 
 impl Store {
-    /// Opens (or creates) the file, creating its directory if needed.
+    /// Opens (or creates) the file, creating its directory if needed, and starts its
+    /// writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let unwritable = |source| StoreError::Unwritable {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Unwritable {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(unwritable)?;
         }
-        let db = Database::create(path).map_err(|e| classify(path, e))?;
-        Ok(Store { db })
+        create_private(path).map_err(unwritable)?;
+        let db = match Database::create(path) {
+            Err(DatabaseError::UpgradeRequired(version)) => {
+                upgrade::upgrade_in_place(path, version)?;
+                Database::create(path)
+            }
+            opened => opened,
+        }
+        .map_err(|e| classify(path, e))?;
+        let db = Arc::new(db);
+        let metrics = WriterMetrics::new();
+        let writer = Writer::start(db.clone(), metrics.clone()).map_err(unwritable)?;
+        Ok(Store {
+            writer,
+            db,
+            metrics,
+        })
     }
 
-    pub fn db(&self) -> &Database {
-        &self.db
+    /// A consistent snapshot to read from; writes committed later are not in it.
+    pub fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
     }
 
-    /// Runs `change` in one write transaction: committed if it returns `Ok`, abandoned
-    /// (so nothing it wrote survives) if it returns `Err`.
-    pub fn write<T, E: From<StoreError>>(
-        &self,
-        change: impl FnOnce(&redb::WriteTransaction) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let tx = self.db.begin_write().map_err(StoreError::from)?;
-        match change(&tx) {
-            Ok(out) => {
-                tx.commit().map_err(StoreError::from)?;
-                Ok(out)
-            }
-            Err(e) => {
-                // The refusal is the answer; a failed abort only means redb drops the
-                // transaction itself.
-                if let Err(abort) = tx.abort() {
-                    tracing::warn!(error = %abort, "cannot abort a refused transaction");
-                }
-                Err(e)
-            }
-        }
+    /// Submits `command` to the writer and waits for its result, which comes after the
+    /// commit that holds it (see [`commands`]).
+    pub async fn submit<C: Command>(&self, command: C) -> Result<C::Output, C::Error> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writer.submit(command, commands::Reply::Async(reply))?;
+        answer.await.map_err(|_| commands::stopped())?
+    }
+
+    /// [`Store::submit`] that blocks the thread until the commit: for start-up, the
+    /// blocking pool and tests, never for a request handler.
+    pub fn submit_blocking<C: Command>(&self, command: C) -> Result<C::Output, C::Error> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.writer
+            .submit(command, commands::Reply::Blocking(reply))?;
+        answer.recv().map_err(|_| commands::stopped())?
+    }
+
+    /// The writer's counters (commits by durability, commands, batch sizes), for the
+    /// instance's metrics registry.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        self.metrics.collectors()
     }
 
     /// Reads one JSON document.
@@ -117,7 +155,7 @@ impl Store {
         table: JsonTable,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = match tx.open_table(table) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -134,7 +172,7 @@ impl Store {
         &self,
         table: TableDefinition<'static, K, &'static [u8]>,
     ) -> Result<Vec<T>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = match tx.open_table(table) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -147,22 +185,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Writes one JSON document in its own transaction.
-    pub(crate) fn put_json<T: Serialize>(
-        &self,
-        table: JsonTable,
-        key: &str,
-        value: &T,
-    ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(table)?;
-            t.insert(key, encode(value).as_slice())?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -174,7 +196,23 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Decode(e.to_string()))
 }
 
-fn classify(path: &Path, err: DatabaseError) -> StoreError {
+/// Creates the file, if it does not exist yet, readable and writable by its owner only:
+/// it holds orders and payments.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn classify(path: &Path, err: DatabaseError) -> StoreError {
     let path = path.to_path_buf();
     match err {
         DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path },
@@ -206,25 +244,53 @@ fn classify(path: &Path, err: DatabaseError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     const T: JsonTable = TableDefinition::new("t");
+
+    #[derive(Serialize, Deserialize)]
+    struct Put(String, u32);
+
+    impl Command for Put {
+        type Output = ();
+        type Error = StoreError;
+        fn apply(&self, tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+            tx.open_table(T)?
+                .insert(self.0.as_str(), encode(&self.1).as_slice())?;
+            Ok(())
+        }
+    }
 
     #[test]
     fn round_trips_json() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a/b.redb")).unwrap();
         assert_eq!(store.get_json::<u32>(T, "k").unwrap(), None);
-        store.put_json(T, "k", &7u32).unwrap();
+        store.submit_blocking(Put("k".into(), 7)).unwrap();
         assert_eq!(store.get_json::<u32>(T, "k").unwrap(), Some(7));
         assert_eq!(store.scan_json::<u32, _>(T).unwrap(), vec![7]);
     }
 
     #[test]
-    fn second_open_is_locked() {
+    fn the_file_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.redb");
+        let _store = Store::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn second_open_is_locked_and_a_dropped_store_can_be_opened_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.redb");
-        let _first = Store::open(&path).unwrap();
+        let first = Store::open(&path).unwrap();
+        first.submit_blocking(Put("k".into(), 1)).unwrap();
         assert!(matches!(Store::open(&path), Err(StoreError::Locked { .. })));
+        drop(first);
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.get_json::<u32>(T, "k").unwrap(), Some(1));
     }
 
     #[test]
