@@ -202,26 +202,31 @@ async fn renew_all(
             // Start each worker at its own offset so the load is even from the start.
             tokio::time::sleep(period * worker as u32 / CONNECTIONS as u32).await;
             let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            // Each renewal runs on its own, so a slow answer delays no other renewal
+            // (the pool opens another connection when all are busy).
+            let mut in_flight = tokio::task::JoinSet::new();
             for fake in mine.iter().cycle() {
                 tick.tick().await;
                 if Instant::now() >= until {
-                    return;
+                    break;
                 }
                 let url = format!("{base}/v1/instances/{}/{}/lease", fake.role, fake.id);
-                let res = client_for(&clients, fake.role)
-                    .put(&url)
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("renew {}: {e}", fake.id));
-                assert!(
-                    res.status().is_success(),
-                    "renew {}: {}",
-                    fake.id,
-                    res.status()
-                );
-                res.bytes().await.unwrap();
-                done.fetch_add(1, Ordering::Relaxed);
+                let request = client_for(&clients, fake.role).put(&url);
+                let (done, id) = (done.clone(), fake.id.clone());
+                in_flight.spawn(async move {
+                    let res = request
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("renew {id}: {e}"));
+                    assert!(res.status().is_success(), "renew {id}: {}", res.status());
+                    res.bytes().await.unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                });
+                while in_flight.try_join_next().is_some() {}
+            }
+            while let Some(finished) = in_flight.join_next().await {
+                finished.unwrap();
             }
         }));
     }
