@@ -30,6 +30,8 @@ use crate::harness::*;
 
 /// Concurrent connections (and tasks) driving the registry.
 const CONNECTIONS: usize = 64;
+/// Renewals a driving task may have in flight at once.
+const IN_FLIGHT_PER_CONNECTION: usize = 4;
 /// The roles instances register as; each has its own certificate.
 const ROLES: [&str; 5] = [
     "gateway",
@@ -203,8 +205,9 @@ async fn renew_all(
             tokio::time::sleep(period * worker as u32 / CONNECTIONS as u32).await;
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            // Each renewal runs on its own, so a slow answer delays no other renewal
-            // (the pool opens another connection when all are busy).
+            // A few renewals in flight per worker, so one slow answer does not hold
+            // up the others (the pool opens another connection when all are busy);
+            // bounded, so a stall cannot open a connection per pending renewal.
             let mut in_flight = tokio::task::JoinSet::new();
             for fake in mine.iter().cycle() {
                 tick.tick().await;
@@ -223,7 +226,9 @@ async fn renew_all(
                     res.bytes().await.unwrap();
                     done.fetch_add(1, Ordering::Relaxed);
                 });
-                while in_flight.try_join_next().is_some() {}
+                while in_flight.len() >= IN_FLIGHT_PER_CONNECTION {
+                    in_flight.join_next().await.unwrap().unwrap();
+                }
             }
             while let Some(finished) = in_flight.join_next().await {
                 finished.unwrap();
