@@ -1,6 +1,7 @@
 //! The registry's HTTP API under `/v1/`: thin handlers over [`RegistryState`].
 //!
-//! Writes (register, deregister) run on the blocking pool because they commit to redb.
+//! Writes (register, deregister) change the table in memory at once and answer after
+//! the committer has written them; renewals change only lease times and write nothing.
 //! Reads with `?index=N` are blocking queries: they wait until the index differs from
 //! N (moved on, or reset by a different registry) or `wait` runs out, then answer with
 //! the current view and index.
@@ -8,12 +9,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::http::header::ContentType;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::lease_table::{self, LeaseTable};
-use super::{Delta, RegistryState};
+use super::catalog_json::RoleJson;
+use super::lease_table;
+use super::RegistryState;
 use svc_platform::access::caller;
 use svc_platform::clock::now_ms;
 use svc_platform::problem::Problem;
@@ -72,15 +75,16 @@ fn acting_for(
     }
 }
 
-fn grant(state: &RegistryState, table: &LeaseTable) -> LeaseGrant {
+fn grant(state: &RegistryState, index: u64) -> LeaseGrant {
     LeaseGrant {
         lease_ttl_ms: state.settings.lease_ttl.as_millis() as u64,
         renew_interval_ms: state.settings.renew_interval.get().as_millis() as u64,
-        index: table.index(),
+        index,
     }
 }
 
-/// 200 with the lease grant; 409 if another live instance holds the claimed shard.
+/// 200 with the lease grant, once the registration is on disk; 409 if another live
+/// instance holds the claimed shard; 503 if it could not be written (and was undone).
 async fn register(
     req: HttpRequest,
     state: State,
@@ -91,24 +95,13 @@ async fn register(
         .map_err(Problem::bad_request)?;
     acting_for(&req, &reg.role, Some(&reg.address), "register as")?;
     let claimant = reg.instance_id.clone();
-    let state = state.into_inner();
-    let granted = web::block(move || {
-        state.mutate(|t| match t.register(reg, Instant::now(), now_ms()) {
-            Ok(changed) => {
-                let delta = Delta {
-                    put: changed.into_iter().collect(),
-                    ..Delta::default()
-                };
-                (Ok(grant(&state, t)), delta)
-            }
-            Err(held) => (Err(held), Delta::default()),
-        })
-    })
-    .await
-    .map_err(|e| Problem::internal(e.to_string()))?
-    .map_err(|e| Problem::internal(e.to_string()))?;
-    match granted {
-        Ok(grant) => Ok(HttpResponse::Ok().json(grant)),
+    let applied = state.change(|t| match t.register(reg, Instant::now(), now_ms()) {
+        Ok(Some(change)) => (Ok(change.index), Some(change)),
+        Ok(None) => (Ok(t.index()), None),
+        Err(held) => (Err(held), None),
+    });
+    match applied.durable(&state).await.map_err(not_persisted)? {
+        Ok(index) => Ok(HttpResponse::Ok().json(grant(&state, index))),
         Err(held) => {
             tracing::warn!(role = %held.role, shard = held.shard, holder = %held.holder, instance = %claimant, "refused a second holder of a shard");
             Err(Problem::conflict(held.to_string()))
@@ -116,17 +109,33 @@ async fn register(
     }
 }
 
+fn not_persisted(e: super::NotPersisted) -> Problem {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// Renewals touch only lease times, which are not persisted: one lookup under the lock,
+/// nothing written. The grant names the latest durable index.
 async fn renew(
     req: HttpRequest,
     state: State,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Problem> {
     let (role, id) = path.into_inner();
-    let address = state.table.lock().address_of(&role, &id);
-    acting_for(&req, &role, address.as_deref(), "renew a lease of")?;
-    let mut table = state.table.lock();
-    if table.renew(&role, &id, Instant::now(), now_ms()) {
-        Ok(quiet(HttpResponse::Ok().json(grant(&state, &table))))
+    let renewed = {
+        let mut inner = state.inner.lock();
+        let table = &mut inner.table;
+        acting_for(
+            &req,
+            &role,
+            table.address_of(&role, &id),
+            "renew a lease of",
+        )?;
+        table.renew(&role, &id, Instant::now(), now_ms())
+    };
+    if renewed {
+        Ok(quiet(
+            HttpResponse::Ok().json(grant(&state, state.durable_index())),
+        ))
     } else {
         Err(Problem::not_found(format!(
             "no lease for {role}/{id}: register again"
@@ -140,23 +149,24 @@ async fn deregister(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Problem> {
     let (role, id) = path.into_inner();
-    let address = state.table.lock().address_of(&role, &id);
+    let address = state
+        .inner
+        .lock()
+        .table
+        .address_of(&role, &id)
+        .map(str::to_string);
     acting_for(&req, &role, address.as_deref(), "deregister")?;
-    let state = state.into_inner();
-    let removed = web::block(move || {
-        state.mutate(|t| {
-            let removed = t.deregister(&role, &id);
-            let delta = Delta {
-                delete: removed.clone().into_iter().collect(),
-                ..Delta::default()
-            };
-            (removed, delta)
-        })
-    })
-    .await
-    .map_err(|e| Problem::internal(e.to_string()))?
-    .map_err(|e| Problem::internal(e.to_string()))?;
-    match removed {
+    let applied = state.change(|t| {
+        let change = t.deregister(&role, &id);
+        // What was removed, as the wire's `Instance`, for the answer.
+        let removed = change.as_ref().and_then(|c| {
+            let row = c.rows.first()?;
+            let lease = row.before.as_ref()?;
+            Some(lease.member.to_instance(&row.role, lease.renewed_at_ms))
+        });
+        (removed, change)
+    });
+    match applied.durable(&state).await.map_err(not_persisted)? {
         Some(i) => {
             tracing::info!(role = %i.role, instance = %i.instance_id, "deregistered");
             Ok(HttpResponse::Ok().json(serde_json::json!({ "deregistered": i })))
@@ -184,7 +194,7 @@ async fn wait_for_change(state: &RegistryState, query: &WatchQuery) -> Result<()
         return Ok(());
     };
     let wait = wait.min(state.settings.max_wait.get());
-    let mut rx = state.index.subscribe();
+    let mut rx = state.durable.subscribe();
     tokio::select! {
         _ = tokio::time::timeout(wait, rx.wait_for(|current| *current != seen)) => {}
         _ = state.shutdown.wait() => {}
@@ -194,12 +204,13 @@ async fn wait_for_change(state: &RegistryState, query: &WatchQuery) -> Result<()
 
 async fn catalog(state: State, query: web::Query<WatchQuery>) -> Result<HttpResponse, Problem> {
     wait_for_change(&state, &query).await?;
-    let catalog = state.table.lock().catalog();
+    let (index, json) = state.catalog_json().await;
     Ok(quiet(
         HttpResponse::Ok()
-            .insert_header((INDEX_HEADER, catalog.index.to_string()))
+            .content_type(ContentType::json())
+            .insert_header((INDEX_HEADER, index.to_string()))
             .insert_header((TIME_HEADER, now_ms().to_string()))
-            .json(catalog),
+            .body(json),
     ))
 }
 
@@ -216,11 +227,16 @@ async fn list_role(
         )));
     }
     wait_for_change(&state, &query).await?;
-    let list = state.table.lock().role(&role);
+    let (index, json) = state
+        .read(|table| {
+            serde_json::to_vec(&RoleJson { table, role: &role }).expect("a role listing serializes")
+        })
+        .await;
     Ok(quiet(
         HttpResponse::Ok()
-            .insert_header((INDEX_HEADER, list.index.to_string()))
+            .content_type(ContentType::json())
+            .insert_header((INDEX_HEADER, index.to_string()))
             .insert_header((TIME_HEADER, now_ms().to_string()))
-            .json(list),
+            .body(json),
     ))
 }

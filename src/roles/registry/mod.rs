@@ -1,31 +1,43 @@
 //! The registry role: where instances register with a lease and find each other.
 //!
-//! The [`LeaseTable`] is the truth in memory; every membership change is first written
-//! to the registry's redb file (instance rows and the index, in one transaction) and only
-//! then applied, so a restarted registry comes back with the same view and index. Each
-//! change publishes the new index on a watch channel that blocking queries wait on.
+//! The [`LeaseTable`] is the truth in memory. A membership change is made in place, in
+//! O(log n), under the table's lock, and queued; one committer task takes every change
+//! queued, writes them to the registry's redb file as one [`StoredDelta`] in one
+//! transaction (so one fsync covers many registrations), and only then publishes the new
+//! index and answers the changes. The lock is never held across a commit.
+//!
+//! Nothing is shown before it is on disk: a change is answered after its commit, and
+//! every read waits until the index it saw is durable, so a restarted registry comes
+//! back with the view and index anyone saw. If a batch cannot be written, it and every
+//! change queued after it are undone in memory (last first, from their [`Change`]
+//! records), the index moves past every index handed out (so no reader keeps one that
+//! named an undone state), and each change is answered with an error: registrations
+//! are soft state, and the instances register again (see `persist.rs`).
 
+mod catalog_json;
 mod http;
 mod lease_table;
+mod persist;
 pub mod settings;
 mod ui;
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
-use redb::{TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch, Notify};
 
 use svc_platform::clock::now_ms;
-use svc_platform::registry_api::Instance;
 use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shutdown::Shutdown;
-use svc_platform::store::{self, Command, JsonTable, Store, StoreError};
+use svc_platform::store::{Store, StoreError};
 
+use lease_table::Change;
 pub use lease_table::LeaseTable;
+use persist::StoredDelta;
 
 use super::RoleEntry;
 use settings::RegistrySettings;
@@ -35,15 +47,29 @@ pub const ENTRY: RoleEntry = RoleEntry {
     start: |ctx, config| start(ctx, &config.registry),
 };
 
-const INSTANCES: JsonTable = TableDefinition::new("registry_instances");
-const META: JsonTable = TableDefinition::new("registry_meta");
-const INDEX_KEY: &str = "index";
+/// How long a serialized catalog is served again for the same index: long enough
+/// that the watchers a change wakes together share one, short enough that the lease
+/// times in it (renewals do not move the index) stay fresh.
+const CATALOG_REUSE: Duration = Duration::from_millis(100);
 
-/// Shared by every worker: the table, its file, and the index watchers wait on.
+/// A change that could not be persisted, and was undone.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the registry could not write the change to its state file, so it was undone ({0}); try again"
+)]
+pub struct NotPersisted(String);
+
+/// Shared by every worker: the table, the changes on their way to the file, and the
+/// index watchers wait on.
 pub struct RegistryState {
-    table: Mutex<LeaseTable>,
+    inner: Mutex<Inner>,
+    /// Wakes the committer when a change is queued.
+    queued: Notify,
     store: Arc<Store>,
-    index: watch::Sender<u64>,
+    /// The latest index whose view is on disk; what blocking queries and reads wait on.
+    durable: watch::Sender<u64>,
+    /// The catalog as JSON, for one index, while fresh ([`CATALOG_REUSE`]).
+    catalog_cache: Mutex<Option<CachedCatalog>>,
     settings: RegistrySettings,
     known_roles: Vec<String>,
     /// Stateful roles: one live instance per shard (from the manifests).
@@ -52,11 +78,33 @@ pub struct RegistryState {
     shutdown: Shutdown,
 }
 
-/// What a mutation did, for persisting: rows to put and rows to delete.
-#[derive(Default)]
-struct Delta {
-    put: Vec<Instance>,
-    delete: Vec<Instance>,
+/// What the table's lock guards.
+struct Inner {
+    table: LeaseTable,
+    /// Changes made in memory and not yet handed to the committer, in index order.
+    queued: Vec<QueuedChange>,
+    /// How many times changes were undone; a read that began before one reads again.
+    rollbacks: u64,
+}
+
+struct QueuedChange {
+    change: Change,
+    /// Told once the change is on disk (or undone).
+    done: Option<oneshot::Sender<Result<(), NotPersisted>>>,
+}
+
+struct CachedCatalog {
+    index: u64,
+    made: Instant,
+    json: Bytes,
+}
+
+/// What [`RegistryState::change`] did in memory, still to be confirmed by the disk.
+pub struct Applied<T> {
+    pub out: T,
+    index: u64,
+    rollbacks: u64,
+    done: Option<oneshot::Receiver<Result<(), NotPersisted>>>,
 }
 
 impl RegistryState {
@@ -67,8 +115,7 @@ impl RegistryState {
         sharded_roles: BTreeSet<String>,
         shutdown: Shutdown,
     ) -> Result<Self, StoreError> {
-        let instances: Vec<Instance> = store.scan_json(INSTANCES)?;
-        let index: u64 = store.get_json(META, INDEX_KEY)?.unwrap_or(0);
+        let (instances, index) = persist::restore(&store)?;
         if !instances.is_empty() {
             tracing::info!(
                 instances = instances.len(),
@@ -80,9 +127,15 @@ impl RegistryState {
         let table = LeaseTable::restore(instances, index, settings.lease_ttl, Instant::now())
             .with_sharded_roles(sharded_roles.iter().cloned());
         Ok(RegistryState {
-            table: Mutex::new(table),
+            inner: Mutex::new(Inner {
+                table,
+                queued: Vec::new(),
+                rollbacks: 0,
+            }),
+            queued: Notify::new(),
             store,
-            index: watch::channel(index).0,
+            durable: watch::channel(index).0,
+            catalog_cache: Mutex::new(None),
             settings,
             known_roles,
             sharded_roles,
@@ -90,77 +143,177 @@ impl RegistryState {
         })
     }
 
-    /// Applies `change` to a copy of the table, persists what it changed, then swaps the
-    /// copy in. A failed write leaves memory and file as they were.
-    fn mutate<T>(
+    /// Runs `make` on the table under its lock (it must be quick: O(log n)); a
+    /// [`Change`] it returns is queued for the committer. Await [`Applied::durable`]
+    /// before telling anyone.
+    pub fn change<T>(
         &self,
-        change: impl FnOnce(&mut LeaseTable) -> (T, Delta),
-    ) -> Result<T, StoreError> {
-        let mut table = self.table.lock();
-        let mut next = table.clone();
-        let (out, delta) = change(&mut next);
-        if next.index() != table.index() {
-            self.persist(&delta, next.index())?;
-            *table = next;
-            self.index.send_replace(table.index());
-        } else {
-            // Renewals only touch lease times, which are not persisted.
-            *table = next;
+        make: impl FnOnce(&mut LeaseTable) -> (T, Option<Change>),
+    ) -> Applied<T> {
+        let mut inner = self.inner.lock();
+        let (out, change) = make(&mut inner.table);
+        let index = inner.table.index();
+        let rollbacks = inner.rollbacks;
+        let done = change.map(|change| {
+            let (done, confirmed) = oneshot::channel();
+            inner.queued.push(QueuedChange {
+                change,
+                done: Some(done),
+            });
+            confirmed
+        });
+        drop(inner);
+        if done.is_some() {
+            self.queued.notify_one();
         }
-        Ok(out)
-    }
-
-    fn persist(&self, delta: &Delta, index: u64) -> Result<(), StoreError> {
-        self.store.submit_blocking(SaveMembership {
-            put: delta.put.clone(),
-            delete: delta.delete.clone(),
+        Applied {
+            out,
             index,
-        })
+            rollbacks,
+            done,
+        }
     }
 
-    fn evict_expired(&self) -> Result<Vec<Instance>, StoreError> {
-        self.mutate(|t| {
-            let evicted = t.evict_expired(Instant::now());
-            let delta = Delta {
-                delete: evicted.clone(),
-                ..Delta::default()
+    /// Reads the table under its lock, then waits until what was read is on disk; reads
+    /// again if changes were undone meanwhile. Returns the index read at, and the value.
+    pub async fn read<T>(&self, read: impl Fn(&LeaseTable) -> T) -> (u64, T) {
+        loop {
+            let (index, rollbacks, value) = {
+                let inner = self.inner.lock();
+                (inner.table.index(), inner.rollbacks, read(&inner.table))
             };
-            (evicted, delta)
+            if self.settled(index, rollbacks).await {
+                return (index, value);
+            }
+        }
+    }
+
+    /// Waits until `index` is durable; `false` if changes were undone since `rollbacks`.
+    async fn settled(&self, index: u64, rollbacks: u64) -> bool {
+        let mut durable = self.durable.subscribe();
+        // The sender lives in `self`, so this only ends when the index is reached.
+        let _ = durable.wait_for(|d| *d >= index).await;
+        self.inner.lock().rollbacks == rollbacks
+    }
+
+    /// The catalog as JSON and its index, serialized at most once per index while fresh.
+    pub async fn catalog_json(&self) -> (u64, Bytes) {
+        self.read(|table| {
+            let mut cache = self.catalog_cache.lock();
+            match &*cache {
+                Some(c) if c.index == table.index() && c.made.elapsed() < CATALOG_REUSE => {
+                    c.json.clone()
+                }
+                _ => {
+                    let json = Bytes::from(
+                        serde_json::to_vec(&catalog_json::CatalogJson(table))
+                            .expect("the catalog serializes"),
+                    );
+                    *cache = Some(CachedCatalog {
+                        index: table.index(),
+                        made: Instant::now(),
+                        json: json.clone(),
+                    });
+                    json
+                }
+            }
         })
+        .await
+    }
+
+    /// The index of the latest durable view, for lease grants.
+    pub fn durable_index(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    /// The committer: writes what is queued whenever something is.
+    async fn run_committer(self: Arc<Self>) {
+        loop {
+            self.queued.notified().await;
+            self.commit_queued().await;
+        }
+    }
+
+    /// Writes what was queued, batch after batch, until nothing is: one command to the
+    /// store per batch, however many changes it holds (and the store's writer commits
+    /// it with whatever else is waiting).
+    async fn commit_queued(&self) {
+        self.commit_queued_with(|delta| self.store.submit(delta))
+            .await
+    }
+
+    /// [`RegistryState::commit_queued`] with `write` committing each batch (a test
+    /// passes one that fails).
+    async fn commit_queued_with<W, F>(&self, write: W)
+    where
+        W: Fn(StoredDelta) -> F,
+        F: Future<Output = Result<(), StoreError>>,
+    {
+        loop {
+            let batch = std::mem::take(&mut self.inner.lock().queued);
+            if batch.is_empty() {
+                return;
+            }
+            let delta = StoredDelta::of(batch.iter().map(|q| &q.change));
+            let index = delta.index;
+            let outcome = match write(delta).await {
+                Ok(()) => {
+                    self.durable.send_replace(index);
+                    Ok(())
+                }
+                Err(e) => {
+                    let undone = self.undo_from(&batch);
+                    tracing::error!(error = %e, changes = undone, "could not persist registry changes; undone, the instances will register again");
+                    Err(NotPersisted(e.to_string()))
+                }
+            };
+            for q in batch {
+                if let Some(done) = q.done {
+                    let _ = done.send(outcome.clone());
+                }
+            }
+        }
+    }
+
+    /// Undoes `failed` and every change queued after it, last first, moves the index
+    /// past all of them and publishes it. Returns how many changes were undone.
+    fn undo_from(&self, failed: &[QueuedChange]) -> usize {
+        let mut inner = self.inner.lock();
+        let later = std::mem::take(&mut inner.queued);
+        for q in later.iter().rev().chain(failed.iter().rev()) {
+            inner.table.undo(&q.change);
+        }
+        let index = inner.table.skip_index();
+        inner.rollbacks += 1;
+        drop(inner);
+        self.durable.send_replace(index);
+        let error = NotPersisted("an earlier change in its batch could not be written".into());
+        let undone = failed.len() + later.len();
+        for q in later {
+            if let Some(done) = q.done {
+                let _ = done.send(Err(error.clone()));
+            }
+        }
+        undone
     }
 }
 
-/// Writes one membership change: the rows it puts and deletes, and the new index.
-#[derive(Serialize, Deserialize)]
-struct SaveMembership {
-    put: Vec<Instance>,
-    delete: Vec<Instance>,
-    index: u64,
-}
-
-impl Command for SaveMembership {
-    type Output = ();
-    type Error = StoreError;
-
-    fn apply(&self, tx: &WriteTransaction) -> Result<(), StoreError> {
-        let mut rows = tx.open_table(INSTANCES)?;
-        for i in &self.put {
-            rows.insert(
-                key(&i.role, &i.instance_id).as_str(),
-                store::encode(i).as_slice(),
-            )?;
+impl<T> Applied<T> {
+    /// The result, once the change it made is on disk (or, if it made none, once the
+    /// view it saw is); [`NotPersisted`] if it was undone.
+    pub async fn durable(self, state: &RegistryState) -> Result<T, NotPersisted> {
+        match self.done {
+            Some(done) => match done.await {
+                Ok(Ok(())) => Ok(self.out),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(NotPersisted("the registry is stopping".into())),
+            },
+            None if state.settled(self.index, self.rollbacks).await => Ok(self.out),
+            None => Err(NotPersisted(
+                "a change before it could not be written".into(),
+            )),
         }
-        for i in &self.delete {
-            rows.remove(key(&i.role, &i.instance_id).as_str())?;
-        }
-        let mut meta = tx.open_table(META)?;
-        meta.insert(INDEX_KEY, store::encode(&self.index).as_slice())?;
-        Ok(())
     }
-}
-
-fn key(role: &str, id: &str) -> String {
-    format!("{role}/{id}")
 }
 
 fn start(ctx: &RoleContext, settings: &RegistrySettings) -> anyhow::Result<Routes> {
@@ -179,8 +332,15 @@ fn start(ctx: &RoleContext, settings: &RegistrySettings) -> anyhow::Result<Route
         sharded_roles,
         ctx.shutdown.clone(),
     )?);
+    spawn_committer(state.clone());
     spawn_evictor(state.clone(), ctx.shutdown.clone());
     Ok(Arc::new(move |cfg| http::routes(cfg, state.clone())))
+}
+
+/// The one task that writes changes to the file. It outlives the shutdown signal: the
+/// deregistrations of a draining cluster still need their commits.
+fn spawn_committer(state: Arc<RegistryState>) {
+    tokio::spawn(state.run_committer());
 }
 
 /// Checks leases often enough that an eviction is late by at most a small slice of TTL.
@@ -194,19 +354,112 @@ fn spawn_evictor(state: Arc<RegistryState>, shutdown: Shutdown) {
                 _ = tick.tick() => {}
                 _ = shutdown.wait() => return,
             }
-            let state = state.clone();
-            match tokio::task::spawn_blocking(move || state.evict_expired()).await {
-                Ok(Ok(evicted)) => {
-                    for i in evicted {
-                        let silent_ms = now_ms().saturating_sub(i.renewed_at_ms);
-                        tracing::warn!(role = %i.role, instance = %i.instance_id, silent_ms, "lease expired; instance evicted");
+            let applied = state.change(|t| {
+                let change = t.evict_expired(Instant::now());
+                (change.clone(), change)
+            });
+            let Some(evicted) = applied.out.clone() else {
+                continue;
+            };
+            match applied.durable(&state).await {
+                Ok(_) => {
+                    for row in &evicted.rows {
+                        let Some(lease) = &row.before else { continue };
+                        let silent_ms = now_ms().saturating_sub(lease.renewed_at_ms);
+                        tracing::warn!(role = %row.role, instance = %row.instance_id, silent_ms, "lease expired; instance evicted");
                     }
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::error!(error = %e, "could not persist evictions; will retry")
                 }
-                Err(e) => tracing::error!(error = %e, "eviction task failed"),
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use svc_platform::registry_api::Registration;
+
+    use super::*;
+
+    fn state(dir: &tempfile::TempDir) -> Arc<RegistryState> {
+        let store = Arc::new(Store::open(&dir.path().join("registry.redb")).unwrap());
+        let state = RegistryState::open(
+            store,
+            RegistrySettings::default(),
+            vec!["orders".into()],
+            ["orders".to_string()].into(),
+            Shutdown::new(),
+        )
+        .unwrap();
+        Arc::new(state)
+    }
+
+    fn reg(id: &str) -> Registration {
+        Registration {
+            role: "orders".into(),
+            instance_id: id.into(),
+            address: format!("https://{id}:1"),
+            version: "1".into(),
+            metadata: Default::default(),
+        }
+    }
+
+    fn register(state: &RegistryState, id: &str) -> Applied<u64> {
+        state.change(|t| {
+            let change = t.register(reg(id), Instant::now(), 1).unwrap();
+            (t.index(), change)
+        })
+    }
+
+    #[tokio::test]
+    async fn changes_are_answered_once_on_disk_and_come_back_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let committer = tokio::spawn(state.clone().run_committer());
+        let (a, b) = (register(&state, "a"), register(&state, "b"));
+        // Nothing is durable before the committer wrote it.
+        assert_eq!(state.durable_index(), 0);
+        assert_eq!(a.durable(&state).await.unwrap(), 1);
+        assert_eq!(b.durable(&state).await.unwrap(), 2);
+        let (index, json) = state.catalog_json().await;
+        assert_eq!(index, 2);
+        assert!(String::from_utf8_lossy(&json).contains("\"b\""));
+        let gone = state.change(|t| ((), t.deregister("orders", "a")));
+        gone.durable(&state).await.unwrap();
+        committer.abort();
+        let _ = committer.await;
+        drop(state);
+        let restarted = self::state(&dir);
+        let inner = restarted.inner.lock();
+        assert_eq!(inner.table.index(), 3);
+        assert_eq!(inner.table.instance_count(), 1);
+        assert_eq!(restarted.durable_index(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_be_written_is_undone_and_answered_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let a = register(&state, "a");
+        let b = register(&state, "b");
+        // A reader that saw the undone state (index 2) must not be left with it.
+        let reader = {
+            let state = state.clone();
+            tokio::spawn(async move { state.read(|t| (t.instance_count(), t.index())).await })
+        };
+        state
+            .commit_queued_with(|_| async { Err(StoreError::Storage("disk full".into())) })
+            .await;
+        let e = a.durable(&state).await.unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+        assert!(b.durable(&state).await.is_err());
+        // Both undone; the index moved past every index handed out, and is published.
+        assert_eq!(state.inner.lock().table.instance_count(), 0);
+        assert_eq!(state.durable_index(), 3);
+        assert_eq!(reader.await.unwrap(), (3, (0, 3)));
+        // The file never had them.
+        assert_eq!(persist::restore(&state.store).unwrap(), (vec![], 0));
+    }
 }
