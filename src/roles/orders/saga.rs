@@ -110,15 +110,20 @@ impl SagaRunner {
                 Some(order) if !order.is_final() => order,
                 done_or_none => return Ok(done_or_none),
             };
-            let ended = tokio::select! {
-                ended = tokio::time::timeout_at(until, finished.recv()) => ended,
-                () = self.shutdown.wait() => return Ok(Some(self.book.get(id)?.unwrap_or(order))),
-            };
-            match ended {
-                // Another order ended, or announcements were missed: read again.
-                Ok(Ok(_) | Err(RecvError::Lagged(_))) => continue,
-                // `until` passed (or the runner is gone): the order as it is now.
-                Err(_) | Ok(Err(RecvError::Closed)) => return Ok(Some(order)),
+            loop {
+                let ended = tokio::select! {
+                    ended = tokio::time::timeout_at(until, finished.recv()) => ended,
+                    () = self.shutdown.wait() => return Ok(Some(self.book.get(id)?.unwrap_or(order))),
+                };
+                match ended {
+                    // Another order ended: not worth a read (under load, every waiter
+                    // hears of every order).
+                    Ok(Ok(ended)) if ended != id => continue,
+                    // This one ended, or announcements were missed: read again.
+                    Ok(Ok(_) | Err(RecvError::Lagged(_))) => break,
+                    // `until` passed (or the runner is gone): the order as it is now.
+                    Err(_) | Ok(Err(RecvError::Closed)) => return Ok(Some(order)),
+                }
             }
         }
     }
