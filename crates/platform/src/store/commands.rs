@@ -455,3 +455,55 @@ mod tests {
         assert!((0..20).all(|i| has(&store, &format!("k{i}"))));
     }
 }
+
+/// What one durable commit costs on this machine's disk: the floor of a write's latency.
+/// `cargo test --release -p svc-platform commit_latency -- --ignored --nocapture`
+#[cfg(test)]
+mod commit_latency {
+    use std::time::Instant;
+
+    use super::tests_support::Put;
+    use crate::store::Store;
+
+    #[test]
+    #[ignore = "a measurement, not a test"]
+    fn commit_latency() {
+        let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or("/tmp".into()))
+            .unwrap();
+        let store = Store::open(&dir.path().join("latency.redb")).unwrap();
+        for warm in 0..200 {
+            store.submit_blocking(Put(format!("warm-{warm}"))).unwrap();
+        }
+        let n = 500;
+        let started = Instant::now();
+        for i in 0..n {
+            store.submit_blocking(Put(format!("k-{i}"))).unwrap();
+        }
+        let each = started.elapsed() / n;
+        println!("one durable commit of one small command, alone: {each:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use redb::{TableDefinition, WriteTransaction};
+    use serde::{Deserialize, Serialize};
+
+    use crate::store::{Command, JsonTable, StoreError};
+
+    const T: JsonTable = TableDefinition::new("t");
+
+    /// Writes one small row.
+    #[derive(Serialize, Deserialize)]
+    pub struct Put(pub String);
+
+    impl Command for Put {
+        type Output = ();
+        type Error = StoreError;
+        fn apply(&self, tx: &WriteTransaction) -> Result<(), StoreError> {
+            tx.open_table(T)?
+                .insert(self.0.as_str(), [7u8; 200].as_slice())?;
+            Ok(())
+        }
+    }
+}
