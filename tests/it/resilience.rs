@@ -514,13 +514,22 @@ async fn a_callers_deadline_bounds_the_callee_and_its_own_calls() {
     )
     .await;
     assert_eq!(res.status(), 201);
+    // A product no order has named yet, so orders must ask inventory about it (it
+    // remembers the products it was told exist).
+    let res = post_json_as(
+        "gateway",
+        &format!("{}/v1/products", inventory.url),
+        &product("mint"),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
     // Orders takes creates from gateways only.
     let client = client_as("gateway");
-    let create = |deadline_ms: &'static str| {
+    let create = |deadline_ms: &'static str, sku: &'static str| {
         client
             .post(format!("{}/v1/orders", orders.url))
             .header("x-svc-deadline-ms", deadline_ms)
-            .json(&order_body(&[("tea", 1)], None))
+            .json(&order_body(&[(sku, 1)], None))
             .send()
     };
 
@@ -530,7 +539,7 @@ async fn a_callers_deadline_bounds_the_callee_and_its_own_calls() {
     // the client sees also holds a TLS handshake, so it is bounded only well below what
     // waiting for the saga or for create_wait would take (4 s, 5 s).
     let started = Instant::now();
-    let res = create("400").await.expect("POST");
+    let res = create("400", "tea").await.expect("POST");
     let took = started.elapsed();
     assert_eq!(res.status(), 202, "{:?}", res.text().await);
     assert!(took < Duration::from_secs(2), "{took:?}");
@@ -549,7 +558,7 @@ async fn a_callers_deadline_bounds_the_callee_and_its_own_calls() {
     // in time instead of work going on for nobody.
     inventory.freeze();
     let started = Instant::now();
-    let res = create("300").await.expect("POST");
+    let res = create("300", "mint").await.expect("POST");
     let took = started.elapsed();
     let status = res.status().as_u16();
     assert!(

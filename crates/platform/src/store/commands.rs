@@ -468,8 +468,8 @@ mod commit_latency {
     #[test]
     #[ignore = "a measurement, not a test"]
     fn commit_latency() {
-        let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or("/tmp".into()))
-            .unwrap();
+        let dir =
+            tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or("/tmp".into())).unwrap();
         let store = Store::open(&dir.path().join("latency.redb")).unwrap();
         for warm in 0..200 {
             store.submit_blocking(Put(format!("warm-{warm}"))).unwrap();
