@@ -80,6 +80,16 @@ async fn load_and_kill(
     acked
 }
 
+/// Every acknowledged key `k` has its row, `order_id` `ord-0-k`, among `stored`.
+fn assert_none_lost(acked: &BTreeSet<String>, stored: &[Value]) {
+    let ids: BTreeSet<&str> = stored.iter().map(|r| str_of(r, "order_id")).collect();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|k| !ids.contains(format!("ord-0-{k}").as_str()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged, then lost: {lost:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_killed_mid_group_commit_keeps_every_acknowledged_reservation_whole() {
     let mut cluster = Topology::new().shards("inventory", 1).start().await;
@@ -105,15 +115,7 @@ async fn inventory_killed_mid_group_commit_keeps_every_acknowledged_reservation_
     let url = cluster["inventory-0"].url.clone();
     let stored = get_json(&format!("{url}/v1/reservations")).await;
     let stored = stored["reservations"].as_array().cloned().unwrap();
-    let ids: BTreeSet<String> = stored
-        .iter()
-        .map(|r| str_of(r, "order_id").to_string())
-        .collect();
-    let lost: Vec<_> = acked
-        .iter()
-        .filter(|k| !ids.contains(&format!("ord-0-{k}")))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged, then lost: {lost:?}");
+    assert_none_lost(&acked, &stored);
 
     // Every unit is in one bucket, and `reserved` is exactly what the stored
     // reservations hold: no reservation without its stock, no stock without its row.
@@ -148,15 +150,7 @@ async fn payments_killed_mid_group_commit_keeps_every_acknowledged_authorization
     let url = cluster["payments-0"].url.clone();
     let payments = get_json(&format!("{url}/v1/payments")).await;
     let payments = payments["payments"].as_array().cloned().unwrap();
-    let ids: BTreeSet<String> = payments
-        .iter()
-        .map(|p| str_of(p, "order_id").to_string())
-        .collect();
-    let lost: Vec<_> = acked
-        .iter()
-        .filter(|k| !ids.contains(&format!("ord-0-{k}")))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged, then lost: {lost:?}");
+    assert_none_lost(&acked, &payments);
 
     // The ledger and the payment rows agree: one authorize entry per payment, for its
     // amount, and no entry without a payment.

@@ -88,41 +88,30 @@ fn copy_private(from: &Path, to: &Path) -> std::io::Result<()> {
     target.sync_all()
 }
 
-/// Every table's name and row count, as redb 2 reads the file.
-fn rows_v2(db: &redb2::Database) -> Result<Vec<(String, u64)>, String> {
-    use redb2::{ReadableTableMetadata, TableHandle};
-    let tx = db.begin_read().map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for handle in tx.list_tables().map_err(|e| e.to_string())? {
-        let table = tx
-            .open_untyped_table(handle.clone())
-            .map_err(|e| e.to_string())?;
-        out.push((
-            handle.name().to_string(),
-            table.len().map_err(|e| e.to_string())?,
-        ));
-    }
-    out.sort();
-    Ok(out)
+/// `fn $name(db) -> every table's name and row count`, for one version of redb: the two
+/// crates' types differ, the code does not.
+macro_rules! row_counts {
+    ($name:ident, $redb:ident) => {
+        fn $name(db: &$redb::Database) -> Result<Vec<(String, u64)>, String> {
+            use $redb::{ReadableTableMetadata, TableHandle};
+            let tx = db.begin_read().map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            for handle in tx.list_tables().map_err(|e| e.to_string())? {
+                let table = tx
+                    .open_untyped_table(handle.clone())
+                    .map_err(|e| e.to_string())?;
+                out.push((
+                    handle.name().to_string(),
+                    table.len().map_err(|e| e.to_string())?,
+                ));
+            }
+            out.sort();
+            Ok(out)
+        }
+    };
 }
-
-/// Every table's name and row count, as redb 4 reads the file.
-fn rows_v3(db: &redb::Database) -> Result<Vec<(String, u64)>, String> {
-    use redb::{ReadableTableMetadata, TableHandle};
-    let tx = db.begin_read().map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for handle in tx.list_tables().map_err(|e| e.to_string())? {
-        let table = tx
-            .open_untyped_table(handle.clone())
-            .map_err(|e| e.to_string())?;
-        out.push((
-            handle.name().to_string(),
-            table.len().map_err(|e| e.to_string())?,
-        ));
-    }
-    out.sort();
-    Ok(out)
-}
+row_counts!(rows_v2, redb2);
+row_counts!(rows_v3, redb);
 
 #[cfg(test)]
 mod tests {
