@@ -165,7 +165,8 @@ pub async fn observe(
     // Kept for the end line: a method and a URI are cheap to clone (shared bytes).
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let work = crate::unit_of_work!(&ctx, "request", request_id = %ctx.request_id);
+    // Fields as plain strings: recorded as they are, not formatted through `Display`.
+    let work = crate::unit_of_work!(&ctx, "request", request_id = ctx.request_id.as_str());
     let request_id = ctx.request_id.clone();
     let result = work.instrument(handle(req, next, ctx)).await;
     let elapsed = work.elapsed();
@@ -191,7 +192,14 @@ pub async fn observe(
     // Successes below info: a terminal stays readable; the log file keeps debug.
     let verdict = Verdict::of_status(status, quiet);
     let path = uri.path();
-    crate::end_unit_of_work!(work, verdict, "request", %method, %path, status);
+    crate::end_unit_of_work!(
+        work,
+        verdict,
+        "request",
+        method = method.as_str(),
+        path,
+        status
+    );
     result.map(|mut res| {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             res.headers_mut()

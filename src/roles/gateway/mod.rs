@@ -79,47 +79,51 @@ fn start(ctx: &RoleContext, settings: &GatewaySettings) -> anyhow::Result<Routes
     let guard = start_guard(ctx, settings)?;
     Ok(Arc::new(move |cfg| {
         use Scope::{OrdersRead, OrdersWrite, ProductsRead, ProductsWrite};
-        let g = |scope, route| guard.protect(scope, route);
         cfg.app_data(state.clone())
             // Public: clients read the API's description before they hold a key.
-            .route("/api/v1/openapi.json", web::get().to(openapi))
-            .route(
-                "/api/v1/products",
-                g(ProductsRead, web::get().to(list_products)),
-            )
-            .route(
-                "/api/v1/products",
-                g(ProductsWrite, web::post().to(create_product)),
-            )
-            .route(
-                "/api/v1/products/{sku}",
-                g(ProductsRead, web::get().to(get_product)),
-            )
-            .route(
-                "/api/v1/products/{sku}/stock",
-                g(ProductsWrite, web::post().to(adjust_stock)),
-            )
-            .route("/api/v1/orders", g(OrdersRead, web::get().to(list_orders)))
-            .route(
-                "/api/v1/orders",
-                g(OrdersWrite, web::post().to(create_order)),
-            )
-            .route(
-                "/api/v1/orders/{id}",
-                g(OrdersRead, web::get().to(get_order)),
-            )
-            .route(
-                "/api/v1/orders/{id}/cancel",
-                g(OrdersWrite, web::post().to(cancel_order)),
-            )
-            .route(
-                "/api/v1/orders/{id}/payment",
-                g(OrdersRead, web::get().to(order_payment)),
-            )
-            .route(
-                "/api/v1/orders/{id}/notifications",
-                g(OrdersRead, web::get().to(order_notifications)),
-            );
+            .route("/api/v1/openapi.json", web::get().to(openapi));
+        // Each guarded route at its pattern, which also names it in refusals.
+        let mut guarded = |pattern: &'static str, scope, route| {
+            cfg.route(pattern, guard.protect(scope, pattern, route));
+        };
+        guarded(
+            "/api/v1/products",
+            ProductsRead,
+            web::get().to(list_products),
+        );
+        guarded(
+            "/api/v1/products",
+            ProductsWrite,
+            web::post().to(create_product),
+        );
+        guarded(
+            "/api/v1/products/{sku}",
+            ProductsRead,
+            web::get().to(get_product),
+        );
+        guarded(
+            "/api/v1/products/{sku}/stock",
+            ProductsWrite,
+            web::post().to(adjust_stock),
+        );
+        guarded("/api/v1/orders", OrdersRead, web::get().to(list_orders));
+        guarded("/api/v1/orders", OrdersWrite, web::post().to(create_order));
+        guarded("/api/v1/orders/{id}", OrdersRead, web::get().to(get_order));
+        guarded(
+            "/api/v1/orders/{id}/cancel",
+            OrdersWrite,
+            web::post().to(cancel_order),
+        );
+        guarded(
+            "/api/v1/orders/{id}/payment",
+            OrdersRead,
+            web::get().to(order_payment),
+        );
+        guarded(
+            "/api/v1/orders/{id}/notifications",
+            OrdersRead,
+            web::get().to(order_notifications),
+        );
     }))
 }
 
