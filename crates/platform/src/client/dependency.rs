@@ -161,7 +161,7 @@ impl Dependency {
         if candidates.is_empty() {
             return Pick::NoInstance;
         }
-        let initial = typical_latency(&endpoints, now);
+        let initial = typical_latency(endpoints, now);
         for instance in &candidates {
             if let Entry::Vacant(slot) = endpoints.entry(EndpointKey::of(instance)) {
                 slot.insert(Endpoint {
