@@ -19,6 +19,7 @@
 mod forward;
 pub mod guard;
 mod listing;
+mod routes;
 pub mod settings;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use svc_platform::shards::{shard_in_id, ShardCounts};
 use forward::{forward, Target};
 use guard::Guard;
 use listing::Listing;
+use routes::RouteTable;
 use settings::{GatewaySettings, Scope};
 use svc_platform::ids;
 
@@ -78,52 +80,74 @@ fn start(ctx: &RoleContext, settings: &GatewaySettings) -> anyhow::Result<Routes
     });
     let guard = start_guard(ctx, settings)?;
     Ok(Arc::new(move |cfg| {
+        use actix_web::http::Method as M;
         use Scope::{OrdersRead, OrdersWrite, ProductsRead, ProductsWrite};
         cfg.app_data(state.clone())
             // Public: clients read the API's description before they hold a key.
             .route("/api/v1/openapi.json", web::get().to(openapi));
-        // Each guarded route at its pattern, which also names it in refusals.
-        let mut guarded = |pattern: &'static str, scope, route| {
-            cfg.route(pattern, guard.protect(scope, pattern, route));
-        };
-        guarded(
-            "/api/v1/products",
-            ProductsRead,
-            web::get().to(list_products),
-        );
-        guarded(
-            "/api/v1/products",
-            ProductsWrite,
-            web::post().to(create_product),
-        );
-        guarded(
-            "/api/v1/products/{sku}",
-            ProductsRead,
-            web::get().to(get_product),
-        );
-        guarded(
-            "/api/v1/products/{sku}/stock",
-            ProductsWrite,
-            web::post().to(adjust_stock),
-        );
-        guarded("/api/v1/orders", OrdersRead, web::get().to(list_orders));
-        guarded("/api/v1/orders", OrdersWrite, web::post().to(create_order));
-        guarded("/api/v1/orders/{id}", OrdersRead, web::get().to(get_order));
-        guarded(
-            "/api/v1/orders/{id}/cancel",
-            OrdersWrite,
-            web::post().to(cancel_order),
-        );
-        guarded(
-            "/api/v1/orders/{id}/payment",
-            OrdersRead,
-            web::get().to(order_payment),
-        );
-        guarded(
-            "/api/v1/orders/{id}/notifications",
-            OrdersRead,
-            web::get().to(order_notifications),
-        );
+        // Every other route under /api/v1, guarded with its scope, in one table
+        // ([`routes`]); each route's pattern also names it in refusals.
+        let mut table = RouteTable::new("/api/v1");
+        for (method, pattern, scope, route) in [
+            (
+                M::GET,
+                "/api/v1/products",
+                ProductsRead,
+                web::to(list_products),
+            ),
+            (
+                M::POST,
+                "/api/v1/products",
+                ProductsWrite,
+                web::to(create_product),
+            ),
+            (
+                M::GET,
+                "/api/v1/products/{sku}",
+                ProductsRead,
+                web::to(get_product),
+            ),
+            (
+                M::POST,
+                "/api/v1/products/{sku}/stock",
+                ProductsWrite,
+                web::to(adjust_stock),
+            ),
+            (M::GET, "/api/v1/orders", OrdersRead, web::to(list_orders)),
+            (
+                M::POST,
+                "/api/v1/orders",
+                OrdersWrite,
+                web::to(create_order),
+            ),
+            (
+                M::GET,
+                "/api/v1/orders/{id}",
+                OrdersRead,
+                web::to(get_order),
+            ),
+            (
+                M::POST,
+                "/api/v1/orders/{id}/cancel",
+                OrdersWrite,
+                web::to(cancel_order),
+            ),
+            (
+                M::GET,
+                "/api/v1/orders/{id}/payment",
+                OrdersRead,
+                web::to(order_payment),
+            ),
+            (
+                M::GET,
+                "/api/v1/orders/{id}/notifications",
+                OrdersRead,
+                web::to(order_notifications),
+            ),
+        ] {
+            table = table.route(method, pattern, guard.protect(scope, pattern, route));
+        }
+        cfg.service(table);
     }))
 }
 
