@@ -347,9 +347,15 @@ fn abort_when_closed(socket: &impl std::os::fd::AsFd, abort: bool) -> io::Result
     setsockopt(socket, Linger, &linger).map_err(io::Error::from)
 }
 
-/// A connection the HTTP service took: from now on it closes in order.
+/// A connection the HTTP service took: from now on it closes in order, and its writes
+/// go out at once (`TCP_NODELAY`, as `actix_web::HttpServer` and the internal clients
+/// do): an answer written in more than one piece (TLS records, a streamed body) is not
+/// held back waiting for the client's acknowledgement of the previous piece.
 fn taken(io: &TcpStream) {
     if let Err(e) = abort_when_closed(io, false) {
         tracing::warn!(error = %e, "cannot clear SO_LINGER on a connection");
+    }
+    if let Err(e) = io.set_nodelay(true) {
+        tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
     }
 }

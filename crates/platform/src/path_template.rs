@@ -98,6 +98,13 @@ impl PathTemplate {
         (matched && count == N).then_some(values)
     }
 
+    /// Whether `path` matches, handing each parameter's value to `each` in template
+    /// order as the match goes (so a path that fails further on may already have handed
+    /// some: use them only when this returns true).
+    pub fn match_each<'p>(&self, path: &'p str, mut each: impl FnMut(&'p str)) -> bool {
+        self.walk(path, |_, value| each(value))
+    }
+
     /// The number of parameters.
     pub fn param_count(&self) -> usize {
         self.segments
@@ -147,6 +154,18 @@ impl fmt::Display for PathTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn match_each_hands_the_values_in_order_and_says_whether_it_matched() {
+        let template = PathTemplate::parse("/v1/orders/{id}/lines/{line}").unwrap();
+        let mut seen = Vec::new();
+        assert!(template.match_each("/v1/orders/ord-1/lines/2", |v| seen.push(v)));
+        assert_eq!(seen, ["ord-1", "2"]);
+        seen.clear();
+        assert!(!template.match_each("/v1/orders/ord-1/items/2", |v| seen.push(v)));
+        assert!(!template.match_each("/v1/orders/ord-1/lines/2/x", |_| {}));
+        assert!(!template.match_each("/v1/orders//lines/2", |_| {}));
+    }
 
     fn t(template: &str) -> PathTemplate {
         PathTemplate::parse(template).unwrap()

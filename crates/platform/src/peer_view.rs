@@ -5,7 +5,13 @@
 //! registry when one stops answering. When none answers, the last view stays in use
 //! (discovery may be stale, it must never stop traffic), and every change is written to
 //! the instance's redb file so a restart during a registry outage still finds peers.
+//!
+//! A call asks the view on every attempt, so a read costs a lock, a map lookup and a
+//! reference count: the view keeps each role's instances as one shared, immutable
+//! list ([`Arc<[Instance]>`](Arc)), rebuilt only when the catalog changes, and hands
+//! that out instead of a copy.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,8 +47,35 @@ const WATCH_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::
 
 #[derive(Clone)]
 pub struct PeerView {
-    catalog: Arc<RwLock<Catalog>>,
+    current: Arc<RwLock<Arc<Snapshot>>>,
     store: Arc<Store>,
+}
+
+/// One catalog and, made from it once, each role's instances as a shared list.
+struct Snapshot {
+    catalog: Catalog,
+    by_role: HashMap<String, Arc<[Instance]>>,
+    /// What a role with no instance gets (shared: no allocation per read).
+    none: Arc<[Instance]>,
+}
+
+impl Snapshot {
+    fn new(catalog: Catalog) -> Snapshot {
+        let by_role = catalog
+            .roles
+            .iter()
+            .map(|(role, instances)| (role.clone(), Arc::from(instances.as_slice())))
+            .collect();
+        Snapshot {
+            catalog,
+            by_role,
+            none: Arc::from(Vec::new()),
+        }
+    }
+
+    fn instances(&self, role: &str) -> Arc<[Instance]> {
+        self.by_role.get(role).unwrap_or(&self.none).clone()
+    }
 }
 
 impl PeerView {
@@ -60,22 +93,23 @@ impl PeerView {
             }
         };
         PeerView {
-            catalog: Arc::new(RwLock::new(catalog)),
+            current: Arc::new(RwLock::new(Arc::new(Snapshot::new(catalog)))),
             store,
         }
     }
 
-    /// The known instances of `role`.
-    pub(crate) fn instances(&self, role: &str) -> Vec<Instance> {
-        self.catalog.read().instances(role).to_vec()
+    /// The known instances of `role`: the view's own list, shared, not a copy.
+    pub(crate) fn instances(&self, role: &str) -> Arc<[Instance]> {
+        self.current.read().instances(role)
     }
 
     pub(crate) fn snapshot(&self) -> Catalog {
-        self.catalog.read().clone()
+        self.current.read().catalog.clone()
     }
 
     async fn replace(&self, catalog: Catalog) {
-        *self.catalog.write() = catalog.clone();
+        let snapshot = Arc::new(Snapshot::new(catalog.clone()));
+        *self.current.write() = snapshot;
         if let Err(e) = self.store.submit(SaveView(catalog)).await {
             tracing::warn!(error = %e, "could not persist the peer view");
         }
@@ -109,7 +143,7 @@ impl PeerView {
                         tracing::info!(registry = %url, "watching the registry again");
                     }
                     failures = 0;
-                    if index != Some(catalog.index) && *self.catalog.read() != catalog {
+                    if index != Some(catalog.index) && self.current.read().catalog != catalog {
                         tracing::debug!(registry = %url, index = catalog.index, instances = catalog.len(), "peer view updated");
                         self.replace(catalog.clone()).await;
                     }
@@ -127,5 +161,70 @@ impl PeerView {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn instance(role: &str, id: &str) -> Instance {
+        Instance {
+            role: role.into(),
+            instance_id: id.into(),
+            address: format!("http://127.0.0.1:1/{id}"),
+            version: "0".into(),
+            metadata: BTreeMap::new(),
+            registered_at_ms: 0,
+            renewed_at_ms: 0,
+        }
+    }
+
+    fn catalog(index: u64, inventory: &[&str]) -> Catalog {
+        let mut roles = BTreeMap::new();
+        roles.insert(
+            "inventory".to_string(),
+            inventory
+                .iter()
+                .map(|id| instance("inventory", id))
+                .collect(),
+        );
+        roles.insert("orders".to_string(), vec![instance("orders", "o-0")]);
+        Catalog { index, roles }
+    }
+
+    fn ids(list: &[Instance]) -> Vec<&str> {
+        list.iter().map(|i| i.instance_id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn reads_share_one_list_per_role_until_the_catalog_changes_and_it_is_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("v.redb")).unwrap());
+        let view = PeerView::restore(store.clone());
+        assert!(view.instances("inventory").is_empty());
+        assert!(view.instances("nobody").is_empty());
+
+        view.replace(catalog(1, &["i-0", "i-1"])).await;
+        let first = view.instances("inventory");
+        assert_eq!(ids(&first), ["i-0", "i-1"]);
+        assert!(
+            Arc::ptr_eq(&first, &view.instances("inventory")),
+            "a read hands out the view's list, not a copy"
+        );
+        assert_eq!(ids(&view.instances("orders")), ["o-0"]);
+        assert!(view.instances("payments").is_empty());
+
+        view.replace(catalog(2, &["i-1"])).await;
+        assert_eq!(ids(&view.instances("inventory")), ["i-1"]);
+        assert_eq!(ids(&first), ["i-0", "i-1"], "a list handed out stays whole");
+        assert_eq!(view.snapshot(), catalog(2, &["i-1"]));
+
+        // The next run starts from what was persisted.
+        let restored = PeerView::restore(store);
+        assert_eq!(ids(&restored.instances("inventory")), ["i-1"]);
+        assert_eq!(restored.snapshot().index, 2);
     }
 }

@@ -12,6 +12,7 @@
 //! and successes of [`quiet`] answers (probes, scrapes, lease renewals, watches: the
 //! platform's own chatter, counted in the metrics anyway) at trace.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +22,7 @@ use actix_web::{
     dev::{ServiceRequest, ServiceResponse},
     http::header::{HeaderName, HeaderValue},
     middleware::Next,
-    web, HttpRequest, HttpResponse, Responder,
+    web, HttpMessage, HttpRequest, HttpResponse, Responder,
 };
 
 use super::client::deadline;
@@ -97,12 +98,21 @@ pub(crate) fn configure_extractors(cfg: &mut web::ServiceConfig, state: &Platfor
 
 /// The answer for any route no role serves.
 pub(crate) async fn not_found(req: HttpRequest) -> Result<HttpResponse, Problem> {
-    Err(Problem::not_found(format!(
-        "no route for {} {}",
-        req.method(),
-        req.path()
-    )))
+    Err(no_route(req.method(), req.path()))
 }
+
+/// The problem [`not_found`] answers: for a role that routes some requests itself
+/// (the gateway's route table) and must answer the others the same way.
+pub fn no_route(method: &actix_web::http::Method, path: &str) -> Problem {
+    Problem::not_found(format!("no route for {method} {path}"))
+}
+
+/// The route pattern that served a request, put in the request's extensions by a role
+/// that routes requests itself (the gateway's route table); `None`: no route did.
+/// [`observe`] labels the request with it rather than asking actix's router, which
+/// knows only the table's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteName(pub Option<&'static str>);
 
 async fn live(state: web::Data<PlatformState>) -> impl Responder {
     quiet(HttpResponse::Ok().json(serde_json::json!({
@@ -165,21 +175,31 @@ pub async fn observe(
     // Kept for the end line: a method and a URI are cheap to clone (shared bytes).
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let work = crate::unit_of_work!(&ctx, "request", request_id = %ctx.request_id);
+    // Fields as plain strings: recorded as they are, not formatted through `Display`.
+    let work = crate::unit_of_work!(&ctx, "request", request_id = ctx.request_id.as_str());
     let request_id = ctx.request_id.clone();
     let result = work.instrument(handle(req, next, ctx)).await;
     let elapsed = work.elapsed();
+    const UNMATCHED: &str = "unmatched";
     let (status, route, quiet) = match &result {
-        Ok(res) => (
-            res.status().as_u16(),
-            res.request()
-                .match_pattern()
-                .unwrap_or_else(|| "unmatched".to_string()),
-            res.response().extensions().get::<Quiet>().is_some(),
-        ),
+        Ok(res) => {
+            let named = res.request().extensions().get::<RouteName>().copied();
+            let route: Cow<'static, str> = match named {
+                Some(RouteName(name)) => Cow::Borrowed(name.unwrap_or(UNMATCHED)),
+                None => res
+                    .request()
+                    .match_pattern()
+                    .map_or(Cow::Borrowed(UNMATCHED), Cow::Owned),
+            };
+            (
+                res.status().as_u16(),
+                route,
+                res.response().extensions().get::<Quiet>().is_some(),
+            )
+        }
         Err(e) => (
             e.as_response_error().status_code().as_u16(),
-            "unmatched".to_string(),
+            Cow::Borrowed(UNMATCHED),
             false,
         ),
     };
@@ -191,7 +211,14 @@ pub async fn observe(
     // Successes below info: a terminal stays readable; the log file keeps debug.
     let verdict = Verdict::of_status(status, quiet);
     let path = uri.path();
-    crate::end_unit_of_work!(work, verdict, "request", %method, %path, status);
+    crate::end_unit_of_work!(
+        work,
+        verdict,
+        "request",
+        method = method.as_str(),
+        path,
+        status
+    );
     result.map(|mut res| {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             res.headers_mut()

@@ -19,6 +19,7 @@
 mod forward;
 pub mod guard;
 mod listing;
+mod routes;
 pub mod settings;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use svc_platform::shards::{shard_in_id, ShardCounts};
 use forward::{forward, Target};
 use guard::Guard;
 use listing::Listing;
+use routes::RouteTable;
 use settings::{GatewaySettings, Scope};
 use svc_platform::ids;
 
@@ -78,48 +80,74 @@ fn start(ctx: &RoleContext, settings: &GatewaySettings) -> anyhow::Result<Routes
     });
     let guard = start_guard(ctx, settings)?;
     Ok(Arc::new(move |cfg| {
+        use actix_web::http::Method as M;
         use Scope::{OrdersRead, OrdersWrite, ProductsRead, ProductsWrite};
-        let g = |scope, route| guard.protect(scope, route);
         cfg.app_data(state.clone())
             // Public: clients read the API's description before they hold a key.
-            .route("/api/v1/openapi.json", web::get().to(openapi))
-            .route(
+            .route("/api/v1/openapi.json", web::get().to(openapi));
+        // Every other route under /api/v1, guarded with its scope, in one table
+        // ([`routes`]); each route's pattern also names it in refusals.
+        let mut table = RouteTable::new("/api/v1");
+        for (method, pattern, scope, route) in [
+            (
+                M::GET,
                 "/api/v1/products",
-                g(ProductsRead, web::get().to(list_products)),
-            )
-            .route(
+                ProductsRead,
+                web::to(list_products),
+            ),
+            (
+                M::POST,
                 "/api/v1/products",
-                g(ProductsWrite, web::post().to(create_product)),
-            )
-            .route(
+                ProductsWrite,
+                web::to(create_product),
+            ),
+            (
+                M::GET,
                 "/api/v1/products/{sku}",
-                g(ProductsRead, web::get().to(get_product)),
-            )
-            .route(
+                ProductsRead,
+                web::to(get_product),
+            ),
+            (
+                M::POST,
                 "/api/v1/products/{sku}/stock",
-                g(ProductsWrite, web::post().to(adjust_stock)),
-            )
-            .route("/api/v1/orders", g(OrdersRead, web::get().to(list_orders)))
-            .route(
+                ProductsWrite,
+                web::to(adjust_stock),
+            ),
+            (M::GET, "/api/v1/orders", OrdersRead, web::to(list_orders)),
+            (
+                M::POST,
                 "/api/v1/orders",
-                g(OrdersWrite, web::post().to(create_order)),
-            )
-            .route(
+                OrdersWrite,
+                web::to(create_order),
+            ),
+            (
+                M::GET,
                 "/api/v1/orders/{id}",
-                g(OrdersRead, web::get().to(get_order)),
-            )
-            .route(
+                OrdersRead,
+                web::to(get_order),
+            ),
+            (
+                M::POST,
                 "/api/v1/orders/{id}/cancel",
-                g(OrdersWrite, web::post().to(cancel_order)),
-            )
-            .route(
+                OrdersWrite,
+                web::to(cancel_order),
+            ),
+            (
+                M::GET,
                 "/api/v1/orders/{id}/payment",
-                g(OrdersRead, web::get().to(order_payment)),
-            )
-            .route(
+                OrdersRead,
+                web::to(order_payment),
+            ),
+            (
+                M::GET,
                 "/api/v1/orders/{id}/notifications",
-                g(OrdersRead, web::get().to(order_notifications)),
-            );
+                OrdersRead,
+                web::to(order_notifications),
+            ),
+        ] {
+            table = table.route(method, pattern, guard.protect(scope, pattern, route));
+        }
+        cfg.service(table);
     }))
 }
 

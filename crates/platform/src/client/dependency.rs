@@ -53,6 +53,18 @@ impl EndpointKey {
 struct Endpoint {
     load: Load,
     breaker: Breaker,
+    /// The instance's address, parsed once (an address that does not parse fails each
+    /// attempt on it, as sending to it would).
+    base: Result<reqwest::Url, String>,
+}
+
+/// The per-instance state, and the view it was last checked against: a view is
+/// replaced whole when the catalog changes, so while the same one comes back nobody
+/// can have left and the check is skipped.
+#[derive(Default)]
+struct Endpoints {
+    by_key: HashMap<EndpointKey, Endpoint>,
+    checked: Option<Arc<[Instance]>>,
 }
 
 pub(crate) struct Dependency {
@@ -65,7 +77,7 @@ pub(crate) struct Dependency {
     pub(crate) budget: Mutex<RetryBudget>,
     pub(crate) metrics: DependencyMetrics,
     breaker_policy: BreakerPolicy,
-    endpoints: Mutex<HashMap<EndpointKey, Endpoint>>,
+    endpoints: Mutex<Endpoints>,
     /// When each shard last had a holder in the view: a shard that had one a moment
     /// ago is probably restarting, one never seen is simply not there.
     shards_seen: Mutex<HashMap<u32, Instant>>,
@@ -105,7 +117,7 @@ impl Dependency {
             },
             policy,
             metrics,
-            endpoints: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(Endpoints::default()),
             shards_seen: Mutex::new(HashMap::new()),
         }
     }
@@ -129,14 +141,19 @@ impl Dependency {
     /// Chooses the instance for one attempt among `view` (every instance of the role).
     pub(crate) fn pick(
         self: &Arc<Self>,
-        view: &[Instance],
+        view: &Arc<[Instance]>,
         shard: Option<u32>,
         tried: &[EndpointKey],
         now: Instant,
     ) -> Pick {
         let mut transition = None;
-        let mut endpoints = self.endpoints.lock();
-        self.forget_departed(&mut endpoints, view);
+        let mut guard = self.endpoints.lock();
+        let state = &mut *guard;
+        if !state.checked.as_ref().is_some_and(|c| Arc::ptr_eq(c, view)) {
+            self.forget_departed(&mut state.by_key, view);
+            state.checked = Some(view.clone());
+        }
+        let endpoints = &mut state.by_key;
         let candidates: Vec<&Instance> = view
             .iter()
             .filter(|i| shard.is_none() || shard_of(i) == shard)
@@ -144,12 +161,14 @@ impl Dependency {
         if candidates.is_empty() {
             return Pick::NoInstance;
         }
-        let initial = typical_latency(&endpoints, now);
+        let initial = typical_latency(endpoints, now);
         for instance in &candidates {
             if let Entry::Vacant(slot) = endpoints.entry(EndpointKey::of(instance)) {
                 slot.insert(Endpoint {
                     load: Load::new(initial, now),
                     breaker: Breaker::new(self.breaker_policy),
+                    base: reqwest::Url::parse(&instance.address)
+                        .map_err(|e| format!("invalid address `{}`: {e}", instance.address)),
                 });
                 self.metrics
                     .breaker_state(&instance.instance_id, State::Closed as i64);
@@ -198,7 +217,9 @@ impl Dependency {
             probes[rng.random_range(0..probes.len())]
         };
         let probe = *admission == Admission::Probe;
+        let mut base = Err(String::new());
         if let Some(endpoint) = endpoints.get_mut(key) {
+            base = endpoint.base.clone();
             endpoint.load.start();
             if probe {
                 transition = endpoint
@@ -212,11 +233,12 @@ impl Dependency {
             key: key.clone(),
             instance_id: instance.instance_id.clone(),
             address: instance.address.clone(),
+            base,
             probe,
             started: now,
             finished: false,
         };
-        drop(endpoints);
+        drop(guard);
         if let Some((t, state)) = transition {
             self.report(&chosen.instance_id, &chosen.address, t, state);
         }
@@ -255,7 +277,7 @@ impl Dependency {
         let mut transition = None;
         {
             let mut endpoints = self.endpoints.lock();
-            let Some(endpoint) = endpoints.get_mut(&flight.key) else {
+            let Some(endpoint) = endpoints.by_key.get_mut(&flight.key) else {
                 return; // left the view meanwhile
             };
             endpoint.load.end();
@@ -326,6 +348,8 @@ pub(crate) struct InFlight {
     key: EndpointKey,
     pub(crate) instance_id: String,
     pub(crate) address: String,
+    /// The parsed [`Self::address`], or why it does not parse.
+    pub(crate) base: Result<reqwest::Url, String>,
     probe: bool,
     started: Instant,
     finished: bool,
@@ -398,7 +422,7 @@ mod tests {
     #[test]
     fn shard_filter_and_no_instance() {
         let (dep, _) = dependency(CallPolicy::default());
-        let view = [instance("a", 1, 0), instance("b", 2, 1)];
+        let view: Arc<[Instance]> = Arc::from(vec![instance("a", 1, 0), instance("b", 2, 1)]);
         let now = Instant::now();
         let f = chosen(dep.pick(&view, Some(1), &[], now));
         assert_eq!(f.instance_id, "b");
@@ -406,13 +430,16 @@ mod tests {
             dep.pick(&view, Some(7), &[], now),
             Pick::NoInstance
         ));
-        assert!(matches!(dep.pick(&[], None, &[], now), Pick::NoInstance));
+        assert!(matches!(
+            dep.pick(&Arc::from(Vec::new()), None, &[], now),
+            Pick::NoInstance
+        ));
     }
 
     #[test]
     fn outstanding_calls_steer_the_next_pick_and_retries_avoid_the_tried() {
         let (dep, _) = dependency(CallPolicy::default());
-        let view = [instance("a", 1, 0), instance("b", 2, 0)];
+        let view: Arc<[Instance]> = Arc::from(vec![instance("a", 1, 0), instance("b", 2, 0)]);
         let now = Instant::now();
         let first = chosen(dep.pick(&view, None, &[], now));
         // With the first still outstanding, the other instance is cheaper.
@@ -435,7 +462,7 @@ mod tests {
             ..CallPolicy::default()
         };
         let (dep, registry) = dependency(policy);
-        let view = [instance("a", 1, 0)];
+        let view: Arc<[Instance]> = Arc::from(vec![instance("a", 1, 0)]);
         let t = Instant::now();
         for _ in 0..2 {
             let f = chosen(dep.pick(&view, None, &[], t));
@@ -473,14 +500,14 @@ mod tests {
     fn instances_leaving_the_view_are_forgotten() {
         let (dep, registry) = dependency(CallPolicy::default());
         let t = Instant::now();
-        let view = [instance("a", 1, 0), instance("b", 2, 0)];
+        let view: Arc<[Instance]> = Arc::from(vec![instance("a", 1, 0), instance("b", 2, 0)]);
         chosen(dep.pick(&view, None, &[], t)).finish(Outcome::Answered(200), t);
         chosen(dep.pick(&view, None, &[], t)).finish(Outcome::Answered(200), t);
-        assert_eq!(dep.endpoints.lock().len(), 2);
+        assert_eq!(dep.endpoints.lock().by_key.len(), 2);
         // "a" restarted at another port; "b" is gone.
-        let view = [instance("a", 3, 0)];
+        let view: Arc<[Instance]> = Arc::from(vec![instance("a", 3, 0)]);
         chosen(dep.pick(&view, None, &[], t)).finish(Outcome::Answered(200), t);
-        let endpoints = dep.endpoints.lock();
+        let endpoints = &dep.endpoints.lock().by_key;
         assert_eq!(endpoints.len(), 1);
         assert!(endpoints.contains_key(&EndpointKey::of(&view[0])));
         let series = registry
@@ -489,5 +516,30 @@ mod tests {
             .find(|f| f.name() == "svc_client_breaker_state")
             .map(|f| f.get_metric().len());
         assert_eq!(series, Some(1), "b's gauge is removed, a's kept");
+    }
+
+    #[test]
+    fn the_address_is_parsed_once_per_instance_and_a_bad_one_fails_only_its_attempts() {
+        let (dep, _) = dependency(CallPolicy::default());
+        let t = Instant::now();
+        let mut bad = instance("bad", 9, 1);
+        bad.address = "http://[not an address".into();
+        let view: Arc<[Instance]> = Arc::from(vec![instance("a", 1, 0), bad]);
+        let good = chosen(dep.pick(&view, Some(0), &[], t));
+        assert_eq!(
+            good.base.as_ref().map(|u| u.as_str()),
+            Ok("http://127.0.0.1:1/")
+        );
+        let failed = chosen(dep.pick(&view, Some(1), &[], t));
+        let why = failed.base.clone().unwrap_err();
+        assert!(why.contains("http://[not an address"), "{why}");
+        // The same view again is not checked again; a new one without "bad" drops it.
+        good.finish(Outcome::Answered(200), t);
+        failed.finish(Outcome::Failed(FailureKind::Broken), t);
+        chosen(dep.pick(&view, Some(0), &[], t)).finish(Outcome::Answered(200), t);
+        assert_eq!(dep.endpoints.lock().by_key.len(), 2);
+        let view: Arc<[Instance]> = Arc::from(vec![instance("a", 1, 0)]);
+        chosen(dep.pick(&view, None, &[], t)).finish(Outcome::Answered(200), t);
+        assert_eq!(dep.endpoints.lock().by_key.len(), 1);
     }
 }

@@ -312,7 +312,14 @@ async fn attempt(
         Some(limit) if another_may_follow => limit.min(left),
         _ => left,
     };
-    let sent = transport::send(&dependency.http.current(), &target.address, call, budget).await;
+    let sent = match &target.base {
+        Ok(base) => transport::send(&dependency.http.current(), base, call, budget).await,
+        // Sending could not have started: as reqwest's own builder error was sorted.
+        Err(detail) => Err(transport::Failure {
+            kind: FailureKind::Broken,
+            detail: detail.clone(),
+        }),
+    };
     let outcome = match &sent {
         Ok(res) => Outcome::Answered(res.status),
         Err(failure) => Outcome::Failed(failure.kind),

@@ -6,6 +6,11 @@
 //! bounded by `budget` here, whatever the HTTP library's own timeouts do. Failures are
 //! sorted into [`FailureKind`]s, because what may be retried depends on whether the
 //! request may have reached the callee.
+//!
+//! The instance's base URL is parsed once, when the client first meets the instance
+//! ([`super::dependency`]); an attempt only sets the call's path and query on a copy
+//! of it ([`url_for`]): parsing scheme, host and port again for every attempt was a
+//! measurable part of the gateway's hop.
 
 use std::time::Duration;
 
@@ -21,16 +26,33 @@ pub(crate) struct Failure {
     pub(crate) detail: String,
 }
 
+/// The URL of `path` (with its query, if any) at the instance whose base URL is `base`.
+pub(crate) fn url_for(base: &reqwest::Url, path: &str) -> reqwest::Url {
+    let (path, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path, None),
+    };
+    let mut url = base.clone();
+    // The base's own path (normally `/`) is where the call's path goes under.
+    let prefix = url.path().trim_end_matches('/');
+    if prefix.is_empty() {
+        url.set_path(path);
+    } else {
+        url.set_path(&format!("{prefix}{path}"));
+    }
+    url.set_query(query);
+    url
+}
+
 /// Sends `call` to the instance at `base` and waits at most `budget` for the whole answer.
 pub(crate) async fn send(
     http: &reqwest::Client,
-    base: &str,
+    base: &reqwest::Url,
     call: &Call<'_>,
     budget: Duration,
 ) -> Result<CallResponse, Failure> {
-    let url = format!("{}{}", base.trim_end_matches('/'), call.path);
     let mut req = http
-        .request(call.method.clone(), &url)
+        .request(call.method.clone(), url_for(base, &call.path))
         .header(deadline::HEADER, deadline::encode(budget));
     for (name, value) in &call.headers {
         req = req.header(*name, value.as_str());
@@ -137,9 +159,8 @@ mod tests {
         drop(closed);
         let call = Call::get("/x");
         let budget = Duration::from_secs(2);
-        let err = send(&http, &format!("http://{addr}"), &call, budget)
-            .await
-            .unwrap_err();
+        let base = reqwest::Url::parse(&format!("http://{addr}")).unwrap();
+        let err = send(&http, &base, &call, budget).await.unwrap_err();
         assert_eq!(err.kind, FailureKind::Refused, "{}", err.detail);
 
         // Accepts connections and never answers.
@@ -152,16 +173,51 @@ mod tests {
             }
         });
         let started = std::time::Instant::now();
-        let err = send(
-            &http,
-            &format!("http://{addr}"),
-            &call,
-            Duration::from_millis(100),
-        )
-        .await
-        .unwrap_err();
+        let base = reqwest::Url::parse(&format!("http://{addr}")).unwrap();
+        let err = send(&http, &base, &call, Duration::from_millis(100))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, FailureKind::TimedOut, "{}", err.detail);
         assert!(started.elapsed() < Duration::from_secs(1));
         hold.abort();
+    }
+
+    #[test]
+    fn a_call_path_goes_onto_the_parsed_base_as_the_old_concatenation_did() {
+        for (base, path, expected) in [
+            (
+                "http://127.0.0.1:8081",
+                "/v1/products/tea",
+                "http://127.0.0.1:8081/v1/products/tea",
+            ),
+            (
+                "https://127.0.0.1:8081/",
+                "/v1/notifications?order_id=ord-0-1",
+                "https://127.0.0.1:8081/v1/notifications?order_id=ord-0-1",
+            ),
+            (
+                "http://127.0.0.1:8081",
+                "/v1/products?limit=2&after=a",
+                "http://127.0.0.1:8081/v1/products?limit=2&after=a",
+            ),
+            (
+                "http://10.0.0.7:9000/svc/",
+                "/v1/orders/ord-1-x",
+                "http://10.0.0.7:9000/svc/v1/orders/ord-1-x",
+            ),
+            (
+                "http://[::1]:9000",
+                "/health/ready",
+                "http://[::1]:9000/health/ready",
+            ),
+        ] {
+            let parsed = reqwest::Url::parse(base).unwrap();
+            let url = url_for(&parsed, path);
+            assert_eq!(url.as_str(), expected, "{base} + {path}");
+            let concatenated = format!("{}{}", base.trim_end_matches('/'), path);
+            assert_eq!(url, reqwest::Url::parse(&concatenated).unwrap());
+            // The base itself is left as it was, for the next attempt.
+            assert_eq!(parsed, reqwest::Url::parse(base).unwrap());
+        }
     }
 }

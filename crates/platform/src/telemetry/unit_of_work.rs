@@ -15,7 +15,6 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use tracing::field::display;
 use tracing::instrument::Instrumented;
 use tracing::{Instrument, Span};
 
@@ -61,10 +60,11 @@ impl UnitOfWork {
     /// Gives `span` the ids of `ctx` and starts the clock. Use
     /// [`unit_of_work!`](crate::unit_of_work), which declares the id fields this fills.
     pub fn start(ctx: &TraceContext, span: Span) -> UnitOfWork {
-        span.record("trace_id", display(ctx.trace_id_hex()));
-        span.record("span_id", display(ctx.span_id_hex()));
+        // Recorded as strings: `display` would format each id a second time.
+        span.record("trace_id", ctx.trace_id_hex().as_str());
+        span.record("span_id", ctx.span_id_hex().as_str());
         if ctx.parent_span_id.is_some() {
-            span.record("parent_span_id", display(ctx.parent_span_id_hex()));
+            span.record("parent_span_id", ctx.parent_span_id_hex().as_str());
         }
         super::bind_trace(&span, ctx);
         UnitOfWork {

@@ -106,12 +106,14 @@ impl Guard {
         Ok(())
     }
 
-    /// `route`, served only to requests that pass the guard with `scope`.
-    pub fn protect(&self, scope: Scope, route: Route) -> Route {
+    /// `route`, mounted at `pattern`, served only to requests that pass the guard with
+    /// `scope`. The pattern names the route in the log line of a refusal (given here,
+    /// so a request that passes costs no lookup of it).
+    pub fn protect(&self, scope: Scope, pattern: &'static str, route: Route) -> Route {
         let guard = self.clone();
         route.wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
             let guard = guard.clone();
-            async move { guard.check(req, next, scope).await }
+            async move { guard.check(req, next, scope, pattern).await }
         }))
     }
 
@@ -150,15 +152,13 @@ impl Guard {
         mut req: ServiceRequest,
         next: Next<BoxBody>,
         scope: Scope,
+        route: &'static str,
     ) -> Result<ServiceResponse<BoxBody>, Error> {
         let method = req.method().clone();
-        let route = req
-            .match_pattern()
-            .unwrap_or_else(|| req.path().to_string());
         let name = match self.admit(req.headers(), scope, Instant::now()) {
             Ok(name) => name,
             Err((name, denial)) => {
-                self.refused(&denial, name.as_deref(), &method, &route);
+                self.refused(&denial, name.as_deref(), &method, route);
                 return Ok(req.into_response(denial.error_response()));
             }
         };
@@ -171,7 +171,7 @@ impl Guard {
                     body_received: body.received(),
                     limit,
                 };
-                self.refused(&denial, Some(&name), &method, &route);
+                self.refused(&denial, Some(&name), &method, route);
                 // The request went into the chain, so the answer has to be an error.
                 Err(denial.into())
             }

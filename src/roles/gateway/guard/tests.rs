@@ -59,12 +59,17 @@ macro_rules! app {
             App::new()
                 .route(
                     "/orders",
-                    g.protect(Scope::OrdersRead, web::get().to(HttpResponse::Ok)),
+                    g.protect(
+                        Scope::OrdersRead,
+                        "/orders",
+                        web::get().to(HttpResponse::Ok),
+                    ),
                 )
                 .route(
                     "/orders",
                     g.protect(
                         Scope::OrdersWrite,
+                        "/orders",
                         web::post().to(|body: web::Json<serde_json::Value>| async move {
                             HttpResponse::Created().json(body.into_inner())
                         }),
@@ -74,6 +79,7 @@ macro_rules! app {
                     "/slow",
                     g.protect(
                         Scope::OrdersRead,
+                        "/slow",
                         web::get().to(|| async {
                             tokio::time::sleep(Duration::from_secs(5)).await;
                             HttpResponse::Ok().finish()
