@@ -40,6 +40,7 @@ pub mod registry_api;
 pub mod registry_client;
 pub mod reload;
 pub mod role;
+pub mod route_table;
 pub mod server;
 pub mod shards;
 pub mod shutdown;

@@ -19,7 +19,6 @@
 mod forward;
 pub mod guard;
 mod listing;
-mod routes;
 pub mod settings;
 
 use std::sync::Arc;
@@ -34,9 +33,9 @@ use svc_platform::shards::{shard_in_id, ShardCounts};
 use forward::{forward, Target};
 use guard::Guard;
 use listing::Listing;
-use routes::RouteTable;
 use settings::{GatewaySettings, Scope};
 use svc_platform::ids;
+use svc_platform::route_table::RouteTable;
 
 use super::RoleEntry;
 
@@ -86,7 +85,7 @@ fn start(ctx: &RoleContext, settings: &GatewaySettings) -> anyhow::Result<Routes
             // Public: clients read the API's description before they hold a key.
             .route("/api/v1/openapi.json", web::get().to(openapi));
         // Every other route under /api/v1, guarded with its scope, in one table
-        // ([`routes`]); each route's pattern also names it in refusals.
+        // ([`RouteTable`]); each route's pattern also names it in refusals.
         let mut table = RouteTable::new("/api/v1");
         for (method, pattern, scope, route) in [
             (

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::ContentType;
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
@@ -21,6 +21,7 @@ use svc_platform::access::caller;
 use svc_platform::clock::now_ms;
 use svc_platform::problem::Problem;
 use svc_platform::registry_api::{LeaseGrant, Registration, INDEX_HEADER};
+use svc_platform::route_table::RouteTable;
 use svc_platform::server::quiet;
 use svc_platform::tls::identity;
 
@@ -31,10 +32,22 @@ const TIME_HEADER: &str = "x-svc-time-ms";
 type State = web::Data<Arc<RegistryState>>;
 
 pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<RegistryState>) {
+    // Every instance renews every second: its lease and deregistration are matched
+    // without a regex (`RouteTable`), after the static path they sit under.
+    let leases = RouteTable::new("/v1/instances")
+        .route(
+            Method::PUT,
+            "/v1/instances/{role}/{id}/lease",
+            web::to(renew),
+        )
+        .route(
+            Method::DELETE,
+            "/v1/instances/{role}/{id}",
+            web::to(deregister),
+        );
     cfg.app_data(web::Data::new(state))
         .route("/v1/instances", web::post().to(register))
-        .route("/v1/instances/{role}/{id}/lease", web::put().to(renew))
-        .route("/v1/instances/{role}/{id}", web::delete().to(deregister))
+        .service(leases)
         .route("/v1/roles/{role}/instances", web::get().to(list_role))
         .route("/v1/catalog", web::get().to(catalog))
         .route("/ui", web::get().to(super::ui::page));
