@@ -14,6 +14,7 @@ mod harness;
 
 mod bad_input;
 mod bench;
+mod card_data;
 mod certs;
 mod chaos;
 mod cli;

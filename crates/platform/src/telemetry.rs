@@ -18,7 +18,7 @@
 //! with the ids of the log lines: [`bind_trace`] ties a span to its [`TraceContext`].
 
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
@@ -63,20 +63,14 @@ pub struct LogFileError {
     source: std::io::Error,
 }
 
-/// Opens (creating it and its directory) the file JSON lines are appended to.
+/// Opens (creating it 0600 and its directory 0700) the file JSON lines are appended to.
 pub fn open_log_file(path: &Path) -> Result<File, LogFileError> {
     let fail = |source| LogFileError {
         path: path.display().to_string(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(fail)?;
-    }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(fail)
+    // Log lines carry ids and traces of requests: owner-only, like the state files.
+    crate::private_files::open_append(path).map_err(fail)
 }
 
 /// What [`init`] started that must be stopped at exit: the span export, if enabled.

@@ -2,8 +2,6 @@
 //! gateways as a hash — the same checks as production, with a key the developer can
 //! read (`<data-dir>/api-key`) and `svc bench` finds on its own.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use crate::roles::gateway::guard::{generate_key, hash_key};
@@ -31,19 +29,7 @@ pub fn ensure(key_file: &Path, keys_file: &Path) -> std::io::Result<String> {
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    svc_platform::private_files::write_atomically(path, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -6,6 +6,12 @@
 //! step that ends a saga writes the final state and its event to the outbox together
 //! (so the event exists exactly when the state does). Unfinished orders are indexed so a
 //! restarted instance resumes them without scanning every order.
+//!
+//! No card number is stored here: payments holds the card until the payment is decided,
+//! an order keeps its last four digits, and an idempotency key's fingerprint of its
+//! request is a keyed hash (HMAC-SHA256 under a key in its own file beside the state
+//! file), so it cannot be reversed by trying every card number. Rows written by earlier
+//! versions, which held whole card numbers, are scrubbed at start ([`ScrubLegacyCards`]).
 
 use std::sync::Arc;
 
@@ -15,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::order::{Order, OrderRequest, Status, Step};
 use svc_platform::clock::now_ms;
 use svc_platform::events;
+use svc_platform::secret_key::SecretKey;
 use svc_platform::store::{self, Command, JsonTable, Store, StoreError};
 
 const ORDERS: JsonTable = TableDefinition::new("orders");
@@ -57,9 +64,15 @@ struct KeyRecord {
     fingerprint: String,
 }
 
-/// What makes two requests with the same key "the same request".
-fn fingerprint(req: &OrderRequest) -> String {
+/// What makes two requests with the same key "the same request", in the clear: what
+/// versions before the card vault stored as the fingerprint, and what is keyed now.
+fn request_identity(req: &OrderRequest) -> String {
     serde_json::json!({ "lines": req.lines, "card": req.card }).to_string()
+}
+
+/// A fingerprint as versions before the card vault stored it: the request in the clear.
+fn is_legacy_fingerprint(fingerprint: &str) -> bool {
+    fingerprint.starts_with('{')
 }
 
 pub enum Created {
@@ -74,51 +87,75 @@ pub struct OrderBook {
     shard: u32,
     /// This instance's id: the producer named in events.
     producer: String,
+    /// Keys the idempotency fingerprints.
+    fingerprint_key: Arc<SecretKey>,
 }
 
 impl OrderBook {
-    pub fn new(store: Arc<Store>, shard: u32, producer: String) -> OrderBook {
+    pub fn new(
+        store: Arc<Store>,
+        shard: u32,
+        producer: String,
+        fingerprint_key: SecretKey,
+    ) -> OrderBook {
         OrderBook {
             store,
             shard,
             producer,
+            fingerprint_key: Arc::new(fingerprint_key),
         }
     }
 
-    /// Stores a new `pending` order, or returns the one `key` created before. The id
-    /// and time are decided here, before the command.
+    /// A new order id of this shard: `ord-<shard>-<ulid>`, in creation order.
+    pub fn new_order_id(&self) -> String {
+        format!(
+            "ord-{}-{}",
+            self.shard,
+            ulid::Ulid::new().to_string().to_lowercase()
+        )
+    }
+
+    /// What makes two requests with the same key "the same request", keyed.
+    fn fingerprint(&self, req: &OrderRequest) -> String {
+        self.fingerprint_key
+            .keyed_hash(request_identity(req).as_bytes())
+    }
+
+    /// Stores a new `pending` order `id`, or returns the one `key` created before. The
+    /// time is decided here, before the command.
     pub async fn create(
         &self,
+        id: String,
         req: OrderRequest,
         key: Option<&str>,
         traceparent: Option<String>,
     ) -> Result<Created, BookError> {
         self.store
-            .submit(self.create_command(req, key, traceparent, now_ms()))
+            .submit(self.create_command(id, req, key, traceparent, now_ms()))
             .await
     }
 
     /// The command [`Self::create`] submits.
     pub fn create_command(
         &self,
+        id: String,
         req: OrderRequest,
         key: Option<&str>,
         traceparent: Option<String>,
         now: u64,
     ) -> CreateOrder {
-        let fingerprint = fingerprint(&req);
+        let fingerprint = self.fingerprint(&req);
+        let card_last4 = req.card_last4();
         CreateOrder {
             order: Order {
-                id: format!(
-                    "ord-{}-{}",
-                    self.shard,
-                    ulid::Ulid::new().to_string().to_lowercase()
-                ),
+                id,
                 status: Status::Pending,
                 step: Step::Reserve,
                 lines: req.lines,
                 total_minor: None,
-                card: req.card,
+                card_on_file: card_last4.is_some(),
+                card_last4,
+                legacy_card: None,
                 reason: None,
                 cancel_requested: false,
                 created_at_ms: now,
@@ -143,7 +180,7 @@ impl OrderBook {
         let Some(record) = self.store.get_json::<StoredKey>(IDEMPOTENCY, key)? else {
             return Ok(None);
         };
-        if record.fingerprint != fingerprint(req) {
+        if record.fingerprint != self.fingerprint(req) {
             return Err(BookError::KeyReused(key.to_string()));
         }
         self.get(&record.order_id)?
@@ -218,6 +255,90 @@ impl OrderBook {
             now_ms: now_ms(),
         };
         self.store.submit(command).await
+    }
+}
+
+impl OrderBook {
+    /// Scrubs the card numbers that versions before the card vault stored (see the
+    /// module doc): fingerprints are keyed, ended orders forget their card. An order still
+    /// running keeps its card until it ends (its authorization may still need it).
+    /// Answers how many rows changed; runs once per state file.
+    pub fn scrub_legacy_cards(&self) -> Result<usize, StoreError> {
+        let tx = self.store.begin_read()?;
+        if let Some(meta) = store::open_if_exists(&tx, META)? {
+            if meta.get(LEGACY_CARDS_SCRUBBED)?.is_some() {
+                return Ok(0);
+            }
+        }
+        let mut scrub = ScrubLegacyCards::default();
+        if let Some(keys) = store::open_if_exists(&tx, IDEMPOTENCY)? {
+            for row in keys.iter()? {
+                let (key, value) = row?;
+                let record: StoredKey = store::decode(value.value())?;
+                if is_legacy_fingerprint(&record.fingerprint) {
+                    let keyed = self
+                        .fingerprint_key
+                        .keyed_hash(record.fingerprint.as_bytes());
+                    scrub.fingerprints.push((key.value().to_string(), keyed));
+                }
+            }
+        }
+        if let Some(orders) = store::open_if_exists(&tx, ORDERS)? {
+            for row in orders.iter()? {
+                let (id, value) = row?;
+                let order: Order = store::decode(value.value())?;
+                if order.legacy_card.is_some() && order.is_final() {
+                    scrub.ended_orders.push(id.value().to_string());
+                }
+            }
+        }
+        drop(tx);
+        self.store.submit_blocking(scrub)
+    }
+}
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("orders_meta");
+const LEGACY_CARDS_SCRUBBED: &str = "legacy_cards_scrubbed";
+
+/// Replaces fingerprints in the clear with their keyed hash (computed before, from the
+/// clear text) and rewrites ended orders without their card; then marks the file done.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ScrubLegacyCards {
+    /// (idempotency key, keyed fingerprint)
+    fingerprints: Vec<(String, String)>,
+    ended_orders: Vec<String>,
+}
+
+impl Command for ScrubLegacyCards {
+    type Output = usize;
+    type Error = StoreError;
+
+    fn apply(&self, tx: &WriteTransaction) -> Result<usize, StoreError> {
+        let mut keys = tx.open_table(IDEMPOTENCY)?;
+        let mut changed = 0;
+        for (key, keyed) in &self.fingerprints {
+            let Some(found) = keys.get(key.as_str())?.map(|v| v.value().to_vec()) else {
+                continue;
+            };
+            let mut record: StoredKey = store::decode(&found)?;
+            if is_legacy_fingerprint(&record.fingerprint) {
+                record.fingerprint = keyed.clone();
+                keys.insert(key.as_str(), store::encode(&record).as_slice())?;
+                changed += 1;
+            }
+        }
+        let mut orders = tx.open_table(ORDERS)?;
+        for id in &self.ended_orders {
+            let Some(found) = orders.get(id.as_str())?.map(|v| v.value().to_vec()) else {
+                continue;
+            };
+            // Decoding reads the old card; encoding never writes it.
+            let order: Order = store::decode(&found)?;
+            orders.insert(id.as_str(), store::encode(&order).as_slice())?;
+            changed += 1;
+        }
+        tx.open_table(META)?.insert(LEGACY_CARDS_SCRUBBED, 1)?;
+        Ok(changed)
     }
 }
 
@@ -349,5 +470,109 @@ impl Command for RequestCancel {
         order.updated_at_ms = self.now_ms;
         orders.insert(id, store::encode(&order).as_slice())?;
         Ok(order)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::order::NewOrder;
+    use super::super::testing::orders;
+    use super::*;
+
+    /// Writes rows as versions before the card vault did: `(table, key, JSON)`.
+    #[derive(Debug, Serialize, Deserialize)]
+    struct WriteLegacyRows(Vec<(String, String, String)>);
+
+    impl Command for WriteLegacyRows {
+        type Output = ();
+        type Error = StoreError;
+
+        fn apply(&self, tx: &WriteTransaction) -> Result<(), StoreError> {
+            for (table, key, json) in &self.0 {
+                let table = if table == "orders" {
+                    ORDERS
+                } else {
+                    IDEMPOTENCY
+                };
+                tx.open_table(table)?
+                    .insert(key.as_str(), json.as_bytes())?;
+            }
+            Ok(())
+        }
+    }
+
+    const CARD: &str = "4242424242424242";
+
+    fn legacy_order(id: &str, status: &str) -> String {
+        serde_json::json!({
+            "id": id, "status": status, "step": if status == "pending" { "authorize" } else { "done" },
+            "lines": [{ "sku": "tea", "quantity": 1 }], "total_minor": 450, "card": CARD,
+            "reason": null, "cancel_requested": false, "created_at_ms": 1, "updated_at_ms": 1,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn card_numbers_left_by_earlier_versions_are_scrubbed_once() {
+        let orders = orders();
+        let request: OrderRequest = serde_json::from_value::<NewOrder>(serde_json::json!({
+            "lines": [{ "sku": "tea", "quantity": 1 }], "card": CARD
+        }))
+        .unwrap()
+        .parse()
+        .unwrap();
+        let clear = StoredKey {
+            order_id: "ord-0-ended".into(),
+            fingerprint: request_identity(&request),
+        };
+        let rows = WriteLegacyRows(vec![
+            (
+                "orders".into(),
+                "ord-0-ended".into(),
+                legacy_order("ord-0-ended", "confirmed"),
+            ),
+            (
+                "orders".into(),
+                "ord-0-running".into(),
+                legacy_order("ord-0-running", "pending"),
+            ),
+            (
+                "keys".into(),
+                "k1".into(),
+                serde_json::to_string(&clear).unwrap(),
+            ),
+        ]);
+        orders.book.store.submit_blocking(rows).unwrap();
+
+        assert_eq!(orders.book.scrub_legacy_cards().unwrap(), 2);
+        let ended = orders.book.get("ord-0-ended").unwrap().unwrap();
+        assert_eq!(ended.legacy_card, None);
+        // A running order keeps its card until it ends: its authorization needs it.
+        let running = orders.book.get("ord-0-running").unwrap().unwrap();
+        assert_eq!(running.legacy_card.as_deref(), Some(CARD));
+        // The keyed fingerprint still recognises the same request, and only it.
+        let found = orders.book.order_for_key(&request, Some("k1")).unwrap();
+        assert_eq!(found.map(|o| o.id).as_deref(), Some("ord-0-ended"));
+        let mut other = request.clone();
+        other.card = Some("4242424242424243".into());
+        assert!(matches!(
+            orders.book.order_for_key(&other, Some("k1")),
+            Err(BookError::KeyReused(_))
+        ));
+        let keys = orders
+            .book
+            .store
+            .scan_json::<StoredKey, _>(IDEMPOTENCY)
+            .unwrap();
+        assert!(
+            !keys[0].fingerprint.contains(CARD),
+            "{}",
+            keys[0].fingerprint
+        );
+        assert_eq!(
+            orders.book.scrub_legacy_cards().unwrap(),
+            0,
+            "once per file"
+        );
     }
 }

@@ -60,7 +60,8 @@ mod tests {
         fn pending(&self) -> Order {
             let request = serde_json::json!({ "lines": [{ "sku": "tea", "quantity": 1 }] });
             let request = serde_json::from_value::<NewOrder>(request).unwrap();
-            let created = self.book.create(request.parse().unwrap(), None, None);
+            let id = self.book.new_order_id();
+            let created = self.book.create(id, request.parse().unwrap(), None, None);
             match futures::executor::block_on(created) {
                 Ok(Created::New(order)) => order,
                 _ => panic!("a new order is created"),

@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use super::book::{BookError, OrderBook};
 use super::cancel::{cancel_order, CancelError};
+use super::cards::{CardHoldError, PaymentsCardVault};
 use super::known_products::KnownProducts;
 use super::order::{check_id, NewOrder, Order};
 use super::place::{
@@ -83,6 +84,10 @@ impl From<PlaceError> for Problem {
             PlaceError::Products(ProductCheckError::Unavailable(m)) => {
                 Problem::unavailable(m, Duration::from_secs(1))
             }
+            PlaceError::Card(CardHoldError::Refused(_)) => Problem::bad_request(e.to_string()),
+            PlaceError::Card(CardHoldError::Unavailable(m)) => {
+                Problem::unavailable(m, Duration::from_secs(1))
+            }
             PlaceError::Book(e) => e.into(),
             PlaceError::StoreTask(_) => Problem::internal(e.to_string()),
         }
@@ -141,10 +146,15 @@ async fn create(
         shards: &state.shards,
         known: &state.known_products,
     };
+    let cards = PaymentsCardVault {
+        client: &state.client,
+        shards: &state.shards,
+    };
     let placed = place_order(
         &state.book,
         &state.runner,
         &products,
+        &cards,
         request,
         key,
         state.create_wait,

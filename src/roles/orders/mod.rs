@@ -15,6 +15,7 @@
 
 mod book;
 mod cancel;
+mod cards;
 mod http;
 mod known_products;
 mod order;
@@ -41,7 +42,19 @@ pub const ENTRY: RoleEntry = RoleEntry {
 };
 
 fn start(ctx: &RoleContext, settings: &OrdersSettings) -> anyhow::Result<Routes> {
-    let book = book::OrderBook::new(ctx.store.clone(), ctx.config.shard, ctx.instance_id.clone());
+    let book = book::OrderBook::new(
+        ctx.store.clone(),
+        ctx.config.shard,
+        ctx.instance_id.clone(),
+        ctx.store.secret_key("fingerprint")?,
+    );
+    let scrubbed = book.scrub_legacy_cards()?;
+    if scrubbed > 0 {
+        tracing::info!(
+            rows = scrubbed,
+            "card numbers left by an earlier version scrubbed"
+        );
+    }
     let relay = OutboxRelay::new(
         ctx.store.clone(),
         ctx.client.clone(),

@@ -54,8 +54,17 @@ pub struct Order {
     pub step: Step,
     pub lines: Vec<Line>,
     pub total_minor: Option<u64>,
+    /// The card's last four digits, for a person to tell cards apart. The card itself is
+    /// held by payments until the payment is decided; orders never stores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub card: Option<String>,
+    pub card_last4: Option<String>,
+    /// Payments holds this order's card: the authorization asks it to use that one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub card_on_file: bool,
+    /// A card number stored whole by versions of svc before the card vault: read so
+    /// that such an order's authorization still has it, and never written again.
+    #[serde(default, rename = "card", skip_serializing)]
+    pub legacy_card: Option<String>,
     /// Why the order was cancelled, for a person to read.
     pub reason: Option<String>,
     pub cancel_requested: bool,
@@ -87,7 +96,16 @@ pub struct NewLine {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRequest {
     pub lines: Vec<Line>,
+    /// Digits only. Passed to payments' card vault, never stored here.
     pub card: Option<String>,
+}
+
+impl OrderRequest {
+    /// The last four digits of the card, if there is one.
+    pub fn card_last4(&self) -> Option<String> {
+        let card = self.card.as_deref()?;
+        Some(card[card.len().saturating_sub(4)..].to_string())
+    }
 }
 
 impl NewOrder {
@@ -254,7 +272,9 @@ mod tests {
                 price_minor: None,
             }],
             total_minor: None,
-            card: None,
+            card_last4: None,
+            card_on_file: false,
+            legacy_card: None,
             reason: None,
             cancel_requested: false,
             created_at_ms: 0,

@@ -2,10 +2,12 @@
 //!
 //! [`place_order`] takes a request already parsed at the edge and, in this order:
 //! answers a known idempotency key with its order (writing nothing); checks that every
-//! product exists ([`Catalogue`]: inventory, on the shard owning each SKU); stores the
-//! order `pending` together with its key in one transaction; hands it to the saga; and
-//! waits a short while for the saga to end. Nothing is written unless every check
-//! passed, so a refused request can be retried as it is.
+//! product exists ([`Catalogue`]: inventory, on the shard owning each SKU); hands the
+//! card to payments ([`CardVault`]); stores the order `pending` together with its key in
+//! one transaction and hands it to the saga, in a task of its own; and waits a short
+//! while for the saga to end. Nothing is written unless every check passed, so a refused
+//! request can be retried as it is; and once the order is stored its saga runs, whatever
+//! becomes of the request (its deadline passing, its connection closing).
 //!
 //! The outcome says whether this request created the order ([`Placed`]); the HTTP layer
 //! decides the status from it and from whether the order is final.
@@ -18,6 +20,7 @@ use svc_platform::shards::ShardCounts;
 use svc_platform::trace_context;
 
 use super::book::{BookError, Created, OrderBook};
+use super::cards::{CardHoldError, CardVault};
 use super::known_products::KnownProducts;
 use super::order::{Line, Order, OrderRequest};
 use super::placement::INVENTORY;
@@ -70,6 +73,8 @@ impl Placed {
 pub enum PlaceError {
     #[error(transparent)]
     Products(#[from] ProductCheckError),
+    #[error(transparent)]
+    Card(#[from] CardHoldError),
     /// The key was used for another request, or the store failed.
     #[error(transparent)]
     Book(#[from] BookError),
@@ -143,6 +148,7 @@ pub async fn place_order(
     book: &OrderBook,
     runner: &Arc<SagaRunner>,
     products: &impl Catalogue,
+    cards: &impl CardVault,
     request: OrderRequest,
     key: Option<IdempotencyKey>,
     wait: Duration,
@@ -156,16 +162,32 @@ pub async fn place_order(
         }
     }
     products.check_known(&request.lines).await?;
+    let id = book.new_order_id();
+    if let Some(card) = &request.card {
+        cards.hold(&id, card).await?;
+    }
     // The saga continues the trace of the request that created the order.
     let traceparent = trace_context::current().map(|c| c.traceparent());
-    let created = book.create(request, key.as_deref(), traceparent).await?;
-    match created {
-        Created::New(order) => {
-            tracing::info!(order_id = %order.id, "order created");
-            Ok(Placed::Created(
-                runner.drive_and_wait(&order.id, wait).await?,
-            ))
+    let storing = {
+        let (book, runner) = (book.clone(), runner.clone());
+        let key = key.as_deref().map(str::to_string);
+        async move {
+            let created = book
+                .create(id, request, key.as_deref(), traceparent)
+                .await?;
+            if let Created::New(order) = &created {
+                tracing::info!(order_id = %order.id, "order created");
+                runner.drive(order.id.clone());
+            }
+            Ok::<_, BookError>(created)
         }
+    };
+    // Not cancelled with this request: a stored order always has its saga started.
+    let storing = tokio::spawn(tracing::Instrument::in_current_span(storing));
+    match storing.await?? {
+        Created::New(order) => Ok(Placed::Created(
+            runner.drive_and_wait(&order.id, wait).await?,
+        )),
         // The same key won a race with this request after the check above.
         Created::Existing(order) => Ok(Placed::Replayed(
             runner.drive_and_wait(&order.id, wait).await?,
@@ -212,6 +234,23 @@ mod tests {
         }
     }
 
+    /// Payments' card vault as a list of the cards handed over (or not answering).
+    #[derive(Default)]
+    struct Wallet {
+        held: std::cell::RefCell<Vec<(String, String)>>,
+        down: bool,
+    }
+
+    impl CardVault for Wallet {
+        async fn hold(&self, order_id: &str, card: &str) -> Result<(), CardHoldError> {
+            if self.down {
+                return Err(CardHoldError::Unavailable("payments is down".into()));
+            }
+            self.held.borrow_mut().push((order_id.into(), card.into()));
+            Ok(())
+        }
+    }
+
     fn request(body: serde_json::Value) -> OrderRequest {
         serde_json::from_value::<NewOrder>(body)
             .unwrap()
@@ -246,7 +285,16 @@ mod tests {
             key: Option<IdempotencyKey>,
             wait: Duration,
         ) -> Result<Placed, PlaceError> {
-            let placing = place_order(&self.book, &self.runner, products, request, key, wait);
+            let cards = Wallet::default();
+            let placing = place_order(
+                &self.book,
+                &self.runner,
+                products,
+                &cards,
+                request,
+                key,
+                wait,
+            );
             tokio::time::timeout(TEST_LIMIT, placing)
                 .await
                 .expect("placing an order hung")
@@ -398,6 +446,75 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(&placed, Placed::Created(o) if o.status == Status::Pending));
+    }
+
+    #[tokio::test]
+    async fn the_card_goes_to_payments_and_only_its_last_digits_are_stored() {
+        let orders = orders();
+        let body = serde_json::json!({
+            "lines": [{ "sku": "tea", "quantity": 1 }], "card": "4242 4242 4242 4242"
+        });
+        let (wallet, products) = (Wallet::default(), shelf(&["tea"]));
+        let placing = place_order(
+            &orders.book,
+            &orders.runner,
+            &products,
+            &wallet,
+            request(body.clone()),
+            key("k1"),
+            Duration::ZERO,
+        );
+        let placed = placing.await.unwrap();
+        let order = placed.order();
+        assert_eq!(
+            *wallet.held.borrow(),
+            [(order.id.clone(), "4242424242424242".to_string())]
+        );
+        assert!(order.card_on_file);
+        assert_eq!(order.card_last4.as_deref(), Some("4242"));
+        let stored = serde_json::to_string(&orders.stored()).unwrap();
+        assert!(!stored.contains("42424242"), "{stored}");
+        // The key's fingerprint is keyed: the same request replays, another is refused.
+        let again = orders
+            .place(&shelf(&["tea"]), request(body), key("k1"))
+            .await;
+        assert!(matches!(again, Ok(Placed::Replayed(_))), "{again:?}");
+        let other = serde_json::json!({
+            "lines": [{ "sku": "tea", "quantity": 1 }], "card": "4242 4242 4242 4243"
+        });
+        let refused = orders
+            .place(&shelf(&["tea"]), request(other), key("k1"))
+            .await;
+        assert!(matches!(
+            refused,
+            Err(PlaceError::Book(BookError::KeyReused(_)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn payments_not_taking_the_card_is_503_and_writes_nothing() {
+        let orders = orders();
+        let body = serde_json::json!({
+            "lines": [{ "sku": "tea", "quantity": 1 }], "card": "4242424242424242"
+        });
+        let down = Wallet {
+            down: true,
+            ..Wallet::default()
+        };
+        let products = shelf(&["tea"]);
+        let refused = place_order(
+            &orders.book,
+            &orders.runner,
+            &products,
+            &down,
+            request(body),
+            key("k1"),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(Problem::from(refused).status, 503);
+        assert!(orders.stored().is_empty());
     }
 
     #[test]

@@ -261,10 +261,14 @@ impl SagaRunner {
         match step {
             Step::Reserve => self.reserve(order).await,
             Step::Authorize => {
-                let body = serde_json::json!({
-                    "amount_minor": order.total_minor.unwrap_or(0),
-                    "card": order.card,
-                });
+                let amount = order.total_minor.unwrap_or(0);
+                let body = match &order.legacy_card {
+                    Some(card) => serde_json::json!({ "amount_minor": amount, "card": card }),
+                    None => serde_json::json!({
+                        "amount_minor": amount,
+                        "card_on_file": order.card_on_file,
+                    }),
+                };
                 let path = format!("/v1/payments/{id}/authorize");
                 let call = Call::post(path).json(&body).shard(payments);
                 Ok(self

@@ -32,7 +32,8 @@ pub struct Orders {
 pub fn orders() -> Orders {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("orders.redb")).unwrap());
-    let book = OrderBook::new(store.clone(), 0, "orders-test".into());
+    let key = svc_platform::secret_key::SecretKey::random().unwrap();
+    let book = OrderBook::new(store.clone(), 0, "orders-test".into(), key);
     let config = PlatformConfig::default();
     let peers = PeerView::restore(store.clone());
     let registry = prometheus::Registry::new();

@@ -1,7 +1,7 @@
 //! The order as the public API shows it: exactly the fields of the `Order` schema in the
 //! gateway's `openapi.json`, and nothing else.
 //!
-//! The stored [`Order`] also holds what clients must never see (the card number) and
+//! The stored [`Order`] also holds what clients need not see (the card's last digits) and
 //! what is internal (the trace context that the saga continues). The view names each
 //! public field, so a field added to the stored order stays private until someone adds
 //! it here, and to the schema, on purpose.
@@ -90,7 +90,9 @@ mod tests {
                 price_minor: Some(450),
             }],
             total_minor: Some(900),
-            card: Some(CARD.into()),
+            card_last4: Some("4242".into()),
+            card_on_file: true,
+            legacy_card: Some(CARD.into()),
             reason: Some("payment declined".into()),
             cancel_requested: true,
             created_at_ms: 1,
@@ -136,7 +138,11 @@ mod tests {
             .cloned()
             .collect();
         // The fields this test is about exist on the stored order, so it can fail.
-        assert!(internal.contains("card") && internal.contains("traceparent"));
+        assert!(internal.contains("card_last4") && internal.contains("traceparent"));
+        assert!(
+            !stored_json.to_string().contains(CARD),
+            "a card read from an old row is never written again: {stored_json}"
+        );
         let view = serde_json::to_value(OrderView::from(&order)).unwrap();
         for field in &internal {
             assert!(view.get(field).is_none(), "`{field}` leaks: {view}");

@@ -25,6 +25,7 @@ fn auth(amount: u64, card: Option<&str>) -> Authorization {
     AuthorizeRequest {
         amount_minor: amount,
         card: card.map(String::from),
+        card_on_file: false,
     }
     .parse()
     .unwrap()
@@ -123,16 +124,13 @@ fn declines_are_stored_once_and_repeated() {
     let Ok(Authorized::Declined(p)) = card else {
         panic!("expected a decline, got {card:?}")
     };
-    assert_eq!(
-        p.reason.as_deref(),
-        Some("declined: test card 4000000000000002")
-    );
+    assert_eq!(p.reason.as_deref(), Some("declined: test card ending 0002"));
 
     // A declined payment cannot be captured; voiding it is a no-op.
     let e = capture(&store, "card", T0).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "payment for order `card` was declined: test card 4000000000000002"
+        "payment for order `card` was declined: test card ending 0002"
     );
     assert_eq!(void(&store, "card", T0).unwrap(), p);
     assert_eq!(

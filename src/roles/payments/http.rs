@@ -10,6 +10,7 @@ use std::sync::Arc;
 use actix_web::{http::StatusCode, web, HttpResponse};
 use serde::Serialize;
 
+use super::card_vault::CardVault;
 use super::error::PaymentError;
 use super::ledger;
 use super::payment::{check_order_id, AuthorizeRequest, Payment};
@@ -22,6 +23,8 @@ use svc_platform::store::Store;
 /// What every handler shares.
 pub struct Payments {
     pub store: Arc<Store>,
+    /// Where cards wait, sealed, for their order's authorization.
+    pub vault: CardVault,
     /// Authorizations above this amount are declined.
     pub decline_above_minor: u64,
     /// The shard this instance owns: an order's payment lives on the shard its order id
@@ -35,6 +38,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<Payments>) {
     cfg.app_data(web::Data::from(state))
         .route("/v1/payments", web::get().to(list))
         .route("/v1/payments/{order_id}", web::get().to(get))
+        .route("/v1/payments/{order_id}/card", web::put().to(hold_card))
         .route(
             "/v1/payments/{order_id}/authorize",
             web::post().to(authorize),
@@ -83,9 +87,13 @@ async fn authorize(
     body: web::Json<AuthorizeRequest>,
 ) -> Result<HttpResponse, Problem> {
     let order_id = owned_order_id(&state, path)?;
-    let auth = body.into_inner().parse()?;
-    let authorize =
-        transitions::Authorize::new(order_id, &auth, state.decline_above_minor, now_ms());
+    let mut auth = body.into_inner().parse()?;
+    let now = now_ms();
+    if auth.card_on_file {
+        let card = state.vault.card_for(&state.store, &order_id, now)?;
+        auth = auth.with_card(card);
+    }
+    let authorize = transitions::Authorize::new(order_id, &auth, state.decline_above_minor, now);
     let done = state.store.submit(authorize).await?;
     match done {
         Authorized::Created(p) => {
@@ -99,6 +107,25 @@ async fn authorize(
             Err(Problem::new(StatusCode::PAYMENT_REQUIRED, reason))
         }
     }
+}
+
+/// The body of `PUT /v1/payments/{order_id}/card`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardToHold {
+    card: String,
+}
+
+/// Holds the card of an order until its payment is decided (see `card_vault`).
+async fn hold_card(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<CardToHold>,
+) -> Result<HttpResponse, Problem> {
+    let order_id = owned_order_id(&state, path)?;
+    let hold = state.vault.hold(&order_id, &body.card, now_ms())?;
+    state.store.submit(hold).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn capture(state: State, path: web::Path<String>) -> Result<HttpResponse, Problem> {

@@ -3,7 +3,8 @@
 //!
 //! An [`AuthorizeRequest`] is parsed once at the edge into an [`Authorization`], so an
 //! out-of-range amount or a malformed card never reaches the store. The card number is
-//! used only to decide a decline and is never stored.
+//! used only to decide a decline; it is kept (sealed) only in the card vault, until the
+//! payment is decided.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,8 +41,12 @@ pub struct Payment {
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
     pub amount_minor: u64,
+    /// A card given with the request (callers that hold none in the vault).
     #[serde(default)]
     pub card: Option<String>,
+    /// The card is the one held for this order in the card vault.
+    #[serde(default)]
+    pub card_on_file: bool,
 }
 
 /// An authorize request that passed every check.
@@ -50,6 +55,8 @@ pub struct Authorization {
     pub amount_minor: u64,
     /// Digits only.
     card: Option<String>,
+    /// The card is to be taken from the card vault (see [`Authorization::with_card`]).
+    pub card_on_file: bool,
 }
 
 /// Order ids travel in URLs and name rows: a safe alphabet only.
@@ -72,15 +79,21 @@ impl AuthorizeRequest {
                 )
             })?),
         };
+        if card.is_some() && self.card_on_file {
+            return Err(PaymentError::Invalid(
+                "card: give a card or card_on_file, not both".into(),
+            ));
+        }
         Ok(Authorization {
             amount_minor: self.amount_minor,
             card,
+            card_on_file: self.card_on_file,
         })
     }
 }
 
 /// The digits of a card number written with optional spaces or dashes.
-fn card_digits(card: &str) -> Option<String> {
+pub(super) fn card_digits(card: &str) -> Option<String> {
     if card.len() > 32 {
         return None;
     }
@@ -96,6 +109,12 @@ fn card_digits(card: &str) -> Option<String> {
 }
 
 impl Authorization {
+    /// This authorization with the card found in the vault (`None`: none is held).
+    pub fn with_card(mut self, card: Option<String>) -> Authorization {
+        self.card = card;
+        self
+    }
+
     /// Why this authorization is declined, if it is. Deterministic, so tests and the
     /// order flow can make a payment fail on purpose.
     pub fn decline_reason(&self, limit_minor: u64) -> Option<String> {
@@ -105,8 +124,15 @@ impl Authorization {
                 self.amount_minor
             ));
         }
+        if self.card_on_file && self.card.is_none() {
+            return Some("declined: the card is no longer held; place the order again".into());
+        }
         if self.card.as_deref() == Some(DECLINED_TEST_CARD) {
-            return Some(format!("declined: test card {DECLINED_TEST_CARD}"));
+            // The reason is stored and shown: never the card number, only its end.
+            return Some(format!(
+                "declined: test card ending {}",
+                &DECLINED_TEST_CARD[DECLINED_TEST_CARD.len() - 4..]
+            ));
         }
         None
     }
@@ -120,6 +146,7 @@ mod tests {
         AuthorizeRequest {
             amount_minor: amount,
             card: card.map(String::from),
+            card_on_file: false,
         }
         .parse()
     }
@@ -154,7 +181,7 @@ mod tests {
                 .unwrap()
                 .decline_reason(1_000_000)
                 .as_deref(),
-            Some("declined: test card 4000000000000002")
+            Some("declined: test card ending 0002")
         );
         assert_eq!(
             auth(5, Some("4242424242424242"))
@@ -162,6 +189,17 @@ mod tests {
                 .decline_reason(1_000_000),
             None
         );
+        let on_file = AuthorizeRequest {
+            amount_minor: 5,
+            card: None,
+            card_on_file: true,
+        }
+        .parse()
+        .unwrap();
+        let reason = on_file.clone().with_card(None).decline_reason(1_000_000);
+        assert!(reason.unwrap().contains("no longer held"));
+        let held = on_file.with_card(Some("4242424242424242".into()));
+        assert_eq!(held.decline_reason(1_000_000), None);
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //!   and writes nothing (no second ledger entry).
 //! - A void for an order never authorized leaves a voided tombstone (amount 0), so an
 //!   authorize that arrives after its compensation is refused instead of holding money.
+//! - Authorize and void decide the payment, so each forgets the order's held card (see
+//!   [`card_vault`](super::card_vault)) in its own commit.
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::card_vault;
 use super::error::PaymentError;
 use super::ledger::{self, EntryKind};
 use super::payment::{Authorization, Payment, PaymentStatus};
@@ -65,6 +68,7 @@ impl Command for Authorize {
 
     fn apply(&self, tx: &WriteTransaction) -> Result<Authorized, PaymentError> {
         let (order_id, now_ms) = (self.order_id.as_str(), self.now_ms);
+        card_vault::forget(tx, order_id)?;
         let mut payments = tx.open_table(PAYMENTS)?;
         if let Some(existing) = load(&payments, order_id)? {
             // Checked before the amount: a tombstone's amount (0) means nothing.
@@ -158,6 +162,7 @@ impl Command for Void {
 
     fn apply(&self, tx: &WriteTransaction) -> Result<Payment, PaymentError> {
         let (order_id, now_ms) = (self.order_id.as_str(), self.now_ms);
+        card_vault::forget(tx, order_id)?;
         let mut payments = tx.open_table(PAYMENTS)?;
         let existing = load(&payments, order_id)?;
         let Some(mut payment) = existing else {

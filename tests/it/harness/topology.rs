@@ -69,6 +69,8 @@ pub struct Topology {
     /// Extra environment of every instance of a role.
     env: BTreeMap<String, Vec<(String, String)>>,
     json_debug_logs: bool,
+    /// `--log-file <data dir>/logs/<id>.jsonl` on every instance.
+    log_files: bool,
     /// Files put in the data directory before anything starts: `(name, contents)`.
     seed: Vec<(String, Vec<u8>)>,
 }
@@ -92,6 +94,7 @@ impl Topology {
             config: String::new(),
             env: BTreeMap::new(),
             json_debug_logs: false,
+            log_files: false,
             seed: Vec::new(),
         }
     }
@@ -167,6 +170,13 @@ impl Topology {
     /// `--log-format json` and `RUST_LOG=info,svc=debug` on every role but the registry.
     pub fn json_debug_logs(mut self) -> Topology {
         self.json_debug_logs = true;
+        self
+    }
+
+    /// Every instance (registries too) appends its log lines to
+    /// `<data dir>/logs/<instance id>.jsonl`, as under `svc dev`.
+    pub fn log_files(mut self) -> Topology {
+        self.log_files = true;
         self
     }
 
@@ -392,6 +402,10 @@ impl Cluster {
             .args(["--instance-id", &format!("reg-{n}")])
             .arg("--config")
             .arg(self.sandbox.registry_config());
+        if self.topology.log_files {
+            cmd.arg("--log-file")
+                .arg(self.log_file(&format!("reg-{n}")));
+        }
         Svc::spawn(cmd, &format!("registry/reg-{n}")).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -417,6 +431,9 @@ impl Cluster {
         if let Some(shard) = member.shard {
             cmd.args(["--shard", &shard.to_string()]);
         }
+        if self.topology.log_files {
+            cmd.arg("--log-file").arg(self.log_file(&member.id));
+        }
         if self.topology.json_debug_logs {
             cmd.args(["--log-format", "json"])
                 .env("RUST_LOG", "info,svc=debug");
@@ -425,6 +442,26 @@ impl Cluster {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    fn log_file(&self, id: &str) -> PathBuf {
+        self.sandbox
+            .data_dir()
+            .join("logs")
+            .join(format!("{id}.jsonl"))
+    }
+
+    /// SIGTERMs every instance, then the registries, and waits for each to exit: their
+    /// files are then complete.
+    pub fn stop_all(&mut self) {
+        for member in self.members.iter_mut().rev() {
+            if let Some(svc) = member.svc.as_mut() {
+                svc.terminate();
+            }
+        }
+        for registry in &mut self.registries {
+            registry.terminate();
+        }
     }
 
     fn spawn(&self, member: &Member) -> Svc {

@@ -125,6 +125,9 @@ impl<'a> Call<'a> {
     pub fn post(path: impl Into<String>) -> Self {
         Self::new(Method::POST, path)
     }
+    pub fn put(path: impl Into<String>) -> Self {
+        Self::new(Method::PUT, path)
+    }
     pub fn json(mut self, body: &'a serde_json::Value) -> Self {
         self.body = Some(body);
         self

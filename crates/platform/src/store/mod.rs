@@ -15,6 +15,9 @@ pub mod commands;
 mod upgrade;
 
 use std::path::{Path, PathBuf};
+
+use crate::private_files;
+use crate::secret_key::{self, SecretKey, SecretKeyError};
 use std::sync::Arc;
 
 use redb::{
@@ -89,6 +92,7 @@ pub struct Store {
     writer: Writer,
     db: Arc<Database>,
     metrics: WriterMetrics,
+    path: PathBuf,
 }
 
 impl Store {
@@ -99,10 +103,9 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(unwritable)?;
-        }
-        create_private(path).map_err(unwritable)?;
+        // It holds orders and payments: owner-only, like its directory.
+        private_files::create_parent(path).map_err(unwritable)?;
+        private_files::touch(path).map_err(unwritable)?;
         let db = match Database::create(path) {
             Err(DatabaseError::UpgradeRequired(version)) => {
                 upgrade::upgrade_in_place(path, version)?;
@@ -118,7 +121,14 @@ impl Store {
             writer,
             db,
             metrics,
+            path: path.to_path_buf(),
         })
+    }
+
+    /// The secret key named `purpose` kept beside this store's file (never in it): made
+    /// on first use. See [`secret_key`](crate::secret_key).
+    pub fn secret_key(&self, purpose: &str) -> Result<SecretKey, SecretKeyError> {
+        SecretKey::load_or_create(&secret_key::path_beside(&self.path, purpose))
     }
 
     /// A consistent snapshot to read from; writes committed later are not in it.
@@ -187,6 +197,18 @@ impl Store {
     }
 }
 
+/// `table` in a read transaction, or `None` when nothing was ever written to it.
+pub fn open_if_exists<K: redb::Key + 'static, V: redb::Value + 'static>(
+    tx: &ReadTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match tx.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising our own plain data types to JSON cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
@@ -194,22 +216,6 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Decode(e.to_string()))
-}
-
-/// Creates the file, if it does not exist yet, readable and writable by its owner only:
-/// it holds orders and payments.
-fn create_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 pub(crate) fn classify(path: &Path, err: DatabaseError) -> StoreError {
