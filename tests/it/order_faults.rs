@@ -328,3 +328,37 @@ where
         }
     }
 }
+
+/// A create whose deadline passes while its order is being written: the request ends
+/// (504), but the order was stored, so its saga must still run to the end in the same
+/// process, not wait for a restart of orders.
+#[tokio::test]
+async fn an_order_stored_after_its_request_gave_up_still_runs_its_saga() {
+    let shop = Topology::shop()
+        .env("orders", "SVC_FAULT_ORDER_CREATE_ANSWER_DELAY", "1s")
+        .start()
+        .await;
+    shop.create_product("tea", 450, 10).await;
+    let orders = &shop["orders-0"].url;
+    let res = client_as("gateway")
+        .post(format!("{orders}/v1/orders"))
+        .header("x-svc-deadline-ms", "300")
+        .json(&order_body(&[("tea", 1)], None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 504, "the request gave up first");
+
+    let operator = client_as("operator");
+    let (order, took) = wait_for("the stored order to end", RECOVERY, || async {
+        let res = operator.get(format!("{orders}/v1/orders")).send().await;
+        let list: Value = res.map_err(|e| e.to_string())?.json().await.unwrap();
+        match list["orders"].as_array().map(Vec::as_slice) {
+            Some([order]) if order["status"] != "pending" => Ok(order.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eprintln!("ended {took:?} after the request gave up");
+    assert_eq!(order["status"], "confirmed", "{order}");
+}

@@ -14,6 +14,7 @@
 //! versions, which held whole card numbers, are scrubbed at start ([`ScrubLegacyCards`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -89,7 +90,14 @@ pub struct OrderBook {
     producer: String,
     /// Keys the idempotency fingerprints.
     fingerprint_key: Arc<SecretKey>,
+    /// Test hook ([`FAULT_CREATE_ANSWER_DELAY_ENV`]): a create's answer comes this late.
+    create_answer_delay: Option<Duration>,
 }
+
+/// With this variable (a duration) in a build with fault hooks, the answer to a create
+/// comes that long after its commit: as when the disk is slow, so a test can let the
+/// request's deadline pass while its order is being written.
+pub const FAULT_CREATE_ANSWER_DELAY_ENV: &str = "SVC_FAULT_ORDER_CREATE_ANSWER_DELAY";
 
 impl OrderBook {
     pub fn new(
@@ -103,6 +111,7 @@ impl OrderBook {
             shard,
             producer,
             fingerprint_key: Arc::new(fingerprint_key),
+            create_answer_delay: svc_platform::fault::delay(FAULT_CREATE_ANSWER_DELAY_ENV),
         }
     }
 
@@ -130,9 +139,14 @@ impl OrderBook {
         key: Option<&str>,
         traceparent: Option<String>,
     ) -> Result<Created, BookError> {
-        self.store
+        let created = self
+            .store
             .submit(self.create_command(id, req, key, traceparent, now_ms()))
-            .await
+            .await;
+        if let Some(delay) = self.create_answer_delay {
+            tokio::time::sleep(delay).await;
+        }
+        created
     }
 
     /// The command [`Self::create`] submits.
