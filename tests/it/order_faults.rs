@@ -362,3 +362,50 @@ async fn an_order_stored_after_its_request_gave_up_still_runs_its_saga() {
     eprintln!("ended {took:?} after the request gave up");
     assert_eq!(order["status"], "confirmed", "{order}");
 }
+
+/// An order already compensating (out of stock, its void held up at a stopped payments)
+/// takes a customer's cancel as what will happen anyway: not a 409 "being confirmed".
+#[tokio::test]
+async fn a_cancel_of_an_order_already_cancelling_is_not_refused_as_being_confirmed() {
+    let shop = Topology::shop()
+        .create_wait(Duration::from_millis(200))
+        .start()
+        .await;
+    shop.create_product("tea", 450, 1).await;
+    shop["payments-0"].freeze();
+    let placed = shop
+        .place_order(&order_body(&[("tea", 5)], None), None)
+        .await;
+    assert_eq!(placed.status, 202, "{placed:?}");
+    let id = placed.id();
+    shop["orders-0"].wait_for_log("saga step will be retried", Duration::from_secs(10));
+
+    let res = shop
+        .client
+        .post(format!("{}/orders/{id}/cancel", shop.api))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "pending", "{body}");
+    shop["payments-0"].thaw();
+
+    let url = format!("{}/orders/{id}", shop.api);
+    let (order, _) = wait_for("the order to end", RECOVERY, || async {
+        let o = try_get_json(&url).await?;
+        (o["status"] != "pending")
+            .then_some(o.clone())
+            .ok_or(o.to_string())
+    })
+    .await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    assert!(
+        order["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("out of stock"),
+        "{order}"
+    );
+}

@@ -471,7 +471,9 @@ impl Command for RequestCancel {
             Some(v) => store::decode(v.value())?,
             None => return Err(BookError::NotFound(id.to_string())),
         };
-        if order.status == Status::Cancelled {
+        // Cancelled, or being cancelled already (a refusal, or an earlier cancel): the
+        // cancel changes nothing, and the order says what will happen.
+        if order.status == Status::Cancelled || order.step == Step::Compensate {
             return Ok(order);
         }
         if order.status == Status::Confirmed {

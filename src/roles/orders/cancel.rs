@@ -3,8 +3,10 @@
 //! [`cancel_order`] records the customer's cancel on the order (refused once the order
 //! is at `commit` or later: a commit may be in flight, and committed stock cannot be
 //! released), makes sure its saga runs, and waits a short while for the saga to
-//! compensate. Cancelling an order that is already cancelled changes nothing and answers
-//! with it.
+//! compensate. Cancelling an order that is already cancelled, or already being
+//! cancelled (its saga compensating after a refusal or an earlier cancel, even where the
+//! store still shows an earlier step), changes nothing and answers with it: what will
+//! happen, never a refusal claiming it is being confirmed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +40,11 @@ pub async fn cancel_order(
     id: &str,
     wait: Duration,
 ) -> Result<Order, CancelError> {
-    book.request_cancel(id).await?;
+    match book.request_cancel(id).await {
+        Ok(_) => {}
+        Err(BookError::BeingConfirmed(_)) if runner.is_compensating(id) => {}
+        Err(e) => return Err(e.into()),
+    }
     let order = runner.drive_and_wait(id, wait).await?;
     match order.status {
         Status::Confirmed => Err(CancelError::ConfirmedFirst(order.id)),
@@ -159,6 +165,39 @@ mod tests {
             assert_eq!(problem(refused), (409, detail));
             assert_eq!(orders.book.get(&before.id).unwrap(), Some(before));
         }
+    }
+
+    #[tokio::test]
+    async fn an_order_stored_compensating_answers_with_itself_not_409() {
+        let orders = orders();
+        let id = orders.pending().id;
+        orders.advance(
+            &id,
+            Step::Reserve,
+            Outcome::Refused("out of stock: tea".into()),
+        );
+        let before = orders.book.get(&id).unwrap().unwrap();
+        assert_eq!(
+            (before.status, before.step),
+            (Status::Pending, Step::Compensate)
+        );
+        let order = orders.cancel(&id).await.unwrap();
+        assert_eq!(
+            order, before,
+            "nothing changes; the order will end cancelled"
+        );
+        assert_eq!(orders.book.get(&id).unwrap(), Some(before));
+    }
+
+    #[tokio::test]
+    async fn an_order_compensating_ahead_of_the_store_answers_with_itself_not_409() {
+        let orders = orders();
+        // Stored at commit; the commit was refused and the saga compensates in memory.
+        let at_commit = orders.at(Step::Commit);
+        orders.runner.mark_compensating(&at_commit.id);
+        let order = orders.cancel(&at_commit.id).await.unwrap();
+        assert_eq!(order.status, Status::Pending);
+        assert_eq!(orders.book.get(&at_commit.id).unwrap(), Some(at_commit));
     }
 
     #[tokio::test]

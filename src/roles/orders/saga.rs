@@ -54,6 +54,9 @@ pub struct SagaRunner {
     book: OrderBook,
     client: ServiceClient,
     active: Mutex<HashSet<String>>,
+    /// Orders whose saga is compensating, whether or not the store says so yet (a
+    /// refusal's compensation is only progress, see `Order::must_be_stored`).
+    compensating: Mutex<HashSet<String>>,
     finished: broadcast::Sender<String>,
     outbox: OutboxSignal,
     retry_max: Duration,
@@ -82,6 +85,7 @@ impl SagaRunner {
             book,
             client,
             active: Mutex::new(HashSet::new()),
+            compensating: Mutex::new(HashSet::new()),
             finished: broadcast::channel(1024).0,
             outbox,
             retry_max: settings.retry_max,
@@ -158,8 +162,21 @@ impl SagaRunner {
                 _ = runner.run(&id) => {}
                 _ = shutdown.wait() => {}
             }
+            runner.compensating.lock().remove(&id);
             runner.active.lock().remove(&id);
         });
+    }
+
+    /// Whether this instance's saga of `id` is compensating it: the order will end
+    /// cancelled, whatever step the store still shows.
+    pub fn is_compensating(&self, id: &str) -> bool {
+        self.compensating.lock().contains(id)
+    }
+
+    /// As if this instance's saga of `id` had started compensating (tests).
+    #[cfg(test)]
+    pub fn mark_compensating(&self, id: &str) {
+        self.compensating.lock().insert(id.to_string());
     }
 
     /// Resumes every unfinished saga; returns how many.
@@ -205,6 +222,9 @@ impl SagaRunner {
                 None => stored,
             };
             let step = order.next_step();
+            if step == Step::Compensate {
+                self.compensating.lock().insert(order.id.clone());
+            }
             // Each step is a child span of the request that created the order (whose
             // span the stored traceparent names), in that request's trace.
             let trace = order
