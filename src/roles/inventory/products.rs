@@ -15,7 +15,7 @@ use super::error::InventoryError;
 use svc_platform::ids;
 use svc_platform::store::{self, Command, JsonTable, Store, StoreError};
 
-const PRODUCTS: JsonTable = TableDefinition::new("inventory_products");
+pub(super) const PRODUCTS: JsonTable = TableDefinition::new("inventory_products");
 
 /// Largest price in minor units (one billion units of the currency).
 pub const MAX_PRICE_MINOR: u64 = 100_000_000_000;
