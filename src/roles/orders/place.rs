@@ -26,27 +26,7 @@ use super::saga::SagaRunner;
 /// Inventory's batch lookup: which of these SKUs exist.
 const PRODUCT_LOOKUPS: &str = "/v1/product-lookups";
 
-/// An `Idempotency-Key` as accepted: 1 to 255 printable ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    pub fn parse(value: &str) -> Result<IdempotencyKey, String> {
-        let printable = value.bytes().all(|b| b.is_ascii_graphic());
-        if value.is_empty() || value.len() > 255 || !printable {
-            return Err("Idempotency-Key: expected 1 to 255 printable ASCII characters".into());
-        }
-        Ok(IdempotencyKey(value.to_string()))
-    }
-}
-
-impl std::ops::Deref for IdempotencyKey {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
+pub use crate::domain::IdempotencyKey;
 
 /// What placing an order did. The order is as it was when the wait ended: final, or
 /// still `pending` if its saga takes longer.
@@ -431,15 +411,6 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(&placed, Placed::Created(o) if o.status == Status::Pending));
-    }
-
-    #[test]
-    fn idempotency_keys_are_printable_ascii_up_to_255() {
-        assert!(IdempotencyKey::parse("order-42_retry.1").is_ok());
-        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
-        for bad in ["", "two words", "tab\tkey", "clé", &"k".repeat(256)] {
-            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]
