@@ -5,6 +5,8 @@
 //! refuses would be an order created only to be cancelled). Each type is made only by
 //! its `parse`: a value of it is valid, and the error says what was expected.
 
+pub mod card;
 pub mod idempotency_key;
 
+pub use card::{CardNumber, InvalidCard};
 pub use idempotency_key::{IdempotencyKey, InvalidIdempotencyKey};
