@@ -178,10 +178,17 @@ fn start_guard(ctx: &RoleContext, settings: &GatewaySettings) -> anyhow::Result<
 type State = web::Data<Gateway>;
 type Body = web::Json<serde_json::Value>;
 
-/// Path ids are passed into internal URLs: only a safe alphabet gets through.
+/// Path ids are passed into internal URLs: only a safe alphabet gets through, never
+/// a dot segment (`.`, `..`).
 fn id(value: &str) -> Result<&str, Problem> {
     ids::check_id("id", value).map_err(Problem::bad_request)?;
     Ok(value)
+}
+
+/// The internal path of `segments` (ids among them already checked by [`id`]), each
+/// segment encoded; see [`ids::path`].
+fn internal_path(segments: &[&str]) -> Result<String, Problem> {
+    ids::path(segments).map_err(Problem::bad_request)
 }
 
 /// The `Idempotency-Key` of a request, if it has one; a key that is not 1 to 255
@@ -227,7 +234,7 @@ async fn create_product(state: State, body: Body) -> Result<HttpResponse, Proble
 
 async fn get_product(state: State, sku: web::Path<String>) -> Result<HttpResponse, Problem> {
     let sku = id(&sku)?;
-    let target = Target::get(INVENTORY, format!("/v1/products/{sku}"))
+    let target = Target::get(INVENTORY, internal_path(&["v1", "products", sku])?)
         .shard(Some(state.shards.owner(INVENTORY, sku)));
     forward(&state.client, target).await
 }
@@ -238,7 +245,7 @@ async fn adjust_stock(
     body: Body,
 ) -> Result<HttpResponse, Problem> {
     let sku = id(&sku)?;
-    let target = Target::post(INVENTORY, format!("/v1/products/{sku}/stock"))
+    let target = Target::post(INVENTORY, internal_path(&["v1", "products", sku, "stock"])?)
         .json(body.into_inner())
         .shard(Some(state.shards.owner(INVENTORY, sku)));
     forward(&state.client, target).await
@@ -265,20 +272,21 @@ async fn create_order(state: State, req: HttpRequest, body: Body) -> Result<Http
 async fn get_order(state: State, order: web::Path<String>) -> Result<HttpResponse, Problem> {
     let order = id(&order)?;
     let shard = order_shard(&state.shards, order)?;
-    let target = Target::get(ORDERS, format!("/v1/orders/{order}")).shard(Some(shard));
+    let target = Target::get(ORDERS, internal_path(&["v1", "orders", order])?).shard(Some(shard));
     forward(&state.client, target).await
 }
 
 async fn cancel_order(state: State, order: web::Path<String>) -> Result<HttpResponse, Problem> {
     let order = id(&order)?;
     let shard = order_shard(&state.shards, order)?;
-    let target = Target::post(ORDERS, format!("/v1/orders/{order}/cancel")).shard(Some(shard));
+    let path = internal_path(&["v1", "orders", order, "cancel"])?;
+    let target = Target::post(ORDERS, path).shard(Some(shard));
     forward(&state.client, target).await
 }
 
 async fn order_payment(state: State, order: web::Path<String>) -> Result<HttpResponse, Problem> {
     let order = id(&order)?;
-    let target = Target::get(PAYMENTS, format!("/v1/payments/{order}"))
+    let target = Target::get(PAYMENTS, internal_path(&["v1", "payments", order])?)
         .shard(Some(state.shards.owner(PAYMENTS, order)));
     forward(&state.client, target).await
 }
@@ -288,8 +296,11 @@ async fn order_notifications(
     order: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let order = id(&order)?;
-    let target = Target::get(NOTIFICATIONS, format!("/v1/notifications?order_id={order}"))
-        .shard(Some(state.shards.owner(NOTIFICATIONS, order)));
+    let mut path = internal_path(&["v1", "notifications"])?;
+    path.push_str("?order_id=");
+    ids::encode_into(&mut path, order);
+    let target =
+        Target::get(NOTIFICATIONS, path).shard(Some(state.shards.owner(NOTIFICATIONS, order)));
     forward(&state.client, target).await
 }
 
