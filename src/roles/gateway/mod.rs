@@ -345,7 +345,7 @@ mod tests {
             "{doc}"
         );
         let create = &doc["paths"]["/api/v1/orders"]["post"];
-        for status in ["401", "403", "429"] {
+        for status in ["400", "401", "403", "405", "429"] {
             assert!(
                 create["responses"][status].is_object(),
                 "POST orders lacks {status}"
