@@ -89,6 +89,23 @@ async fn internal_endpoints_refuse_bad_input_and_write_nothing() {
     let unknown = post_json_as("orders", &format!("{reservations}/o404/commit"), &json!({})).await;
     assert_problem(unknown, 404, "commit of an unknown reservation").await;
 
+    // The batch lookup orders makes before it stores an order.
+    let lookups = format!("{}/v1/product-lookups", inventory.url);
+    let skus = |skus: Vec<String>| json!({ "skus": skus }).to_string();
+    for (what, body) in [
+        ("malformed JSON", "{\"skus\":".to_string()),
+        ("no SKUs", skus(Vec::new())),
+        ("a dot segment", skus(vec!["tea".into(), "..".into()])),
+        ("too many SKUs", skus(vec!["tea".into(); 1001])),
+        ("extra field", json!({"skus": ["tea"], "x": 1}).to_string()),
+    ] {
+        assert_problem(send_raw(&lookups, &body).await, 400, what).await;
+    }
+    let answer = send_raw(&lookups, &skus(vec!["nope".into(), "tea".into()])).await;
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer, json!({"known": ["tea"], "unknown": ["nope"]}));
+
     let authorize = format!("{}/v1/payments/o1/authorize", payments.url);
     for (what, body) in [
         ("malformed JSON", "{".to_string()),

@@ -20,6 +20,8 @@ mod chaos;
 mod cli;
 mod dev;
 mod discovery;
+mod edge_attacks;
+mod edge_input;
 mod gateway_guard;
 mod gateway_reload;
 mod group_commit;

@@ -332,9 +332,17 @@ async fn a_notifications_certificate_cannot_act_as_payments() {
         .await
         .unwrap();
     assert_ne!(res.status(), StatusCode::FORBIDDEN);
-    // An undeclared endpoint is not served to anyone.
+    // An undeclared endpoint is not served to anyone: 405 naming what the path
+    // takes, 404 for a path nothing serves.
     let res = client_as("orders")
         .delete(format!("{}/v1/payments/ord-0-x", payments.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(header(&res, "allow").as_deref(), Some("GET"));
+    let res = client_as("orders")
+        .get(format!("{}/v1/payments/ord-0-x/refund", payments.url))
         .send()
         .await
         .unwrap();

@@ -574,7 +574,7 @@ async fn the_trace_of_an_order_request_reaches_gateway_orders_and_inventory() {
         &[
             (&shop["gateway-0"], "/api/v1/orders"),
             (&shop["orders-0"], "/v1/orders"),
-            (&shop["inventory-0"], "/v1/products/tea"),
+            (&shop["inventory-0"], "/v1/product-lookups"),
         ],
     )
     .await;
@@ -626,7 +626,7 @@ async fn orders_asks_inventory_about_a_product_once() {
     }
     // Products are never deleted, so orders remembers that `tea` exists: one lookup
     // for three orders (the unknown product of `bad_orders_are_problems_and_write_nothing`
-    // is asked about every time).
+    // is asked about every time), and it is the batch lookup, never a GET per SKU.
     let metrics = http()
         .get(format!("{}/metrics", shop["inventory-0"].url))
         .send()
@@ -638,7 +638,13 @@ async fn orders_asks_inventory_about_a_product_once() {
     let lookups = metric_sample(
         &metrics,
         "http_server_requests_total",
-        &[("route", "/v1/products/{sku}"), ("method", "GET")],
+        &[("route", "/v1/product-lookups"), ("method", "POST")],
     );
     assert_eq!(lookups, Some(1.0), "{metrics}");
+    let one_by_one = metric_sample(
+        &metrics,
+        "http_server_requests_total",
+        &[("route", "/v1/products/{sku}")],
+    );
+    assert_eq!(one_by_one, None, "{metrics}");
 }

@@ -4,7 +4,8 @@
 //! Guarantees: a request reaches a role's handler only if its `METHOD /path` is declared
 //! in the manifest's `endpoints` and the caller's certificate names one of the roles
 //! listed there; anything else is answered here — 403 (logged with the caller's
-//! identity) or 404 for an undeclared endpoint — before any handler runs. The platform's
+//! identity), 405 with `Allow` for a declared path with another method, or 404 for an
+//! undeclared endpoint — before any handler runs. The platform's
 //! health, metrics and peer endpoints are open to every verified identity. On an
 //! insecure (plain HTTP) instance there are no identities and nothing is enforced.
 //!
@@ -54,6 +55,8 @@ enum Decision {
     Allow,
     /// The caller is not among the endpoint's callers (or has no role).
     Forbidden(String),
+    /// The path is declared, but not with this method: these are.
+    OtherMethods(Vec<String>),
     /// No declared endpoint matches: it is not served.
     Undeclared,
 }
@@ -101,7 +104,16 @@ impl AccessPolicy {
             .iter()
             .find(|r| r.method == method && r.path.matches(path))
         else {
-            return Decision::Undeclared;
+            let mut methods: Vec<String> = Vec::new();
+            for rule in self.rules.iter().filter(|r| r.path.matches(path)) {
+                if !methods.contains(&rule.method) {
+                    methods.push(rule.method.clone());
+                }
+            }
+            if methods.is_empty() {
+                return Decision::Undeclared;
+            }
+            return Decision::OtherMethods(methods);
         };
         let Some(role) = caller.and_then(|c| c.role.as_deref()) else {
             return Decision::Forbidden(
@@ -147,6 +159,10 @@ pub(crate) async fn enforce(
                 "refused: caller not allowed"
             );
             Problem::new(actix_web::http::StatusCode::FORBIDDEN, detail)
+        }
+        Decision::OtherMethods(methods) => {
+            let methods: Vec<&str> = methods.iter().map(String::as_str).collect();
+            Problem::method_not_allowed(method, path, &methods)
         }
         Decision::Undeclared => Problem::not_found(format!("no route for {method} {path}")),
     };
@@ -216,6 +232,14 @@ mod tests {
         );
         assert_eq!(
             p.decide("DELETE", "/v1/payments/x", Some(&peer("orders"))),
+            Decision::OtherMethods(vec!["GET".to_string()])
+        );
+        assert_eq!(
+            p.decide("POST", "/metrics", Some(&peer("orders"))),
+            Decision::OtherMethods(vec!["GET".to_string()])
+        );
+        assert_eq!(
+            p.decide("GET", "/v1/payments/x/capture", Some(&peer("orders"))),
             Decision::Undeclared
         );
         assert_eq!(

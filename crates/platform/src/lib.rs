@@ -25,6 +25,7 @@ pub mod backoff;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod edge;
 pub mod events;
 pub mod fault;
 pub mod ids;

@@ -1,7 +1,11 @@
 //! Prometheus metrics of one process, served at `/metrics` in the text format.
 //!
 //! One registry per process; the server middleware records every request by route
-//! pattern (never the raw path, which would explode cardinality), method and status.
+//! pattern, method and status. Every label takes its values from a fixed set, whatever
+//! a client sends: the route is a pattern the instance serves or `unmatched` (never the
+//! raw path), the method one of HTTP's own or `other` ([`method_label`]), the status
+//! three digits; otherwise anyone could grow the registry, and `/metrics`, without
+//! bound, one made-up method or path at a time.
 //! Roles and platform pieces register their own collectors on the same registry.
 //! On Linux the registry also holds the process's own figures ([`process`]):
 //! `process_cpu_seconds_total` (to the microsecond), `process_resident_memory_bytes`,
@@ -97,10 +101,11 @@ impl Metrics {
     pub(crate) fn observe_request(
         &self,
         route: &str,
-        method: &str,
+        method: &actix_web::http::Method,
         status: u16,
         elapsed: Duration,
     ) {
+        let method = method_label(method);
         // The three digits of a known status are a static string: no allocation.
         let code = actix_web::http::StatusCode::from_u16(status).ok();
         let owned;
@@ -123,5 +128,50 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed collectors.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The `method` label of a request: the method's own name for HTTP's methods, `other`
+/// for any extension method a client makes up.
+pub(crate) fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::OPTIONS => "OPTIONS",
+        M::TRACE => "TRACE",
+        M::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::Method;
+
+    use super::*;
+
+    /// Issue 13: every made-up method used to become a label value of its own.
+    #[test]
+    fn made_up_methods_share_one_label_value() {
+        let metrics = Metrics::new("gateway", "gw-0");
+        for i in 0..100 {
+            let method = Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+            metrics.observe_request("unmatched", &method, 404, Duration::ZERO);
+        }
+        metrics.observe_request("/v1/x", &Method::GET, 200, Duration::ZERO);
+        let text = metrics.render();
+        assert!(!text.contains("BREW"), "{text}");
+        let series = |method: &str| {
+            text.lines()
+                .filter(|l| l.starts_with("http_server_requests_total{"))
+                .filter(|l| l.contains(&format!("method=\"{method}\"")))
+                .count()
+        };
+        assert_eq!((series("other"), series("GET")), (1, 1), "{text}");
     }
 }

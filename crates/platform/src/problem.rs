@@ -24,6 +24,9 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip)]
     pub retry_after: Option<Duration>,
+    /// The methods the resource serves, for the `Allow` header of a 405.
+    #[serde(skip)]
+    allow: Option<String>,
 }
 
 impl std::fmt::Display for Problem {
@@ -40,7 +43,19 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             retry_after: None,
+            allow: None,
         }
+    }
+
+    /// 405 with `Allow`: `path` is served, but only with the `allowed` methods.
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &[&str]) -> Self {
+        let allow = allowed.join(", ");
+        let mut p = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} does not take {method}; it takes {allow}"),
+        );
+        p.allow = Some(allow);
+        p
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -77,6 +92,9 @@ impl ResponseError for Problem {
         res.insert_header((header::CONTENT_TYPE, CONTENT_TYPE));
         if let Some(after) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, after.as_secs().max(1).to_string()));
+        }
+        if let Some(allow) = &self.allow {
+            res.insert_header((header::ALLOW, allow.as_str()));
         }
         res.body(serde_json::to_string(self).unwrap_or_default())
     }

@@ -12,9 +12,9 @@
 //! each handler are unchanged.
 //!
 //! Answers are those of the routes actix would have picked, the same for everything
-//! else: a path under the prefix that no route serves, or a method it does not serve,
-//! gets the platform's 404 problem ([`server::not_found`]), as the app's default
-//! service gave it. The parameters are handed to the route where actix puts them
+//! else: a path under the prefix that no route serves gets the platform's 404 problem
+//! ([`server::not_found`]), as the app's default service gave it; a path some route
+//! serves, with another method, gets 405 naming the methods it takes in `Allow`. The parameters are handed to the route where actix puts them
 //! ([`Path`](actix_web::web::Path) reads them there), taken from the same path actix
 //! matches (the request path after actix's own requoting). The route's pattern names
 //! the request in the metrics and logs ([`server::RouteName`]), as actix's pattern did.
@@ -34,6 +34,7 @@ use actix_web::{
 };
 
 use crate::path_template::PathTemplate;
+use crate::problem::Problem;
 use crate::server::{self, RouteName};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -182,8 +183,25 @@ impl Service<ServiceRequest> for TableService {
                 })
         };
         let Some((at, pattern, params)) = found else {
-            req.extensions_mut().insert(RouteName(None));
-            let problem = server::no_route(req.method(), req.path());
+            // A path some route serves, with another method: 405, named by the first
+            // such route's pattern.
+            let path = req.match_info().as_str();
+            let serving: Vec<&Key> = inner
+                .keys
+                .iter()
+                .filter(|key| key.template.matches(path))
+                .collect();
+            let problem = match serving.first() {
+                Some(first) => {
+                    req.extensions_mut().insert(RouteName(Some(first.pattern)));
+                    let allowed: Vec<&str> = serving.iter().map(|k| k.method.as_str()).collect();
+                    Problem::method_not_allowed(req.method().as_str(), req.path(), &allowed)
+                }
+                None => {
+                    req.extensions_mut().insert(RouteName(None));
+                    server::no_route(req.method(), req.path())
+                }
+            };
             return Box::pin(std::future::ready(Ok(req.error_response(problem))));
         };
         req.extensions_mut().insert(RouteName(Some(pattern)));
@@ -288,8 +306,6 @@ mod tests {
             (Method::GET, "/api/v1/things/", 404, ""),
             (Method::GET, "/api/v1/things/a/parts", 404, ""),
             (Method::GET, "/api/v1/things/a/b", 404, ""),
-            (Method::DELETE, "/api/v1/things", 404, ""),
-            (Method::HEAD, "/api/v1/things/tea", 404, ""),
             (Method::GET, "/api/v1", 404, ""),
             (Method::GET, "/api/v1/", 404, ""),
             (Method::GET, "/api/v1/other", 404, ""),
@@ -310,6 +326,30 @@ mod tests {
                     ours.1
                 );
             }
+        }
+    }
+
+    /// Issue 13: a wrong method on a known route used to be 404, as if the route did
+    /// not exist.
+    #[actix_web::test]
+    async fn a_known_path_with_another_method_is_405_with_allow() {
+        let app = test::init_service(App::new().service(table())).await;
+        for (method, path, allow) in [
+            (Method::DELETE, "/api/v1/things", "GET, POST"),
+            (Method::HEAD, "/api/v1/things/tea", "GET"),
+            (Method::PUT, "/api/v1/things/a/parts/b", "GET"),
+        ] {
+            let req = test::TestRequest::default()
+                .method(method.clone())
+                .uri(path)
+                .to_request();
+            let res = test::call_service(&app, req).await;
+            assert_eq!(res.status().as_u16(), 405, "{method} {path}");
+            let got = res.headers().get("allow").and_then(|v| v.to_str().ok());
+            assert_eq!(got, Some(allow), "{method} {path}");
+            let body = to_bytes(res.into_body()).await.unwrap();
+            let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(problem["status"], 405, "{problem}");
         }
     }
 

@@ -206,7 +206,7 @@ pub async fn observe(
     if let Some(state) = &state {
         state
             .metrics
-            .observe_request(&route, method.as_str(), status, elapsed);
+            .observe_request(&route, &method, status, elapsed);
     }
     // Successes below info: a terminal stays readable; the log file keeps debug.
     let verdict = Verdict::of_status(status, quiet);

@@ -6,10 +6,14 @@
 //! entity names the owning shard; when no instance of it is known, the answer is 503
 //! with `Retry-After`, never a call to another shard.
 
-use actix_web::{http::StatusCode, HttpRequest, HttpResponse};
+use actix_web::{http::StatusCode, HttpResponse};
 
+use crate::domain::IdempotencyKey;
 use svc_platform::client::{Call, CallError, ServiceClient};
 use svc_platform::problem::Problem;
+
+/// The header a create's idempotency key travels in, to the owner as from the client.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Public prefix in front of the owners' internal paths.
 const PUBLIC_PREFIX: &str = "/api";
@@ -20,7 +24,7 @@ pub struct Target {
     method: reqwest::Method,
     path: String,
     body: Option<serde_json::Value>,
-    pass_headers: Vec<&'static str>,
+    idempotency_key: Option<IdempotencyKey>,
     shard: Option<u32>,
 }
 
@@ -31,7 +35,7 @@ impl Target {
             method: reqwest::Method::GET,
             path: path.into(),
             body: None,
-            pass_headers: Vec::new(),
+            idempotency_key: None,
             shard: None,
         }
     }
@@ -54,18 +58,15 @@ impl Target {
         self
     }
 
-    /// Passes this request header on to the owner (e.g. `idempotency-key`).
-    pub fn pass_header(mut self, name: &'static str) -> Target {
-        self.pass_headers.push(name);
+    /// Sends `key` on as the owner's `Idempotency-Key`: the owner deduplicates the
+    /// request, so the client may repeat it after a timeout or a 5xx.
+    pub fn idempotency_key(mut self, key: Option<IdempotencyKey>) -> Target {
+        self.idempotency_key = key;
         self
     }
 }
 
-pub async fn forward(
-    client: &ServiceClient,
-    target: Target,
-    req: &HttpRequest,
-) -> Result<HttpResponse, Problem> {
+pub async fn forward(client: &ServiceClient, target: Target) -> Result<HttpResponse, Problem> {
     let mut call = Call::new(target.method, target.path);
     if let Some(body) = &target.body {
         call = call.json(body);
@@ -73,15 +74,9 @@ pub async fn forward(
     if let Some(shard) = target.shard {
         call = call.shard(shard);
     }
-    for name in target.pass_headers {
-        if let Some(value) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
-            call = call.header(name, value);
-            // The owner deduplicates a request carrying an Idempotency-Key, so the
-            // client may repeat it after a timeout or a 5xx; without one, never.
-            if name.eq_ignore_ascii_case("idempotency-key") {
-                call = call.idempotent();
-            }
-        }
+    // Without a key, a create is never repeated once it may have been received.
+    if let Some(key) = target.idempotency_key {
+        call = call.header(IDEMPOTENCY_KEY, key.as_str()).idempotent();
     }
     let res = client
         .call(target.role, call)

@@ -30,7 +30,8 @@ use svc_platform::problem::Problem;
 use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shards::{shard_in_id, ShardCounts};
 
-use forward::{forward, Target};
+use crate::domain::IdempotencyKey;
+use forward::{forward, Target, IDEMPOTENCY_KEY};
 use guard::Guard;
 use listing::Listing;
 use settings::{GatewaySettings, Scope};
@@ -50,7 +51,6 @@ const ORDERS: &str = "orders";
 const INVENTORY: &str = "inventory";
 const PAYMENTS: &str = "payments";
 const NOTIFICATIONS: &str = "notifications";
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 const PRODUCTS: Listing = Listing {
     role: INVENTORY,
@@ -178,10 +178,28 @@ fn start_guard(ctx: &RoleContext, settings: &GatewaySettings) -> anyhow::Result<
 type State = web::Data<Gateway>;
 type Body = web::Json<serde_json::Value>;
 
-/// Path ids are passed into internal URLs: only a safe alphabet gets through.
+/// Path ids are passed into internal URLs: only a safe alphabet gets through, never
+/// a dot segment (`.`, `..`).
 fn id(value: &str) -> Result<&str, Problem> {
     ids::check_id("id", value).map_err(Problem::bad_request)?;
     Ok(value)
+}
+
+/// The internal path of `segments` (ids among them already checked by [`id`]), each
+/// segment encoded; see [`ids::path`].
+fn internal_path(segments: &[&str]) -> Result<String, Problem> {
+    ids::path(segments).map_err(Problem::bad_request)
+}
+
+/// The `Idempotency-Key` of a request, if it has one; a key that is not 1 to 255
+/// visible ASCII characters is refused, never dropped (the create would then go on
+/// without it, and every retry would make another order).
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, Problem> {
+    req.headers()
+        .get(IDEMPOTENCY_KEY)
+        .map(|value| IdempotencyKey::from_header(value.as_bytes()))
+        .transpose()
+        .map_err(|e| Problem::bad_request(e.to_string()))
 }
 
 /// The orders shard that minted `order`; an id of no shard names no order.
@@ -202,11 +220,7 @@ async fn list_products(state: State, req: HttpRequest) -> Result<HttpResponse, P
     listing::gather(&state.client, &PRODUCTS, shards, req.query_string()).await
 }
 
-async fn create_product(
-    state: State,
-    req: HttpRequest,
-    body: Body,
-) -> Result<HttpResponse, Problem> {
+async fn create_product(state: State, body: Body) -> Result<HttpResponse, Problem> {
     // A body without a string SKU goes to any shard, which explains what is wrong.
     let shard = body
         .get("sku")
@@ -215,31 +229,26 @@ async fn create_product(
     let target = Target::post(INVENTORY, "/v1/products")
         .json(body.into_inner())
         .shard(shard);
-    forward(&state.client, target, &req).await
+    forward(&state.client, target).await
 }
 
-async fn get_product(
-    state: State,
-    req: HttpRequest,
-    sku: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
+async fn get_product(state: State, sku: web::Path<String>) -> Result<HttpResponse, Problem> {
     let sku = id(&sku)?;
-    let target = Target::get(INVENTORY, format!("/v1/products/{sku}"))
+    let target = Target::get(INVENTORY, internal_path(&["v1", "products", sku])?)
         .shard(Some(state.shards.owner(INVENTORY, sku)));
-    forward(&state.client, target, &req).await
+    forward(&state.client, target).await
 }
 
 async fn adjust_stock(
     state: State,
-    req: HttpRequest,
     sku: web::Path<String>,
     body: Body,
 ) -> Result<HttpResponse, Problem> {
     let sku = id(&sku)?;
-    let target = Target::post(INVENTORY, format!("/v1/products/{sku}/stock"))
+    let target = Target::post(INVENTORY, internal_path(&["v1", "products", sku, "stock"])?)
         .json(body.into_inner())
         .shard(Some(state.shards.owner(INVENTORY, sku)));
-    forward(&state.client, target, &req).await
+    forward(&state.client, target).await
 }
 
 async fn list_orders(state: State, req: HttpRequest) -> Result<HttpResponse, Problem> {
@@ -251,60 +260,48 @@ async fn list_orders(state: State, req: HttpRequest) -> Result<HttpResponse, Pro
 /// shard the key hashes to, so a retry finds the order the first attempt created (and
 /// gets 503 while that shard is down, never a second order elsewhere).
 async fn create_order(state: State, req: HttpRequest, body: Body) -> Result<HttpResponse, Problem> {
-    let shard = req
-        .headers()
-        .get(IDEMPOTENCY_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(|key| state.shards.owner(ORDERS, key));
+    let key = idempotency_key(&req)?;
+    let shard = key.as_ref().map(|key| state.shards.owner(ORDERS, key));
     let target = Target::post(ORDERS, "/v1/orders")
         .json(body.into_inner())
-        .pass_header(IDEMPOTENCY_KEY)
+        .idempotency_key(key)
         .shard(shard);
-    forward(&state.client, target, &req).await
+    forward(&state.client, target).await
 }
 
-async fn get_order(
-    state: State,
-    req: HttpRequest,
-    order: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
+async fn get_order(state: State, order: web::Path<String>) -> Result<HttpResponse, Problem> {
     let order = id(&order)?;
     let shard = order_shard(&state.shards, order)?;
-    let target = Target::get(ORDERS, format!("/v1/orders/{order}")).shard(Some(shard));
-    forward(&state.client, target, &req).await
+    let target = Target::get(ORDERS, internal_path(&["v1", "orders", order])?).shard(Some(shard));
+    forward(&state.client, target).await
 }
 
-async fn cancel_order(
-    state: State,
-    req: HttpRequest,
-    order: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
+async fn cancel_order(state: State, order: web::Path<String>) -> Result<HttpResponse, Problem> {
     let order = id(&order)?;
     let shard = order_shard(&state.shards, order)?;
-    let target = Target::post(ORDERS, format!("/v1/orders/{order}/cancel")).shard(Some(shard));
-    forward(&state.client, target, &req).await
+    let path = internal_path(&["v1", "orders", order, "cancel"])?;
+    let target = Target::post(ORDERS, path).shard(Some(shard));
+    forward(&state.client, target).await
 }
 
-async fn order_payment(
-    state: State,
-    req: HttpRequest,
-    order: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
+async fn order_payment(state: State, order: web::Path<String>) -> Result<HttpResponse, Problem> {
     let order = id(&order)?;
-    let target = Target::get(PAYMENTS, format!("/v1/payments/{order}"))
+    let target = Target::get(PAYMENTS, internal_path(&["v1", "payments", order])?)
         .shard(Some(state.shards.owner(PAYMENTS, order)));
-    forward(&state.client, target, &req).await
+    forward(&state.client, target).await
 }
 
 async fn order_notifications(
     state: State,
-    req: HttpRequest,
     order: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let order = id(&order)?;
-    let target = Target::get(NOTIFICATIONS, format!("/v1/notifications?order_id={order}"))
-        .shard(Some(state.shards.owner(NOTIFICATIONS, order)));
-    forward(&state.client, target, &req).await
+    let mut path = internal_path(&["v1", "notifications"])?;
+    path.push_str("?order_id=");
+    ids::encode_into(&mut path, order);
+    let target =
+        Target::get(NOTIFICATIONS, path).shard(Some(state.shards.owner(NOTIFICATIONS, order)));
+    forward(&state.client, target).await
 }
 
 #[cfg(test)]
@@ -348,7 +345,7 @@ mod tests {
             "{doc}"
         );
         let create = &doc["paths"]["/api/v1/orders"]["post"];
-        for status in ["401", "403", "429"] {
+        for status in ["400", "401", "403", "405", "429"] {
             assert!(
                 create["responses"][status].is_object(),
                 "POST orders lacks {status}"

@@ -10,6 +10,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::error::InventoryError;
+use super::lookup::{self, LookupRequest};
 use super::products::{self, NewProduct, StockChange};
 use super::reservations::{self, Reservation, ReservationStatus, Reserved};
 use super::reserve_request::{check_order_id, ReserveRequest};
@@ -36,6 +37,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<Inventory>) {
         .route("/v1/products", web::post().to(create_product))
         .route("/v1/products/{sku}", web::get().to(get_product))
         .route("/v1/products/{sku}/stock", web::post().to(adjust_stock))
+        .route("/v1/product-lookups", web::post().to(look_up_products))
         .route("/v1/reservations", web::get().to(list_reservations))
         .route("/v1/reservations", web::post().to(reserve))
         .route(
@@ -103,6 +105,19 @@ async fn get_product(state: State, path: web::Path<String>) -> Result<HttpRespon
     products::get_product(&state.store, &sku)?
         .map(|p| HttpResponse::Ok().json(p))
         .ok_or_else(|| InventoryError::UnknownProduct(sku).into())
+}
+
+/// Which of the SKUs exist; every one must belong to this shard.
+async fn look_up_products(
+    state: State,
+    body: web::Json<LookupRequest>,
+) -> Result<HttpResponse, Problem> {
+    let skus = body.into_inner().parse()?;
+    for sku in &skus {
+        state.ownership.check_key("sku", sku)?;
+    }
+    let answer = lookup::look_up(&state.store, skus)?;
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,8 @@
 //! The inventory role: owns products, their stock, and the reservations orders make.
 //!
 //! - [`products`]: the catalogue and its stock buckets (available, reserved, sold).
+//! - [`lookup`]: which of many SKUs exist, in one call (orders' check of an order).
+//! - [`product_name`]: what a product's name may contain.
 //! - [`reserve_request`]: what a reserve request must hold, checked at the edge.
 //! - [`reservations`]: hold, commit and release stock for an order, all idempotent.
 //! - [`holds`]: the deadline index of held reservations.
@@ -21,6 +23,8 @@ mod error;
 mod expiry;
 mod holds;
 mod http;
+mod lookup;
+mod product_name;
 mod products;
 mod reservations;
 mod reserve_request;

@@ -1,8 +1,8 @@
 //! Products and their stock: the inventory's catalogue, plain Rust over its redb file.
 //!
-//! A [`NewProduct`] is parsed once at the edge (SKU alphabet, name length, price and
-//! stock bounds), so the store only ever holds valid products. Creating a product that
-//! exists is a conflict, never an overwrite. Stock lives in three buckets, and every
+//! A [`NewProduct`] is parsed once at the edge (SKU alphabet, name as
+//! [`super::product_name`] says, price and stock bounds), so the store only ever holds
+//! valid products. Creating a product that exists is a conflict, never an overwrite. Stock lives in three buckets, and every
 //! change moves units between them or adds/removes available units in one transaction,
 //! so `available + reserved + sold` always equals all stock ever added.
 
@@ -12,10 +12,11 @@ use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::error::InventoryError;
+use super::product_name::check_name;
 use svc_platform::ids;
 use svc_platform::store::{self, Command, JsonTable, Store, StoreError};
 
-const PRODUCTS: JsonTable = TableDefinition::new("inventory_products");
+pub(super) const PRODUCTS: JsonTable = TableDefinition::new("inventory_products");
 
 /// Largest price in minor units (one billion units of the currency).
 pub const MAX_PRICE_MINOR: u64 = 100_000_000_000;
@@ -82,12 +83,7 @@ pub fn check_sku(sku: &str) -> Result<(), String> {
 impl NewProduct {
     pub fn parse(self) -> Result<Product, InventoryError> {
         check_sku(&self.sku).map_err(InventoryError::Invalid)?;
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(InventoryError::Invalid(
-                "name: expected 1 to 200 characters".into(),
-            ));
-        }
+        let name = check_name(&self.name).map_err(InventoryError::Invalid)?;
         if self.price_minor == 0 || self.price_minor > MAX_PRICE_MINOR {
             return Err(InventoryError::Invalid(format!(
                 "price_minor: expected 1 to {MAX_PRICE_MINOR}"

@@ -108,11 +108,9 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, Problem>
     let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
-    // A value that is not even visible ASCII is refused by `parse` like any bad key.
-    let value = value.to_str().unwrap_or_default();
-    IdempotencyKey::parse(value)
+    IdempotencyKey::from_header(value.as_bytes())
         .map(Some)
-        .map_err(Problem::bad_request)
+        .map_err(|e| Problem::bad_request(e.to_string()))
 }
 
 /// Refuses a key that hashes to another shard: answering it here could create a second

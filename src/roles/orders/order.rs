@@ -14,6 +14,8 @@
 use serde::{Deserialize, Serialize};
 use svc_platform::ids;
 
+use crate::domain::CardNumber;
+
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: u32 = 1000;
 
@@ -137,19 +139,13 @@ impl NewOrder {
                 price_minor: None,
             });
         }
-        if let Some(card) = &self.card {
-            let digits = card.chars().filter(|c| *c != ' ' && *c != '-');
-            if card.len() > 32 || !digits.clone().all(|c| c.is_ascii_digit()) || digits.count() < 12
-            {
-                return Err("card: expected 12 to 19 digits".into());
-            }
-        }
-        Ok(OrderRequest {
-            lines,
-            card: self
-                .card
-                .map(|c| c.chars().filter(char::is_ascii_digit).collect()),
-        })
+        // The rule payments applies too: a card it would refuse never makes an order.
+        let card = self
+            .card
+            .map(|card| CardNumber::parse(&card).map(CardNumber::into_digits))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(OrderRequest { lines, card })
     }
 }
 
@@ -358,5 +354,23 @@ mod tests {
         assert!(parse(vec![line("tea", 1), line("tea", 2)]).is_err());
         assert!(parse(vec![line("te a", 1)]).is_err());
         assert!(parse((0..51).map(|i| line(&format!("s{i}"), 1)).collect()).is_err());
+    }
+
+    /// Issue 13: a card of 20 to 32 digits made an order that payments then refused.
+    #[test]
+    fn a_card_payments_would_refuse_is_no_order() {
+        let with_card = |card: &str| {
+            let lines = vec![NewLine {
+                sku: "tea".into(),
+                quantity: 1,
+            }];
+            let card = Some(card.to_string());
+            NewOrder { lines, card }.parse()
+        };
+        for digits in [11, 20, 32] {
+            assert!(with_card(&"4".repeat(digits)).is_err(), "{digits} digits");
+        }
+        let ok = with_card("4242 4242-4242 4242").unwrap();
+        assert_eq!(ok.card.as_deref(), Some("4242424242424242"));
     }
 }

@@ -16,7 +16,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::error::PaymentError;
-use super::payment::card_digits;
+use crate::domain::CardNumber;
 use svc_platform::clock::now_ms;
 use svc_platform::secret_key::SecretKey;
 use svc_platform::shutdown::Shutdown;
@@ -50,11 +50,9 @@ impl CardVault {
 
     /// The command holding `card` (as written by the client) for `order_id`, sealed.
     pub fn hold(&self, order_id: &str, card: &str, now_ms: u64) -> Result<HoldCard, PaymentError> {
-        let digits = card_digits(card).ok_or_else(|| {
-            PaymentError::Invalid(
-                "card: expected 12 to 19 digits (spaces and dashes allowed)".into(),
-            )
-        })?;
+        let digits = CardNumber::parse(card)
+            .map_err(|e| PaymentError::Invalid(e.to_string()))?
+            .into_digits();
         let sealed = self
             .key
             .seal(digits.as_bytes())

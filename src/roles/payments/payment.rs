@@ -2,7 +2,8 @@
 //! looks like, what an authorize request must contain, and when it is declined.
 //!
 //! An [`AuthorizeRequest`] is parsed once at the edge into an [`Authorization`], so an
-//! out-of-range amount or a malformed card never reaches the store. The card number is
+//! out-of-range amount or a malformed card never reaches the store; the card by the
+//! rule orders applies when the order is placed ([`CardNumber`]). The card number is
 //! used only to decide a decline; it is kept (sealed) only in the card vault, until the
 //! payment is decided.
 
@@ -10,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::PaymentError;
 use svc_platform::ids;
+
+use crate::domain::CardNumber;
 
 pub const MAX_AMOUNT_MINOR: u64 = 1_000_000_000_000;
 /// The card number that is always declined, to exercise the compensation path.
@@ -71,14 +74,11 @@ impl AuthorizeRequest {
                 "amount_minor: expected 1 to {MAX_AMOUNT_MINOR}"
             )));
         }
-        let card = match self.card {
-            None => None,
-            Some(card) => Some(card_digits(&card).ok_or_else(|| {
-                PaymentError::Invalid(
-                    "card: expected 12 to 19 digits (spaces and dashes allowed)".into(),
-                )
-            })?),
-        };
+        let card = self
+            .card
+            .map(|card| CardNumber::parse(&card).map(CardNumber::into_digits))
+            .transpose()
+            .map_err(|e| PaymentError::Invalid(e.to_string()))?;
         if card.is_some() && self.card_on_file {
             return Err(PaymentError::Invalid(
                 "card: give a card or card_on_file, not both".into(),
@@ -90,22 +90,6 @@ impl AuthorizeRequest {
             card_on_file: self.card_on_file,
         })
     }
-}
-
-/// The digits of a card number written with optional spaces or dashes.
-pub(super) fn card_digits(card: &str) -> Option<String> {
-    if card.len() > 32 {
-        return None;
-    }
-    let mut digits = String::with_capacity(19);
-    for c in card.chars() {
-        match c {
-            '0'..='9' => digits.push(c),
-            ' ' | '-' => {}
-            _ => return None,
-        }
-    }
-    (12..=19).contains(&digits.len()).then_some(digits)
 }
 
 impl Authorization {

@@ -288,10 +288,18 @@ impl Dependency {
                             .load
                             .observe(now.saturating_duration_since(flight.started), now);
                     }
-                    transition = endpoint
-                        .breaker
-                        .record(outcome.breaker_signal(), flight.probe, now)
-                        .map(|t| (t, endpoint.breaker.state()));
+                    match outcome.breaker_signal() {
+                        Some(signal) => {
+                            transition = endpoint
+                                .breaker
+                                .record(signal, flight.probe, now)
+                                .map(|t| (t, endpoint.breaker.state()));
+                        }
+                        // No verdict (the caller's deadline ended it): as if the
+                        // caller had given up.
+                        None if flight.probe => endpoint.breaker.abandon_probe(),
+                        None => {}
+                    }
                 }
                 None if flight.probe => endpoint.breaker.abandon_probe(),
                 None => {}
@@ -494,6 +502,30 @@ mod tests {
         probe.finish(Outcome::Answered(200), t1);
         assert_eq!(gauge(&registry), Some(0.0));
         chosen(dep.pick(&view, None, &[], t1)).finish(Outcome::Answered(200), t1);
+    }
+
+    /// Issue 13: a caller with a tiny deadline made every attempt time out, and the
+    /// timeouts ejected a healthy instance for everyone.
+    #[test]
+    fn attempts_cut_short_by_the_callers_deadline_never_eject() {
+        let policy = CallPolicy {
+            eject_after_failures: 2,
+            ..CallPolicy::default()
+        };
+        let (dep, registry) = dependency(policy);
+        let view: Arc<[Instance]> = Arc::from(vec![instance("a", 1, 0)]);
+        let t = Instant::now();
+        for _ in 0..50 {
+            let f = chosen(dep.pick(&view, None, &[], t));
+            f.finish(Outcome::CallerOutOfTime, t);
+        }
+        chosen(dep.pick(&view, None, &[], t)).finish(Outcome::Answered(200), t);
+        let ejections = registry
+            .gather()
+            .iter()
+            .find(|f| f.name() == "svc_client_ejections_total")
+            .map_or(0.0, |f| f.get_metric()[0].get_counter().get_value());
+        assert_eq!(ejections, 0.0);
     }
 
     #[test]

@@ -170,7 +170,10 @@ impl ServiceClient {
                 role: role.to_string(),
                 limit: dependency.limit.max(),
             })?;
-        let deadline = deadline::effective(started, policy.timeout, deadline::current());
+        let inherited = deadline::current();
+        let deadline = deadline::effective(started, policy.timeout, inherited);
+        // Whether the call ends at its caller's deadline rather than its own timeout.
+        let callers_deadline = inherited.is_some_and(|d| d < started + policy.timeout);
         if deadline <= started {
             return Err(CallError::DeadlineExceeded {
                 role: role.to_string(),
@@ -203,7 +206,8 @@ impl ServiceClient {
             attempts += 1;
             tried.push(target.key().clone());
             let instance = target.instance_id.clone();
-            let (outcome, result) = attempt(dependency, call, target, left, attempts).await;
+            let (outcome, result) =
+                attempt(dependency, call, target, left, callers_deadline, attempts).await;
             refused_here |= matches!(outcome, Outcome::Failed(FailureKind::Refused));
             let now = Instant::now();
             let decision = {
@@ -296,13 +300,17 @@ impl ServiceClient {
 }
 
 /// One attempt, number `attempts` of the call, on `target` with `left` until the
-/// deadline: sends it, counts a failure, tells the balancer and the breaker, and says
-/// what came of it, as an [`Outcome`] and as what the caller would get.
+/// deadline (`callers_deadline`: the deadline is the caller's, not the call's own
+/// timeout): sends it, counts a failure, tells the balancer and the breaker, and says
+/// what came of it, as an [`Outcome`] and as what the caller would get. An attempt
+/// that ran out of the caller's time is judged [`Outcome::CallerOutOfTime`]: no
+/// verdict on the instance.
 async fn attempt(
     dependency: &Dependency,
     call: &Call<'_>,
     target: InFlight,
     left: Duration,
+    callers_deadline: bool,
     attempts: u32,
 ) -> (Outcome, Result<CallResponse, CallError>) {
     let role = dependency.role.as_str();
@@ -324,6 +332,8 @@ async fn attempt(
         Ok(res) => Outcome::Answered(res.status),
         Err(failure) => Outcome::Failed(failure.kind),
     };
+    // Its time was all the caller had left (not an `attempt_timeout` of its own).
+    let outcome = outcome.judged(callers_deadline && budget == left);
     match &sent {
         Err(failure) => dependency.metrics.attempt_failed(failure.kind.label()),
         Ok(res) if res.status >= 500 => dependency.metrics.attempt_failed("status_5xx"),

@@ -51,18 +51,39 @@ impl FailureKind {
 pub(crate) enum Outcome {
     Answered(u16),
     Failed(FailureKind),
+    /// The attempt ran out of time at the deadline of the request it was made for,
+    /// before the dependency's own time for it (it timed out, or the callee answered
+    /// 504 to the deadline it was handed): the caller's shortage, no verdict on the
+    /// instance. See [`Outcome::judged`].
+    CallerOutOfTime,
 }
 
 impl Outcome {
-    /// What the instance's breaker learns. 503 is not a failure of the instance: it is
-    /// how a healthy instance sheds load or reports that *its* dependency is down, and
-    /// ejecting it would only move the problem. 4xx answers are the caller's problem.
-    pub(crate) fn breaker_signal(self) -> Signal {
+    /// This outcome as the instance is judged by, when the attempt's time was what
+    /// was left of its caller's deadline (`callers_deadline`), not the dependency's
+    /// own timeout: a timeout (or a 504) then only says that the caller had little
+    /// time, and whoever sets a short deadline could otherwise eject healthy
+    /// instances for everyone.
+    pub(crate) fn judged(self, callers_deadline: bool) -> Outcome {
         match self {
-            Outcome::Answered(500 | 502 | 504) => Signal::Failure,
-            Outcome::Answered(_) => Signal::Success,
-            Outcome::Failed(FailureKind::Refused) => Signal::Refused,
-            Outcome::Failed(_) => Signal::Failure,
+            Outcome::Failed(FailureKind::TimedOut) | Outcome::Answered(504) if callers_deadline => {
+                Outcome::CallerOutOfTime
+            }
+            other => other,
+        }
+    }
+
+    /// What the instance's breaker learns, if anything. 503 is not a failure of the
+    /// instance: it is how a healthy instance sheds load or reports that *its*
+    /// dependency is down, and ejecting it would only move the problem. 4xx answers
+    /// are the caller's problem, and so is running out of the caller's time (`None`).
+    pub(crate) fn breaker_signal(self) -> Option<Signal> {
+        match self {
+            Outcome::Answered(500 | 502 | 504) => Some(Signal::Failure),
+            Outcome::Answered(_) => Some(Signal::Success),
+            Outcome::Failed(FailureKind::Refused) => Some(Signal::Refused),
+            Outcome::Failed(_) => Some(Signal::Failure),
+            Outcome::CallerOutOfTime => None,
         }
     }
 
@@ -78,6 +99,8 @@ impl Outcome {
             Outcome::Failed(FailureKind::TimedOut | FailureKind::Broken) => idempotent,
             Outcome::Answered(500 | 502 | 503 | 504) => idempotent,
             Outcome::Answered(_) => false,
+            // The request it served has no time left for another.
+            Outcome::CallerOutOfTime => false,
         }
     }
 }
@@ -303,18 +326,45 @@ mod tests {
 
     #[test]
     fn breaker_signals() {
-        assert_eq!(Outcome::Answered(200).breaker_signal(), Signal::Success);
-        assert_eq!(Outcome::Answered(404).breaker_signal(), Signal::Success);
-        assert_eq!(Outcome::Answered(503).breaker_signal(), Signal::Success);
-        assert_eq!(Outcome::Answered(500).breaker_signal(), Signal::Failure);
-        assert_eq!(Outcome::Answered(504).breaker_signal(), Signal::Failure);
+        let signal = |o: Outcome| o.breaker_signal();
+        assert_eq!(signal(Outcome::Answered(200)), Some(Signal::Success));
+        assert_eq!(signal(Outcome::Answered(404)), Some(Signal::Success));
+        assert_eq!(signal(Outcome::Answered(503)), Some(Signal::Success));
+        assert_eq!(signal(Outcome::Answered(500)), Some(Signal::Failure));
+        assert_eq!(signal(Outcome::Answered(504)), Some(Signal::Failure));
         assert_eq!(
-            Outcome::Failed(FailureKind::TimedOut).breaker_signal(),
-            Signal::Failure
+            signal(Outcome::Failed(FailureKind::TimedOut)),
+            Some(Signal::Failure)
         );
         assert_eq!(
-            Outcome::Failed(FailureKind::Refused).breaker_signal(),
-            Signal::Refused
+            signal(Outcome::Failed(FailureKind::Refused)),
+            Some(Signal::Refused)
         );
+        assert_eq!(signal(Outcome::CallerOutOfTime), None);
+    }
+
+    /// Issue 13: timeouts at a caller's tiny deadline ejected healthy instances.
+    #[test]
+    fn running_out_of_the_callers_time_is_no_verdict_on_the_callee() {
+        for outcome in [
+            Outcome::Failed(FailureKind::TimedOut),
+            Outcome::Answered(504),
+        ] {
+            let judged = outcome.judged(true);
+            assert_eq!(judged, Outcome::CallerOutOfTime, "{outcome:?}");
+            assert_eq!(judged.breaker_signal(), None);
+            assert!(!judged.is_answer(), "the balancer learns nothing from it");
+            assert!(!judged.retryable(true));
+            // With the dependency's own time, the same outcome is the callee's.
+            assert_eq!(outcome.judged(false), outcome);
+        }
+        for outcome in [
+            Outcome::Failed(FailureKind::Refused),
+            Outcome::Failed(FailureKind::Broken),
+            Outcome::Answered(500),
+            Outcome::Answered(200),
+        ] {
+            assert_eq!(outcome.judged(true), outcome, "{outcome:?}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Step 4 of an instance's life: serve. The internal listener gets the platform's
 //! endpoints behind the access policy, and the role's routes unless the role has a
 //! public API; a public listener gets the role's routes, with the configured time for
-//! clients on the internet to send a request head. Both run until [`super::drain`].
+//! clients on the internet to send a request head, and never sees an internal header
+//! ([`edge`]). Both run until [`super::drain`].
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use super::listeners::Bound;
 use super::{Instance, Prepared, Started};
 use crate::access::{self, AccessPolicy};
 use crate::config::PositiveDuration;
+use crate::edge;
 use crate::listener::{self, Limits};
 use crate::server::{self, PlatformState, Readiness};
 use crate::shutdown::Shutdown;
@@ -88,8 +90,10 @@ pub(super) fn serve(
             move || {
                 let routes = routes.clone();
                 let platform = platform.clone();
+                // Internal headers go first, before anything reads the request.
                 App::new()
                     .wrap(from_fn(server::observe))
+                    .wrap(from_fn(edge::strip_internal_headers))
                     .configure(|cfg| server::configure_extractors(cfg, &platform))
                     .configure(|cfg| routes(cfg))
                     .default_service(actix_web::web::to(server::not_found))
