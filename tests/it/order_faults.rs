@@ -392,14 +392,7 @@ async fn a_cancel_of_an_order_already_cancelling_is_not_refused_as_being_confirm
     assert_eq!(body["status"], "pending", "{body}");
     shop["payments-0"].thaw();
 
-    let url = format!("{}/orders/{id}", shop.api);
-    let (order, _) = wait_for("the order to end", RECOVERY, || async {
-        let o = try_get_json(&url).await?;
-        (o["status"] != "pending")
-            .then_some(o.clone())
-            .ok_or(o.to_string())
-    })
-    .await;
+    let order = shop.wait_final(&id, RECOVERY).await;
     assert_eq!(order["status"], "cancelled", "{order}");
     assert!(
         order["reason"]
