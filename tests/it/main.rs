@@ -24,6 +24,7 @@ mod gateway_reload;
 mod group_commit;
 mod install;
 mod internal_bad_input;
+mod lease_expiry;
 mod lifecycle;
 mod mtls;
 mod mtls_cost;

@@ -116,7 +116,7 @@ async fn register(
     match applied.durable(&state).await.map_err(not_persisted)? {
         Ok(index) => Ok(HttpResponse::Ok().json(grant(&state, index))),
         Err(held) => {
-            tracing::warn!(role = %held.role, shard = held.shard, holder = %held.holder, instance = %claimant, "refused a second holder of a shard");
+            tracing::warn!(instance_role = %held.role, shard = held.shard, holder = %held.holder, instance_id = %claimant, "refused a second holder of a shard");
             Err(Problem::conflict(held.to_string()))
         }
     }
@@ -181,7 +181,7 @@ async fn deregister(
     });
     match applied.durable(&state).await.map_err(not_persisted)? {
         Some(i) => {
-            tracing::info!(role = %i.role, instance = %i.instance_id, "deregistered");
+            tracing::info!(instance_role = %i.role, instance_id = %i.instance_id, "deregistered");
             Ok(HttpResponse::Ok().json(serde_json::json!({ "deregistered": i })))
         }
         None => Err(Problem::not_found("no such registration")),

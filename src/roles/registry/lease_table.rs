@@ -433,6 +433,12 @@ impl LeaseTable {
         self.index
     }
 
+    /// Every lease, for the rules that move deadlines without a change of membership
+    /// (grace after a stall: `eviction.rs`).
+    pub(super) fn leases_mut(&mut self) -> impl Iterator<Item = &mut Lease> {
+        self.roles.values_mut().flat_map(|r| r.leases.values_mut())
+    }
+
     /// Every lease, role by role, in instance id order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Lease)> {
         self.roles
