@@ -34,6 +34,7 @@ mod order_faults;
 mod order_flow;
 mod otlp;
 mod promtool;
+mod registry_admission;
 mod registry_ha;
 mod registry_scale;
 mod resilience;

@@ -261,7 +261,8 @@ impl LeaseTable {
         self.roles.entry(role.clone()).or_default()
     }
 
-    fn lease(&self, role: &str, id: &str) -> Option<&Lease> {
+    /// The lease of `role`/`id`, if it holds one.
+    pub fn lease(&self, role: &str, id: &str) -> Option<&Lease> {
         self.roles.get(role)?.leases.get(id)
     }
 

@@ -14,6 +14,7 @@
 //! named an undone state), and each change is answered with an error: registrations
 //! are soft state, and the instances register again (see `persist.rs`).
 
+mod admission;
 mod catalog_json;
 mod eviction;
 mod http;
@@ -75,6 +76,8 @@ pub struct RegistryState {
     known_roles: Vec<String>,
     /// Stateful roles: one live instance per shard (from the manifests).
     sharded_roles: BTreeSet<String>,
+    /// Mutual TLS is on (not `tls.insecure`): registered addresses must be `https`.
+    tls_on: bool,
     /// Ends blocking queries at shutdown so draining does not wait out their `wait`.
     shutdown: Shutdown,
 }
@@ -116,6 +119,7 @@ impl RegistryState {
         settings: RegistrySettings,
         known_roles: Vec<String>,
         sharded_roles: BTreeSet<String>,
+        tls_on: bool,
         shutdown: Shutdown,
     ) -> Result<Self, StoreError> {
         let (instances, index) = persist::restore(&store)?;
@@ -145,6 +149,7 @@ impl RegistryState {
             settings,
             known_roles,
             sharded_roles,
+            tls_on,
             shutdown,
         })
     }
@@ -351,6 +356,7 @@ fn start(ctx: &RoleContext, settings: &RegistrySettings) -> anyhow::Result<Route
         settings.clone(),
         known_roles,
         sharded_roles,
+        !ctx.config.tls.insecure,
         ctx.shutdown.clone(),
     )?);
     spawn_committer(state.clone());
@@ -377,6 +383,7 @@ mod tests {
             RegistrySettings::default(),
             vec!["orders".into()],
             ["orders".to_string()].into(),
+            true,
             Shutdown::new(),
         )
         .unwrap();
