@@ -200,12 +200,12 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
         ),
         (
             "unknown field",
-            r#"{"role":"orders","instance_id":"o-1","address":"http://127.0.0.1:9","version":"1","colour":"red"}"#,
+            r#"{"role":"orders","instance_id":"o-1","address":"https://127.0.0.1:9","version":"1","colour":"red"}"#,
             "colour",
         ),
         (
             "wrong type",
-            r#"{"role":7,"instance_id":"o-1","address":"http://127.0.0.1:9","version":"1"}"#,
+            r#"{"role":7,"instance_id":"o-1","address":"https://127.0.0.1:9","version":"1"}"#,
             "invalid type",
         ),
         ("not an object", "[1,2,3]", "invalid JSON"),
@@ -230,22 +230,22 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     let invalid: Vec<(&str, Value, &str)> = vec![
         (
             "unknown role",
-            registration("billing", "b-1", "http://127.0.0.1:9"),
+            registration("billing", "b-1", "https://127.0.0.1:9"),
             "unknown role",
         ),
         (
             "instance id with a slash",
-            registration("orders", "a/b", "http://127.0.0.1:9"),
+            registration("orders", "a/b", "https://127.0.0.1:9"),
             "instance_id",
         ),
         (
             "empty instance id",
-            registration("orders", "", "http://127.0.0.1:9"),
+            registration("orders", "", "https://127.0.0.1:9"),
             "instance_id",
         ),
         (
             "instance id too long",
-            registration("orders", &"x".repeat(65), "http://127.0.0.1:9"),
+            registration("orders", &"x".repeat(65), "https://127.0.0.1:9"),
             "instance_id",
         ),
         (
@@ -260,7 +260,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
         ),
         (
             "address with a path",
-            registration("orders", "o-1", "http://127.0.0.1:9/x"),
+            registration("orders", "o-1", "https://127.0.0.1:9/x"),
             "address",
         ),
         (
@@ -270,7 +270,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
         ),
         (
             "empty version",
-            json!({ "role": "orders", "instance_id": "o-1", "address": "http://127.0.0.1:9", "version": "" }),
+            json!({ "role": "orders", "instance_id": "o-1", "address": "https://127.0.0.1:9", "version": "" }),
             "version",
         ),
     ];
@@ -287,7 +287,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     let res = client_as("orders")
         .post(&url)
         .header("content-type", "text/plain")
-        .body(registration("orders", "o-1", "http://127.0.0.1:9").to_string())
+        .body(registration("orders", "o-1", "https://127.0.0.1:9").to_string())
         .send()
         .await
         .unwrap();
@@ -301,7 +301,7 @@ async fn malformed_registrations_are_refused_and_change_nothing() {
     let res = post_json_as(
         "orders",
         &url,
-        &registration("orders", "o-1", "http://127.0.0.1:9"),
+        &registration("orders", "o-1", "https://127.0.0.1:9"),
     )
     .await;
     assert_eq!(res.status(), 200, "{:?}", res.text().await);
@@ -378,7 +378,7 @@ async fn oversized_body_is_413() {
     let registry = sandbox.start_registry();
     let before = catalog(&registry).await;
     // A valid registration padded past the default 64 KiB limit.
-    let mut body = registration("orders", "o-big", "http://127.0.0.1:9");
+    let mut body = registration("orders", "o-big", "https://127.0.0.1:9");
     body["metadata"] = json!({ "pad": "x".repeat(100 * 1024) });
     let res = tokio::time::timeout(
         Duration::from_secs(10),

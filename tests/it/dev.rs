@@ -53,41 +53,93 @@ impl Drop for DevGuard {
     }
 }
 
+/// A running `svc dev` in a sandbox, with its fixed ports and the table it printed.
+struct Dev {
+    guard: DevGuard,
+    data_dir: std::path::PathBuf,
+    registry_port: u16,
+    gateway_port: u16,
+    table: Vec<String>,
+}
+
+impl Dev {
+    /// Starts `svc dev` with `args` and waits for its table (every instance ready).
+    async fn start(sandbox: &Sandbox, args: &[&str]) -> Dev {
+        let data_dir = sandbox.data_dir().join("dev");
+        let (registry_port, gateway_port) = (free_port(), free_port());
+        let mut cmd = svc_command();
+        cmd.args(["dev", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--registry-port", &registry_port.to_string()])
+            .args(["--gateway-port", &gateway_port.to_string()])
+            .args(args)
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("svc dev starts");
+        let mut guard = DevGuard {
+            child,
+            data_dir: data_dir.clone(),
+        };
+        // The table comes on stdout once every instance is ready and registered.
+        let stdout = guard.child.stdout.take().expect("piped stdout");
+        let table = tokio::task::spawn_blocking(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let line = line.expect("readable stdout");
+                let done = line.contains("instances ready in");
+                lines.push(line);
+                if done {
+                    break;
+                }
+            }
+            lines
+        });
+        let table = tokio::time::timeout(Duration::from_secs(60), table)
+            .await
+            .expect("svc dev became ready within 60 s")
+            .expect("stdout reader");
+        Dev {
+            guard,
+            data_dir,
+            registry_port,
+            gateway_port,
+            table,
+        }
+    }
+
+    /// A client with the operator identity and API key `svc dev` made in its data dir.
+    fn client(&self) -> reqwest::Client {
+        let key = std::fs::read_to_string(self.data_dir.join("api-key")).expect("dev API key");
+        client_of(&self.data_dir.join("tls"), "operator", key.trim())
+    }
+
+    /// The pid of the running child with `instance_id`.
+    fn pid_of(&self, instance_id: &str) -> Option<i32> {
+        let flag = format!(" --instance-id {instance_id} ");
+        processes_mentioning(&self.data_dir)
+            .into_iter()
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        String::from_utf8_lossy(&c)
+                            .replace('\0', " ")
+                            .contains(&flag)
+                    })
+                    .unwrap_or(false)
+            })
+    }
+}
+
 #[tokio::test]
 async fn dev_starts_every_role_ready_and_stops_without_leftovers() {
     let sandbox = Sandbox::new();
-    let data_dir = sandbox.data_dir().join("dev");
-    let (registry_port, gateway_port) = (free_port(), free_port());
-    let mut cmd = svc_command();
-    cmd.args(["dev", "--data-dir"])
-        .arg(&data_dir)
-        .args(["--registry-port", &registry_port.to_string()])
-        .args(["--gateway-port", &gateway_port.to_string()])
-        .stderr(Stdio::null());
-    let child = cmd.spawn().expect("svc dev starts");
-    let mut guard = DevGuard {
-        child,
-        data_dir: data_dir.clone(),
-    };
+    let Dev {
+        mut guard,
+        data_dir,
+        registry_port,
+        gateway_port,
+        table,
+    } = Dev::start(&sandbox, &[]).await;
 
-    // The table comes on stdout once every instance is ready and registered.
-    let stdout = guard.child.stdout.take().expect("piped stdout");
-    let table = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("readable stdout");
-            let done = line.contains("instances ready in");
-            lines.push(line);
-            if done {
-                break;
-            }
-        }
-        lines
-    });
-    let table = tokio::time::timeout(Duration::from_secs(60), table)
-        .await
-        .expect("svc dev became ready within 60 s")
-        .expect("stdout reader");
     // Every role, the registry first.
     let roles = all_roles();
     for role in &roles {
@@ -165,4 +217,56 @@ async fn dev_starts_every_role_ready_and_stops_without_leftovers() {
     assert!(status.success(), "svc dev exit status: {status}");
     let left = processes_mentioning(&data_dir);
     assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn a_child_restarted_while_the_registry_is_stopped_keeps_its_address() {
+    let sandbox = Sandbox::new();
+    let dev = Dev::start(&sandbox, &[]).await;
+    let client = dev.client();
+    // The order listing asks every orders shard; with none reachable it is 503.
+    let listing = format!("http://127.0.0.1:{}/api/v1/orders", dev.gateway_port);
+    let listed = || async {
+        let res = client
+            .get(&listing)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        match res.status().as_u16() {
+            200 => Ok(()),
+            status => Err(format!(
+                "{status}: {}",
+                res.text().await.unwrap_or_default()
+            )),
+        }
+    };
+    wait_for("the order listing", Duration::from_secs(10), listed).await;
+
+    // The registry stops answering; meanwhile orders-0 crashes and is restarted.
+    let registry = dev.pid_of("registry-0").expect("the registry runs");
+    freeze_pid(registry, "registry-0");
+    let crashed = dev.pid_of("orders-0").expect("orders-0 runs");
+    signal::kill(Pid::from_raw(crashed), Signal::SIGKILL).expect("SIGKILL orders-0");
+    wait_for(
+        "orders-0 to be restarted",
+        Duration::from_secs(10),
+        || async {
+            match dev.pid_of("orders-0") {
+                Some(pid) if pid != crashed => Ok(()),
+                other => Err(format!("pid {other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // The gateway still reaches it where it knew it: the child kept its port.
+    let (_, took) = wait_for(
+        "the order listing with the registry stopped",
+        Duration::from_secs(20),
+        listed,
+    )
+    .await;
+    println!("orders-0 reachable again {took:?} after its restart, the registry stopped");
+    signal::kill(Pid::from_raw(registry), Signal::SIGCONT).expect("SIGCONT registry");
+    drop(dev.guard);
 }

@@ -365,7 +365,7 @@ async fn a_second_holder_of_a_shard_is_refused_until_the_first_leaves() {
 
     // The same refusal, seen at the API: 409 problem+json naming holder and shard.
     let claim = json!({
-        "role": "orders", "instance_id": "orders-x", "address": "http://127.0.0.1:9",
+        "role": "orders", "instance_id": "orders-x", "address": "https://127.0.0.1:9",
         "version": "1", "metadata": { "shard": "1" },
     });
     let res = post_json_as("orders", &format!("{}/v1/instances", registry.url), &claim).await;

@@ -4,7 +4,10 @@
 //! Guarantees: a child that exits after it has once been ready is restarted with the
 //! same arguments (same instance id, port and data dir) after a backoff; one that exits
 //! before its first ready line is reported as failed instead, since retrying a taken
-//! port or a bad config would only hide the error. Once a stop is requested nothing is
+//! port or a bad config would only hide the error. A child planned on port 0 comes back
+//! on the port the OS gave it: its peers keep calling the address they know (their
+//! views persist), so a restart while the registry is down does not cut it off. Should
+//! that port be taken meanwhile, a run that never gets ready lets the OS choose again. Once a stop is requested nothing is
 //! restarted: the running process gets SIGTERM, and SIGKILL after the grace period or
 //! as soon as the stop becomes urgent.
 
@@ -71,11 +74,12 @@ impl Launcher {
 
 async fn supervise(
     launcher: Launcher,
-    spec: InstanceSpec,
+    planned: InstanceSpec,
     label: Arc<str>,
     mut stop: watch::Receiver<Stop>,
 ) {
-    let instance = spec.instance_id.as_str();
+    let instance = planned.instance_id.as_str();
+    let mut spec = planned.clone();
     let mut backoff = RestartBackoff::default();
     let mut ever_ready = false;
     loop {
@@ -99,11 +103,18 @@ async fn supervise(
             }
         };
 
+        let mut ready_this_run = false;
         let exit = loop {
             tokio::select! {
                 status = process.wait() => break status,
                 Some(line) = ready.recv() => {
                     ever_ready = true;
+                    ready_this_run = true;
+                    if planned.port == 0 {
+                        if let Some(port) = bound_port(&line) {
+                            spec = planned.listening_on(port);
+                        }
+                    }
                     // After start-up nobody listens any more; restarts need no report.
                     let _ = launcher.events.send(Event::Ready(line));
                 }
@@ -126,6 +137,13 @@ async fn supervise(
         if !ever_ready {
             return fail(&launcher, instance, format!("it exited ({status})"));
         }
+        if !ready_this_run && spec.port != planned.port {
+            console::note(format!(
+                "{instance} did not come back on port {}; the next start takes a free one",
+                spec.port
+            ));
+            spec = planned.clone();
+        }
         let uptime = started.elapsed();
         let delay = backoff.after_run(uptime);
         console::note(format!(
@@ -136,6 +154,14 @@ async fn supervise(
             return;
         }
     }
+}
+
+/// The port a child listens on (`--listen`), from its ready line: its public address
+/// if it has one (a public edge listens there), else its address.
+fn bound_port(line: &ReadyLine) -> Option<u16> {
+    reqwest::Url::parse(line.public_url())
+        .ok()?
+        .port_or_known_default()
 }
 
 fn fail(launcher: &Launcher, instance: &str, reason: String) {

@@ -4,7 +4,8 @@
 //! register is the registry; a registering role with a fixed default port is a public
 //! edge (the gateway) and takes `--gateway-port`, then the next ports; every other role
 //! takes a free port from the OS. A spec is fixed for the whole run, so a restarted child
-//! comes back with the same instance id, port and data dir.
+//! comes back with the same instance id, port and data dir; a child whose port the OS
+//! picked is restarted on the port it got ([`InstanceSpec::listening_on`]).
 //!
 //! The instances of a stateful role are its shards: replica `n` runs with `--shard n`,
 //! and every child gets the same `--shards` (each stateful role's replica count), so
@@ -65,6 +66,22 @@ pub struct Plan {
     pub api_keys_file: std::path::PathBuf,
     /// Where the children's `--log-file`s go ([`logs_dir`]).
     pub logs_dir: std::path::PathBuf,
+}
+
+impl InstanceSpec {
+    /// The same instance listening on `port`: how a child that the OS gave a port comes
+    /// back after a restart, where its peers (and their persisted views) still look for
+    /// it, registry or not.
+    pub fn listening_on(&self, port: u16) -> InstanceSpec {
+        let mut spec = self.clone();
+        spec.port = port;
+        if let Some(at) = spec.args.iter().position(|a| a == "--listen") {
+            if let Some(value) = spec.args.get_mut(at + 1) {
+                *value = format!("127.0.0.1:{port}").into();
+            }
+        }
+        spec
+    }
 }
 
 impl Plan {
@@ -317,6 +334,20 @@ mod tests {
             build(&args, &roles::catalog(), false),
             Err(PlanError::RegistryPortZero)
         ));
+    }
+
+    #[test]
+    fn a_spec_listening_on_a_port_changes_only_its_listen_address() {
+        let plan = build(&dev_args(&[]), &roles::catalog(), false).unwrap();
+        let orders = plan.others.iter().find(|s| s.role == "orders").unwrap();
+        let pinned = orders.listening_on(41234);
+        assert_eq!(pinned.port, 41234);
+        let listen = pinned.args.iter().position(|a| a == "--listen").unwrap();
+        assert_eq!(pinned.args[listen + 1], "127.0.0.1:41234");
+        let mut back = pinned.clone();
+        back.args[listen + 1] = orders.args[listen + 1].clone();
+        back.port = 0;
+        assert_eq!(&back, orders, "nothing else changed");
     }
 
     #[test]

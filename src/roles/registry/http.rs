@@ -14,6 +14,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::admission::{self, Refusal};
 use super::catalog_json::RoleJson;
 use super::lease_table;
 use super::RegistryState;
@@ -23,7 +24,6 @@ use svc_platform::problem::Problem;
 use svc_platform::registry_api::{LeaseGrant, Registration, INDEX_HEADER};
 use svc_platform::route_table::RouteTable;
 use svc_platform::server::quiet;
-use svc_platform::tls::identity;
 
 /// The registry's clock on catalog reads, so readers (the `/ui` page, `svc status`) can
 /// compute lease ages without trusting their own clock.
@@ -53,41 +53,6 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<RegistryState>) {
         .route("/ui", web::get().to(super::ui::page));
 }
 
-/// An instance acts only for itself: its certificate must name the registration's role
-/// and the host of its address (where only the holder of that certificate can serve).
-/// So it registers, renews and deregisters its own registrations and no other role's or
-/// host's. (No identity: `tls.insecure`.)
-fn acting_for(
-    req: &HttpRequest,
-    role: &str,
-    address: Option<&str>,
-    what: &str,
-) -> Result<(), Problem> {
-    let Some(peer) = caller(req) else {
-        return Ok(());
-    };
-    let refuse = |why: String| {
-        tracing::warn!(caller = ?peer.role, claimed = %role, address, "refused: {why}");
-        Err(Problem::new(StatusCode::FORBIDDEN, why))
-    };
-    let caller_role = peer.role.as_deref().unwrap_or("-");
-    if caller_role != role {
-        return refuse(format!(
-            "a certificate for role `{caller_role}` cannot {what} role `{role}`"
-        ));
-    }
-    let host = address
-        .and_then(|a| reqwest::Url::parse(a).ok())
-        .and_then(|u| u.host_str().map(str::to_string));
-    match host {
-        Some(host) if !identity::names_host(&peer.hosts, &host) => refuse(format!(
-            "a certificate for hosts [{}] cannot {what} an instance at `{host}`",
-            peer.hosts.join(", ")
-        )),
-        _ => Ok(()),
-    }
-}
-
 fn grant(state: &RegistryState, index: u64) -> LeaseGrant {
     LeaseGrant {
         lease_ttl_ms: state.settings.lease_ttl.as_millis() as u64,
@@ -96,8 +61,10 @@ fn grant(state: &RegistryState, index: u64) -> LeaseGrant {
     }
 }
 
-/// 200 with the lease grant, once the registration is on disk; 409 if another live
-/// instance holds the claimed shard; 503 if it could not be written (and was undone).
+/// 200 with the lease grant, once the registration is on disk; 403 for another role's
+/// or host's registration, 400 for a plain-HTTP address with TLS on, 409 if another
+/// host holds the instance id or another live instance the claimed shard, 503 if it
+/// could not be written (and was undone).
 async fn register(
     req: HttpRequest,
     state: State,
@@ -106,19 +73,34 @@ async fn register(
     let reg = body.into_inner();
     lease_table::validate(&reg, &state.known_roles, &state.sharded_roles)
         .map_err(Problem::bad_request)?;
-    acting_for(&req, &reg.role, Some(&reg.address), "register as")?;
+    let caller = caller(&req);
     let claimant = reg.instance_id.clone();
-    let applied = state.change(|t| match t.register(reg, Instant::now(), now_ms()) {
-        Ok(Some(change)) => (Ok(change.index), Some(change)),
-        Ok(None) => (Ok(t.index()), None),
-        Err(held) => (Err(held), None),
+    let refused = |refusal: Refusal| {
+        refusal.log(caller.as_ref(), &claimant);
+        Problem::from(refusal)
+    };
+    admission::acting_for(
+        caller.as_ref(),
+        &reg.role,
+        Some(&reg.address),
+        "register as",
+    )
+    .map_err(refused)?;
+    admission::secure_address(&reg.address, state.tls_on).map_err(refused)?;
+    let applied = state.change(|t| {
+        let now = Instant::now();
+        if let Err(refusal) = admission::owner_of_id(t, &reg, caller.as_ref(), now) {
+            return (Err(refusal), None);
+        }
+        match t.register(reg, now, now_ms()) {
+            Ok(Some(change)) => (Ok(change.index), Some(change)),
+            Ok(None) => (Ok(t.index()), None),
+            Err(held) => (Err(Refusal::from(held)), None),
+        }
     });
     match applied.durable(&state).await.map_err(not_persisted)? {
         Ok(index) => Ok(HttpResponse::Ok().json(grant(&state, index))),
-        Err(held) => {
-            tracing::warn!(role = %held.role, shard = held.shard, holder = %held.holder, instance = %claimant, "refused a second holder of a shard");
-            Err(Problem::conflict(held.to_string()))
-        }
+        Err(refusal) => Err(refused(refusal)),
     }
 }
 
@@ -134,15 +116,17 @@ async fn renew(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Problem> {
     let (role, id) = path.into_inner();
+    let caller = caller(&req);
     let renewed = {
         let mut inner = state.inner.lock();
         let table = &mut inner.table;
-        acting_for(
-            &req,
-            &role,
-            table.address_of(&role, &id),
-            "renew a lease of",
-        )?;
+        let address = table.address_of(&role, &id);
+        if let Err(refusal) =
+            admission::acting_for(caller.as_ref(), &role, address, "renew a lease of")
+        {
+            refusal.log(caller.as_ref(), &id);
+            return Err(refusal.into());
+        }
         table.renew(&role, &id, Instant::now(), now_ms())
     };
     if renewed {
@@ -168,7 +152,13 @@ async fn deregister(
         .table
         .address_of(&role, &id)
         .map(str::to_string);
-    acting_for(&req, &role, address.as_deref(), "deregister")?;
+    let caller = caller(&req);
+    if let Err(refusal) =
+        admission::acting_for(caller.as_ref(), &role, address.as_deref(), "deregister")
+    {
+        refusal.log(caller.as_ref(), &id);
+        return Err(refusal.into());
+    }
     let applied = state.change(|t| {
         let change = t.deregister(&role, &id);
         // What was removed, as the wire's `Instance`, for the answer.
@@ -181,7 +171,7 @@ async fn deregister(
     });
     match applied.durable(&state).await.map_err(not_persisted)? {
         Some(i) => {
-            tracing::info!(role = %i.role, instance = %i.instance_id, "deregistered");
+            tracing::info!(instance_role = %i.role, instance_id = %i.instance_id, "deregistered");
             Ok(HttpResponse::Ok().json(serde_json::json!({ "deregistered": i })))
         }
         None => Err(Problem::not_found("no such registration")),

@@ -261,7 +261,8 @@ impl LeaseTable {
         self.roles.entry(role.clone()).or_default()
     }
 
-    fn lease(&self, role: &str, id: &str) -> Option<&Lease> {
+    /// The lease of `role`/`id`, if it holds one.
+    pub fn lease(&self, role: &str, id: &str) -> Option<&Lease> {
         self.roles.get(role)?.leases.get(id)
     }
 
@@ -431,6 +432,12 @@ impl LeaseTable {
     pub fn skip_index(&mut self) -> u64 {
         self.index += 1;
         self.index
+    }
+
+    /// Every lease, for the rules that move deadlines without a change of membership
+    /// (grace after a stall: `eviction.rs`).
+    pub(super) fn leases_mut(&mut self) -> impl Iterator<Item = &mut Lease> {
+        self.roles.values_mut().flat_map(|r| r.leases.values_mut())
     }
 
     /// Every lease, role by role, in instance id order.

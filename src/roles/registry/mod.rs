@@ -14,7 +14,9 @@
 //! named an undone state), and each change is answered with an error: registrations
 //! are soft state, and the instances register again (see `persist.rs`).
 
+mod admission;
 mod catalog_json;
+mod eviction;
 mod http;
 mod lease_table;
 mod persist;
@@ -30,11 +32,11 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch, Notify};
 
-use svc_platform::clock::now_ms;
 use svc_platform::role::{RoleContext, Routes};
 use svc_platform::shutdown::Shutdown;
 use svc_platform::store::{Store, StoreError};
 
+use eviction::EvictionGuard;
 use lease_table::Change;
 pub use lease_table::LeaseTable;
 use persist::StoredDelta;
@@ -74,6 +76,8 @@ pub struct RegistryState {
     known_roles: Vec<String>,
     /// Stateful roles: one live instance per shard (from the manifests).
     sharded_roles: BTreeSet<String>,
+    /// Mutual TLS is on (not `tls.insecure`): registered addresses must be `https`.
+    tls_on: bool,
     /// Ends blocking queries at shutdown so draining does not wait out their `wait`.
     shutdown: Shutdown,
 }
@@ -81,6 +85,8 @@ pub struct RegistryState {
 /// What the table's lock guards.
 struct Inner {
     table: LeaseTable,
+    /// What the registry saw of its own clock: no eviction for time it did not see pass.
+    guard: EvictionGuard,
     /// Changes made in memory and not yet handed to the committer, in index order.
     queued: Vec<QueuedChange>,
     /// How many times changes were undone; a read that began before one reads again.
@@ -113,10 +119,12 @@ impl RegistryState {
         settings: RegistrySettings,
         known_roles: Vec<String>,
         sharded_roles: BTreeSet<String>,
+        tls_on: bool,
         shutdown: Shutdown,
     ) -> Result<Self, StoreError> {
         let (instances, index) = persist::restore(&store)?;
-        if !instances.is_empty() {
+        let restored = !instances.is_empty();
+        if restored {
             tracing::info!(
                 instances = instances.len(),
                 index,
@@ -124,11 +132,13 @@ impl RegistryState {
                 "restored registrations; every lease has one TTL of grace"
             );
         }
-        let table = LeaseTable::restore(instances, index, settings.lease_ttl, Instant::now())
+        let now = Instant::now();
+        let table = LeaseTable::restore(instances, index, settings.lease_ttl, now)
             .with_sharded_roles(sharded_roles.iter().cloned());
         Ok(RegistryState {
             inner: Mutex::new(Inner {
                 table,
+                guard: EvictionGuard::new(settings.lease_ttl, now, restored),
                 queued: Vec::new(),
                 rollbacks: 0,
             }),
@@ -139,6 +149,7 @@ impl RegistryState {
             settings,
             known_roles,
             sharded_roles,
+            tls_on,
             shutdown,
         })
     }
@@ -150,8 +161,20 @@ impl RegistryState {
         &self,
         make: impl FnOnce(&mut LeaseTable) -> (T, Option<Change>),
     ) -> Applied<T> {
-        let mut inner = self.inner.lock();
-        let (out, change) = make(&mut inner.table);
+        self.change_guarded(|table, _| make(table))
+    }
+
+    /// [`RegistryState::change`] with the [`EvictionGuard`] too (the evictor's checks).
+    /// Every change first shows the guard the clock, so a change right after a stall
+    /// (a shard claim) already sees the leases with their grace.
+    fn change_guarded<T>(
+        &self,
+        make: impl FnOnce(&mut LeaseTable, &mut EvictionGuard) -> (T, Option<Change>),
+    ) -> Applied<T> {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let stall = inner.guard.observe(&mut inner.table, Instant::now());
+        let (out, change) = make(&mut inner.table, &mut inner.guard);
         let index = inner.table.index();
         let rollbacks = inner.rollbacks;
         let done = change.map(|change| {
@@ -162,9 +185,12 @@ impl RegistryState {
             });
             confirmed
         });
-        drop(inner);
+        drop(guard);
         if done.is_some() {
             self.queued.notify_one();
+        }
+        if let Some(stall) = stall {
+            eviction::log_stall(stall, self.settings.lease_ttl);
         }
         Applied {
             out,
@@ -330,10 +356,11 @@ fn start(ctx: &RoleContext, settings: &RegistrySettings) -> anyhow::Result<Route
         settings.clone(),
         known_roles,
         sharded_roles,
+        !ctx.config.tls.insecure,
         ctx.shutdown.clone(),
     )?);
     spawn_committer(state.clone());
-    spawn_evictor(state.clone(), ctx.shutdown.clone());
+    eviction::spawn_evictor(state.clone(), ctx.shutdown.clone());
     Ok(Arc::new(move |cfg| http::routes(cfg, state.clone())))
 }
 
@@ -341,40 +368,6 @@ fn start(ctx: &RoleContext, settings: &RegistrySettings) -> anyhow::Result<Route
 /// deregistrations of a draining cluster still need their commits.
 fn spawn_committer(state: Arc<RegistryState>) {
     tokio::spawn(state.run_committer());
-}
-
-/// Checks leases often enough that an eviction is late by at most a small slice of TTL.
-fn spawn_evictor(state: Arc<RegistryState>, shutdown: Shutdown) {
-    let period = (state.settings.lease_ttl / 10)
-        .clamp(Duration::from_millis(20), Duration::from_millis(250));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.wait() => return,
-            }
-            let applied = state.change(|t| {
-                let change = t.evict_expired(Instant::now());
-                (change.clone(), change)
-            });
-            let Some(evicted) = applied.out.clone() else {
-                continue;
-            };
-            match applied.durable(&state).await {
-                Ok(_) => {
-                    for row in &evicted.rows {
-                        let Some(lease) = &row.before else { continue };
-                        let silent_ms = now_ms().saturating_sub(lease.renewed_at_ms);
-                        tracing::warn!(role = %row.role, instance = %row.instance_id, silent_ms, "lease expired; instance evicted");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not persist evictions; will retry")
-                }
-            }
-        }
-    });
 }
 
 #[cfg(test)]
@@ -390,6 +383,7 @@ mod tests {
             RegistrySettings::default(),
             vec!["orders".into()],
             ["orders".to_string()].into(),
+            true,
             Shutdown::new(),
         )
         .unwrap();

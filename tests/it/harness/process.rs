@@ -294,38 +294,9 @@ impl Svc {
             .unwrap_or_else(|e| panic!("{}: cannot send {sig}: {e}", self.label));
     }
 
-    /// SIGSTOP, returning once every thread is stopped: the signal is delivered
-    /// asynchronously, and a thread running on another core may otherwise still answer
-    /// a request sent right after.
+    /// SIGSTOP, returning once every thread is stopped (see [`freeze_pid`]).
     pub fn freeze(&self) {
-        self.signal(Signal::SIGSTOP);
-        let tasks = format!("/proc/{}/task", self.pid());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let all_stopped = std::fs::read_dir(&tasks)
-                .map(|entries| {
-                    entries.flatten().all(|t| {
-                        std::fs::read_to_string(t.path().join("stat"))
-                            .ok()
-                            .and_then(|stat| {
-                                // The state follows the command name's closing parenthesis.
-                                let rest = &stat[stat.rfind(')')? + 2..];
-                                rest.chars().next()
-                            })
-                            .is_some_and(|state| state == 'T' || state == 't')
-                    })
-                })
-                .unwrap_or(false);
-            if all_stopped {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: not stopped by SIGSTOP",
-                self.label
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        freeze_pid(self.pid(), &self.label);
     }
 
     /// SIGCONT: a frozen instance runs on.
@@ -403,6 +374,37 @@ impl Drop for Svc {
                 tail(&self.stderr(), 60)
             );
         }
+    }
+}
+
+/// SIGSTOP to `pid`, returning once every thread of it is stopped: the signal is
+/// delivered asynchronously, and a thread running on another core may otherwise still
+/// answer a request sent right after.
+pub fn freeze_pid(pid: i32, label: &str) {
+    signal::kill(Pid::from_raw(pid), Signal::SIGSTOP)
+        .unwrap_or_else(|e| panic!("{label}: cannot send SIGSTOP: {e}"));
+    let tasks = format!("/proc/{pid}/task");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let all_stopped = std::fs::read_dir(&tasks)
+            .map(|entries| {
+                entries.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat"))
+                        .ok()
+                        .and_then(|stat| {
+                            // The state follows the command name's closing parenthesis.
+                            let rest = &stat[stat.rfind(')')? + 2..];
+                            rest.chars().next()
+                        })
+                        .is_some_and(|state| state == 'T' || state == 't')
+                })
+            })
+            .unwrap_or(false);
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{label}: not stopped by SIGSTOP");
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -84,6 +84,11 @@ impl Sandbox {
 
     /// Starts the registry `reg-0` on `port` (0: any), e.g. to restart it where it was.
     pub fn start_registry_on(&self, port: u16) -> Svc {
+        Svc::spawn(self.registry_command(port), "registry/reg-0").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The command of [`Sandbox::start_registry_on`], for more flags.
+    pub fn registry_command(&self, port: u16) -> Command {
         let mut cmd = svc_command();
         cmd.arg("run")
             .args(["--role", "registry"])
@@ -93,7 +98,7 @@ impl Sandbox {
             .args(["--instance-id", "reg-0"])
             .arg("--config")
             .arg(self.registry_config());
-        Svc::spawn(cmd, "registry/reg-0").unwrap_or_else(|e| panic!("{e}"))
+        cmd
     }
 
     /// Starts instance `id` of `role`, registering at `registry`.

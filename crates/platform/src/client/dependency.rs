@@ -81,6 +81,8 @@ pub(crate) struct Dependency {
     /// When each shard last had a holder in the view: a shard that had one a moment
     /// ago is probably restarting, one never seen is simply not there.
     shards_seen: Mutex<HashMap<u32, Instant>>,
+    /// Mutual TLS is on: an instance whose address is not `https` is no candidate.
+    https_only: bool,
 }
 
 /// What [`Dependency::pick`] found.
@@ -119,7 +121,15 @@ impl Dependency {
             metrics,
             endpoints: Mutex::new(Endpoints::default()),
             shards_seen: Mutex::new(HashMap::new()),
+            https_only: false,
         }
+    }
+
+    /// Only `https` instances are candidates (with mutual TLS: a plain-HTTP address in
+    /// the view would be called in clear text, and the client refuses to anyway).
+    pub(crate) fn https_only(mut self, https_only: bool) -> Dependency {
+        self.https_only = https_only;
+        self
     }
 
     /// Notes which shards have a holder in `view` (as of `now`).
@@ -157,6 +167,7 @@ impl Dependency {
         let candidates: Vec<&Instance> = view
             .iter()
             .filter(|i| shard.is_none() || shard_of(i) == shard)
+            .filter(|i| !self.https_only || i.address.starts_with("https://"))
             .collect();
         if candidates.is_empty() {
             return Pick::NoInstance;
@@ -442,6 +453,21 @@ mod tests {
             dep.pick(&Arc::from(Vec::new()), None, &[], now),
             Pick::NoInstance
         ));
+    }
+
+    #[test]
+    fn with_tls_a_plain_http_instance_is_no_candidate() {
+        let (dep, _) = dependency(CallPolicy::default());
+        let dep = Arc::new(Arc::into_inner(dep).unwrap().https_only(true));
+        let mut secure = instance("b", 2, 0);
+        secure.address = secure.address.replace("http://", "https://");
+        let now = Instant::now();
+        let plain: Arc<[Instance]> = Arc::from(vec![instance("a", 1, 0)]);
+        assert!(matches!(dep.pick(&plain, None, &[], now), Pick::NoInstance));
+        let both: Arc<[Instance]> = Arc::from(vec![instance("a", 1, 0), secure]);
+        for _ in 0..20 {
+            assert_eq!(chosen(dep.pick(&both, None, &[], now)).instance_id, "b");
+        }
     }
 
     #[test]

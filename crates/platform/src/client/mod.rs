@@ -144,12 +144,10 @@ impl ServiceClient {
                     reqwest::Client::new()
                 })
         });
-        let d = Arc::new(Dependency::new(
-            role,
-            policy,
-            self.inner.metrics.dependency(role),
-            http,
-        ));
+        let d = Arc::new(
+            Dependency::new(role, policy, self.inner.metrics.dependency(role), http)
+                .https_only(self.inner.tls.is_some()),
+        );
         dependencies.insert(role.to_string(), d.clone());
         d
     }

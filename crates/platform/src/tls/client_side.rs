@@ -18,6 +18,9 @@ use super::material::TlsMaterial;
 
 /// A reqwest builder for internal calls: mutual TLS with `tls`, plain HTTP without.
 /// With `callee`, a handshake also fails unless the server's certificate names that role.
+/// With `tls`, a URL that is not `https` is refused before anything is sent: an
+/// `http://` address (registered by mistake or by an attacker) never gets a request in
+/// clear text.
 ///
 /// Its pool drops an idle connection before our servers would close it
 /// ([`crate::listener::KEEP_ALIVE`]): a request is then never written into a connection
@@ -28,7 +31,9 @@ pub fn http_client_builder(
 ) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder().pool_idle_timeout(POOL_IDLE);
     match tls {
-        Some(material) => builder.use_preconfigured_tls(client_config_for(material, callee)),
+        Some(material) => builder
+            .use_preconfigured_tls(client_config_for(material, callee))
+            .https_only(true),
         None => builder,
     }
 }
@@ -135,5 +140,36 @@ impl ServerCertVerifier for CurrentCa {
             .provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::tls::{pki, setup};
+
+    #[tokio::test]
+    async fn with_tls_an_http_address_is_never_dialed() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::ensure_dev_pki(dir.path(), &["orders"]).unwrap();
+        let material = setup::load_identity(dir.path(), "orders").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/v1/orders", listener.local_addr().unwrap());
+
+        let client = http_client_builder(Some(&material), Some("orders"))
+            .timeout(std::time::Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let refused = client.post(&url).body("card").send().await.unwrap_err();
+        assert!(refused.is_builder(), "{refused:?}");
+        let accepted = listener.accept().map(|_| ());
+        assert_eq!(
+            accepted.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "nothing connected"
+        );
     }
 }
