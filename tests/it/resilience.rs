@@ -300,8 +300,10 @@ async fn a_failing_instance_is_ejected_and_closed_again_once_it_answers() {
     let registry = long_lease_registry(&sandbox);
     let config = sandbox.write_file(
         "client.yaml",
-        "client:\n  dependencies:\n    inventory:\n      eject_after_failures: 3\n      eject_base: 300ms\n      eject_max: 1s\n      backoff_base: 1ms\n      backoff_max: 2ms\n",
+        "client:\n  dependencies:\n    inventory:\n      eject_after_failures: 3\n      eject_base: 2s\n      eject_max: 4s\n      backoff_base: 1ms\n      backoff_max: 2ms\n",
     );
+    // Ejected for 2 s: long enough that the second call below finds the breaker still
+    // open on a loaded machine (at 300 ms it was sometimes half-open already).
     let mut cmd = role_command(&sandbox, &registry, "inventory", "inv-0", 0, &config, &[]);
     cmd.env(FAULT_HTTP_500, "1");
     let mut inventory = sandbox.start_cmd(cmd, "inventory", "inv-0");
@@ -344,7 +346,7 @@ async fn a_failing_instance_is_ejected_and_closed_again_once_it_answers() {
     );
     let inventory = sandbox.start_cmd(cmd, "inventory", "inv-0");
     let fixed = Instant::now();
-    wait_for("the instance back in", Duration::from_secs(8), || async {
+    wait_for("the instance back in", Duration::from_secs(12), || async {
         match timed_get(&client, &url).await {
             // Not found: inventory itself answered (there is no such product).
             (404, _, _, _) => Ok(()),
