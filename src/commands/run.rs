@@ -56,6 +56,7 @@ pub fn run(args: RunArgs) -> ExitCode {
                     shard: args.shard,
                     shards,
                     tls_dir: args.tls_dir,
+                    roles_dir: None,
                 },
                 gateway: GatewayOverrides {
                     api_keys_file: args.api_keys_file,
