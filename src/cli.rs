@@ -52,9 +52,12 @@ pub enum Command {
         after_help = "The id is the trace id (what x-request-id echoes), a traceparent, or a request id\nthe client chose. Log files: what --log-file / log_file writes; svc dev writes\n<data-dir>/logs/<instance>.jsonl.\n\nExamples:\n  svc trace 0af7651916cd43dd8448eb211c80319c\n  svc trace 0af7651916cd43dd8448eb211c80319c --logs /tmp/collected --flat"
     )]
     Trace(TraceArgs),
-    /// List the roles and their manifests.
-    #[command(after_help = "Example:\n  svc roles")]
-    Roles,
+    /// List the roles and their manifests: the built-in ones, and the roles from files
+    /// of `roles.dir`, with every endpoint's callers (`+`: added by roles.extra_callers).
+    #[command(
+        after_help = "Examples:\n  svc roles\n  svc roles --config /etc/svc/svc.yaml\n  svc roles --roles-dir /etc/svc/roles"
+    )]
+    Roles(CatalogArgs),
     /// Place orders through a gateway at a fixed concurrency and report throughput,
     /// latency, and per role the CPU time and syncs each confirmed order cost.
     #[command(
@@ -113,6 +116,22 @@ pub struct RunArgs {
     /// gateway.api_keys_file.
     #[arg(long, env = "SVC_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// Directory of role manifests (`<role>.yaml`) of roles svc does not contain (see
+    /// `svc roles`); replaces roles.dir.
+    #[arg(long, env = "SVC_ROLES_DIR")]
+    pub roles_dir: Option<PathBuf>,
+}
+
+/// Which catalog an operator's command reads: the built-in roles and the roles from
+/// files of the config's `roles.dir` (or `--roles-dir`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct CatalogArgs {
+    /// YAML config file whose `roles` section (`dir`, `extra_callers`) applies.
+    #[arg(long, env = "SVC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of role manifests of roles svc does not contain; replaces roles.dir.
+    #[arg(long, env = "SVC_ROLES_DIR")]
+    pub roles_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -136,6 +155,10 @@ pub struct DevArgs {
     /// Log format of the children.
     #[arg(long, value_parser = log_format_parser(), default_value = "pretty")]
     pub log_format: LogFormat,
+    /// Directory of role manifests of roles svc does not contain, passed to every
+    /// child. Default: the config's roles.dir, else `roles.d/` next to --config.
+    #[arg(long)]
+    pub roles_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -283,7 +306,7 @@ pub enum CertsCommand {
     /// Issue DIR/NAME.crt and DIR/NAME.key for one role (or `operator`, for people and
     /// tools such as `svc status`), signed by the CA in DIR.
     #[command(
-        after_help = "The certificate names the role as URI spiffe://svc/role/ROLE (what peers check)\nand each --host as a DNS name or IP address (what callers connect to); it serves\nand calls (server and client auth). Copy ca.crt, NAME.crt and NAME.key to the\ninstance's tls.dir.\n\nExamples:\n  svc certs issue --role orders --host vm1.example --host 10.0.0.5 --dir /etc/svc/tls\n  svc certs issue --role orders --name orders-1 --host vm2.example,10.0.0.6 --dir /etc/svc/tls\n  svc certs issue --role operator --valid-for 30d --dir /etc/svc/tls"
+        after_help = "The certificate names the role as URI spiffe://svc/role/ROLE (what peers check)\nand each --host as a DNS name or IP address (what callers connect to); it serves\nand calls (server and client auth). Copy ca.crt, NAME.crt and NAME.key to the\ninstance's tls.dir.\n\nExamples:\n  svc certs issue --role orders --host vm1.example --host 10.0.0.5 --dir /etc/svc/tls\n  svc certs issue --role orders --name orders-1 --host vm2.example,10.0.0.6 --dir /etc/svc/tls\n  svc certs issue --role operator --valid-for 30d --dir /etc/svc/tls\n  svc certs issue --role loyalty --host vm3.example --dir /etc/svc/tls --roles-dir /etc/svc/roles"
     )]
     Issue(CertsIssueArgs),
 }
@@ -319,6 +342,9 @@ pub struct CertsIssueArgs {
     /// Replace an existing certificate and key of that name.
     #[arg(long)]
     pub force: bool,
+    /// Where roles from files are (for a role that is not built in).
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
 }
 
 /// `--log-format`: the platform's [`LogFormat`], with its names listed in `--help`.

@@ -6,7 +6,8 @@
 //! catalog every instance builds is then "built-in + that directory", so the registry
 //! admits such a role's instances, access policies know it as a caller, and relays
 //! deliver the events it consumes. A built-in endpoint accepts it only where the config
-//! says so (`roles.extra_callers`), never by default.
+//! says so (`roles.extra_callers`), never by default; the one exception is the
+//! registry's endpoints that every registering role may call, since it registers too.
 //!
 //! Everything is checked before anything starts; each refusal is a [`ManifestError`]
 //! naming the file and the key: a file that does not parse, a role that clashes with a
@@ -39,9 +40,42 @@ pub fn load_catalog(
             catalog.push_file(manifest, path);
         }
     }
+    admit_to_registry(&mut catalog);
     catalog.check()?;
     extend_callers(&mut catalog, &settings.extra_callers, config_origin)?;
     Ok(catalog)
+}
+
+/// A role from a file registers like every built-in role but the registry: the
+/// registry's endpoints that every registering built-in role may call (register, renew,
+/// deregister, read the catalog) accept it too. Which role an instance may register as
+/// is still its certificate's, checked by the registry's handlers.
+fn admit_to_registry(catalog: &mut RoleCatalog) {
+    let mut registering = Vec::new();
+    let mut from_files = Vec::new();
+    let mut registry = None;
+    for (m, source) in catalog.with_sources() {
+        match source {
+            RoleSource::BuiltIn if m.registers => registering.push(m.name.clone()),
+            RoleSource::BuiltIn => registry = Some(m.name.clone()),
+            RoleSource::File(_) => from_files.push(m.name.clone()),
+        }
+    }
+    let Some(registry) = registry else { return };
+    if from_files.is_empty() || registering.is_empty() {
+        return;
+    }
+    let Some(manifest) = catalog.get_mut(&registry) else {
+        return;
+    };
+    let mut added = std::collections::BTreeMap::new();
+    for (endpoint, callers) in manifest.endpoints.iter_mut() {
+        if registering.iter().all(|r| callers.contains(r)) {
+            callers.extend(from_files.iter().cloned());
+            added.insert(endpoint.clone(), from_files.clone());
+        }
+    }
+    catalog.extra_callers.insert(registry, added);
 }
 
 /// The `*.yaml` files of `dir`, by name; other files are left alone.

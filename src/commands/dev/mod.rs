@@ -42,14 +42,27 @@ use svc_platform::tls::{pki, setup, TlsMaterial};
 /// Generous for a debug build on a loaded laptop; a healthy start takes about a second.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn run(args: DevArgs) -> ExitCode {
-    // The children check the whole file; svc dev only needs to know whether TLS is on.
-    let insecure = match Config::load(args.config.as_deref()) {
-        Ok(config) => config.platform.tls.insecure,
+pub fn run(mut args: DevArgs) -> ExitCode {
+    // The children check the whole file; svc dev only needs to know whether TLS is on,
+    // and the roles from files, to make their certificates and tell every child.
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let catalog = roles::catalog();
-    let plan = match plan::build(&args, &catalog, insecure) {
+    let insecure = config.platform.tls.insecure;
+    let mut roles_settings = config.platform.roles;
+    args.roles_dir = roles_dir(&args, roles_settings.dir.take());
+    roles_settings.dir = args.roles_dir.clone();
+    let origin = args
+        .config
+        .as_ref()
+        .map_or_else(|| "svc dev".to_string(), |p| p.display().to_string());
+    let catalog = match roles::catalog(&roles_settings, &origin) {
+        Ok(catalog) => catalog,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    // svc dev starts the built-in roles; a role from a file runs beside its application.
+    let plan = match plan::build(&args, &roles::built_in(), insecure) {
         Ok(plan) => plan,
         Err(e) => return fail(EXIT_USAGE, e),
     };
@@ -97,6 +110,19 @@ enum DevError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Startup(#[from] StartupError),
+}
+
+/// The roles directory of the children: `--roles-dir`, else the config's `roles.dir`,
+/// else `roles.d/` next to the config file when there is one.
+fn roles_dir(args: &DevArgs, configured: Option<PathBuf>) -> Option<PathBuf> {
+    let next_to_config = || {
+        let dir = args.config.as_ref()?.parent()?.join("roles.d");
+        dir.is_dir().then_some(dir)
+    };
+    args.roles_dir
+        .clone()
+        .or(configured)
+        .or_else(next_to_config)
 }
 
 /// Makes (or keeps) the dev CA and certificates in `dir`; returns the operator identity

@@ -9,6 +9,11 @@ fn built_in() -> RoleCatalog {
     let parse = |text: &str| Manifest::parse(text, "built in").unwrap();
     RoleCatalog::new(vec![
         parse(
+            "name: registry\ndescription: d\nport: 7700\nstateful: true\nregisters: false\n\
+             calls: []\npublishes: []\nconsumes: []\nendpoints:\n  \
+             POST /v1/instances: [gateway, inventory, orders]\n  GET /ui: [operator]\n",
+        ),
+        parse(
             "name: gateway\ndescription: d\nport: 8080\nstateful: false\nregisters: true\n\
              calls: [inventory]\npublishes: []\nconsumes: []\n",
         ),
@@ -70,7 +75,7 @@ fn a_role_from_a_file_joins_the_built_in_ones_and_only_yaml_files_are_read() {
     .unwrap();
     assert_eq!(
         catalog.names(),
-        ["gateway", "inventory", "orders", "loyalty"]
+        ["registry", "gateway", "inventory", "orders", "loyalty"]
     );
     assert!(
         matches!(catalog.source("loyalty"), Some(RoleSource::File(p)) if p.ends_with("loyalty.yaml"))
@@ -84,7 +89,23 @@ fn a_role_from_a_file_joins_the_built_in_ones_and_only_yaml_files_are_read() {
     assert_eq!(consumers, ["loyalty"]);
     // No directory: the built-in roles alone.
     let none = load_catalog(&built_in(), &RolesSettings::default(), "svc.yaml").unwrap();
-    assert_eq!(none.names().len(), 3);
+    assert_eq!(none.names().len(), 4);
+}
+
+#[test]
+fn a_role_from_a_file_may_call_what_every_registering_role_may_call_at_the_registry() {
+    let catalog = load(&[("loyalty.yaml", LOYALTY)], &[]).unwrap();
+    let registry: BTreeMap<&str, &[String]> = catalog
+        .get("registry")
+        .unwrap()
+        .endpoint_callers()
+        .collect();
+    assert_eq!(
+        registry["POST /v1/instances"],
+        ["gateway", "inventory", "orders", "loyalty"]
+    );
+    assert_eq!(registry["GET /ui"], ["operator"], "not the operator's page");
+    assert!(catalog.is_extra_caller("registry", "POST /v1/instances", "loyalty"));
 }
 
 #[test]
