@@ -133,6 +133,25 @@ mod tests {
     }
 
     #[test]
+    fn a_role_from_a_file_is_in_the_catalog_but_needs_its_app_to_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = "name: loyalty\ndescription: d\nport: 0\nstateful: false\n\
+            registers: true\ncalls: []\npublishes: []\nconsumes: [order.confirmed]\n";
+        std::fs::write(dir.path().join("loyalty.yaml"), manifest).unwrap();
+        let settings = RolesSettings {
+            dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let catalog = catalog(&settings, "svc.yaml").unwrap();
+        assert!(catalog.get("loyalty").is_some());
+        assert!(matches!(
+            find(&catalog, "loyalty"),
+            Err(RoleLookupError::NeedsApp { .. })
+        ));
+        assert!(find(&catalog, "orders").is_ok());
+    }
+
+    #[test]
     fn unknown_role_lists_valid_ones() {
         let err = find(&built_in(), "billing").err().unwrap();
         assert!(err.to_string().contains("orders"));

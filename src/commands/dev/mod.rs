@@ -185,3 +185,52 @@ async fn dev(
     console::note("all stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn dev_args(args: &[&std::ffi::OsStr]) -> DevArgs {
+        let argv = ["svc".as_ref(), "dev".as_ref()]
+            .into_iter()
+            .chain(args.iter().copied());
+        match Cli::parse_from(argv).command {
+            Command::Dev(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_child_gets_the_roles_dir_next_to_the_config_unless_another_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("dev.yaml");
+        let args = dev_args(&["--config".as_ref(), config.as_os_str()]);
+        assert_eq!(roles_dir(&args, None), None, "no roles.d/: none");
+        let roles_d = dir.path().join("roles.d");
+        std::fs::create_dir(&roles_d).unwrap();
+        assert_eq!(roles_dir(&args, None), Some(roles_d.clone()));
+        let configured = PathBuf::from("/etc/svc/roles");
+        assert_eq!(roles_dir(&args, Some(configured.clone())), Some(configured));
+        let mut args = dev_args(&[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--roles-dir".as_ref(),
+            "elsewhere".as_ref(),
+        ]);
+        assert_eq!(roles_dir(&args, None), Some(PathBuf::from("elsewhere")));
+
+        args.roles_dir = roles_dir(&args, None);
+        let plan = plan::build(&args, &roles::built_in(), false).unwrap();
+        for spec in plan.all() {
+            let at = spec.args.iter().position(|a| a == "--roles-dir");
+            assert_eq!(
+                at.map(|i| &spec.args[i + 1]),
+                Some(&"elsewhere".into()),
+                "{spec:?}"
+            );
+        }
+    }
+}
