@@ -3,6 +3,9 @@
 //! The manifest is the single source of a role's default port, the roles it calls, the
 //! events it publishes and consumes, and whether it keeps durable state. The CLI,
 //! `svc dev`, discovery and the docs read it; nothing lists that information twice.
+//! The [`RoleCatalog`] holds every role of the cluster: the built-in ones, embedded in
+//! the binary, and the roles from files ([`crate::role_files`]), each with its
+//! [`RoleSource`] and the callers the config added to built-in endpoints.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
