@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 use svc_platform::config::LogFormat;
 
+mod credentials;
+pub use credentials::{CertsCommand, CertsInitArgs, CertsIssueArgs, KeysCommand, KeysNewArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "svc",
@@ -52,9 +55,12 @@ pub enum Command {
         after_help = "The id is the trace id (what x-request-id echoes), a traceparent, or a request id\nthe client chose. Log files: what --log-file / log_file writes; svc dev writes\n<data-dir>/logs/<instance>.jsonl.\n\nExamples:\n  svc trace 0af7651916cd43dd8448eb211c80319c\n  svc trace 0af7651916cd43dd8448eb211c80319c --logs /tmp/collected --flat"
     )]
     Trace(TraceArgs),
-    /// List the roles and their manifests.
-    #[command(after_help = "Example:\n  svc roles")]
-    Roles,
+    /// List the roles and their manifests: the built-in ones, and the roles from files
+    /// of `roles.dir`, with every endpoint's callers (`+`: added by roles.extra_callers).
+    #[command(
+        after_help = "Examples:\n  svc roles\n  svc roles --config /etc/svc/svc.yaml\n  svc roles --roles-dir /etc/svc/roles"
+    )]
+    Roles(CatalogArgs),
     /// Place orders through a gateway at a fixed concurrency and report throughput,
     /// latency, and per role the CPU time and syncs each confirmed order cost.
     #[command(
@@ -113,6 +119,22 @@ pub struct RunArgs {
     /// gateway.api_keys_file.
     #[arg(long, env = "SVC_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// Directory of role manifests (`<role>.yaml`) of roles svc does not contain (see
+    /// `svc roles`); replaces roles.dir.
+    #[arg(long, env = "SVC_ROLES_DIR")]
+    pub roles_dir: Option<PathBuf>,
+}
+
+/// Which catalog an operator's command reads: the built-in roles and the roles from
+/// files of the config's `roles.dir` (or `--roles-dir`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct CatalogArgs {
+    /// YAML config file whose `roles` section (`dir`, `extra_callers`) applies.
+    #[arg(long, env = "SVC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of role manifests of roles svc does not contain; replaces roles.dir.
+    #[arg(long, env = "SVC_ROLES_DIR")]
+    pub roles_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -136,6 +158,10 @@ pub struct DevArgs {
     /// Log format of the children.
     #[arg(long, value_parser = log_format_parser(), default_value = "pretty")]
     pub log_format: LogFormat,
+    /// Directory of role manifests of roles svc does not contain, passed to every
+    /// child. Default: the config's roles.dir, else `roles.d/` next to --config.
+    #[arg(long)]
+    pub roles_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -243,82 +269,6 @@ pub enum ConfigCommand {
         #[arg(long, env = "SVC_CONFIG")]
         config: PathBuf,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Make a new random API key: prints the key (once; it is stored nowhere) and the
-    /// entry holding its SHA-256 to paste into `gateway.api_keys` or the
-    /// `gateway.api_keys_file`.
-    #[command(
-        after_help = "Scopes: products:read, products:write, orders:read, orders:write.\n\nExamples:\n  svc keys new --name shop --scopes orders:read,orders:write,products:read\n  svc keys new --name bulk-import --scopes products:write --rate-per-second 100 --burst 200"
-    )]
-    New(KeysNewArgs),
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct KeysNewArgs {
-    /// Who gets the key (1 to 64 of A-Z a-z 0-9 - _ .); the name logs show.
-    #[arg(long)]
-    pub name: String,
-    /// Scopes the key grants, comma separated.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub scopes: Vec<String>,
-    /// This key's own rate (default: gateway.rate_limit.per_second).
-    #[arg(long)]
-    pub rate_per_second: Option<f64>,
-    /// This key's own burst (default: gateway.rate_limit.burst).
-    #[arg(long)]
-    pub burst: Option<u32>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CertsCommand {
-    /// Create the cluster CA in DIR: ca.crt (every instance trusts it) and ca.key (signs
-    /// certificates; keep it where you issue them, never on the instances).
-    #[command(
-        after_help = "Writes DIR/ca.crt (0644) and DIR/ca.key (0600); creates DIR (0700) if missing.\nAn ECDSA P-256 CA valid for 10 years. Refuses to replace an existing CA unless\n--force: every certificate it issued stops being trusted.\n\nExample:\n  svc certs init --dir /etc/svc/tls"
-    )]
-    Init(CertsInitArgs),
-    /// Issue DIR/NAME.crt and DIR/NAME.key for one role (or `operator`, for people and
-    /// tools such as `svc status`), signed by the CA in DIR.
-    #[command(
-        after_help = "The certificate names the role as URI spiffe://svc/role/ROLE (what peers check)\nand each --host as a DNS name or IP address (what callers connect to); it serves\nand calls (server and client auth). Copy ca.crt, NAME.crt and NAME.key to the\ninstance's tls.dir.\n\nExamples:\n  svc certs issue --role orders --host vm1.example --host 10.0.0.5 --dir /etc/svc/tls\n  svc certs issue --role orders --name orders-1 --host vm2.example,10.0.0.6 --dir /etc/svc/tls\n  svc certs issue --role operator --valid-for 30d --dir /etc/svc/tls"
-    )]
-    Issue(CertsIssueArgs),
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct CertsInitArgs {
-    /// Directory of the PKI (created if missing).
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// Replace an existing CA.
-    #[arg(long)]
-    pub force: bool,
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct CertsIssueArgs {
-    /// Role the certificate speaks for (see `svc roles`), or `operator`.
-    #[arg(long)]
-    pub role: String,
-    /// DNS name or IP address the instance is reached at; repeat it or separate by
-    /// commas. Required for roles, optional for `operator`.
-    #[arg(long = "host", value_delimiter = ',')]
-    pub hosts: Vec<String>,
-    /// File name of the certificate and key, without extension. Default: the role.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// How long the certificate is valid (humantime, e.g. 90d, 12h).
-    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
-    pub valid_for: std::time::Duration,
-    /// Directory of the PKI: holds ca.crt and ca.key, receives NAME.crt and NAME.key.
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// Replace an existing certificate and key of that name.
-    #[arg(long)]
-    pub force: bool,
 }
 
 /// `--log-format`: the platform's [`LogFormat`], with its names listed in `--help`.

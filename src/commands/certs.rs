@@ -1,7 +1,8 @@
 //! `svc certs`: make the cluster CA (`init`) and issue instance and operator
 //! certificates (`issue`) for mutual TLS, with [`svc_platform::tls::pki`].
 //!
-//! Guarantees: a role must be one of the catalog's, or `operator`; a bad request (role,
+//! Guarantees: a role must be one of the catalog's (built in, or from a file of
+//! `--roles-dir` / the `--config`'s `roles.dir`), or `operator`; a bad request (role,
 //! name, host, validity) exits 2 before anything is written; a refused or failed write
 //! exits 1 with the file named. What was written is printed — paths, role, names,
 //! end of validity — and a private key never is.
@@ -12,9 +13,8 @@ use std::process::ExitCode;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 
-use super::{fail, EXIT_FAILURE, EXIT_USAGE};
+use super::{fail, load_catalog, EXIT_FAILURE, EXIT_USAGE};
 use crate::cli::{CertsCommand, CertsInitArgs, CertsIssueArgs};
-use crate::roles;
 use svc_platform::tls::identity;
 use svc_platform::tls::pki::{self, IssueRequest, PkiError};
 
@@ -44,7 +44,10 @@ fn init(args: &CertsInitArgs) -> ExitCode {
 }
 
 fn issue(args: CertsIssueArgs) -> ExitCode {
-    let catalog = roles::catalog();
+    let catalog = match load_catalog(&args.catalog) {
+        Ok(catalog) => catalog,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
     if args.role != pki::OPERATOR && catalog.get(&args.role).is_none() {
         let mut valid = catalog.names();
         valid.push(pki::OPERATOR);

@@ -1,8 +1,12 @@
-//! `svc config check`: validate a config file (and the API keys file it names) without
-//! starting anything.
+//! `svc config check`: validate a config file (and the API keys file it names, and the
+//! roles from files of its `roles.dir`) without starting anything.
 
 use std::path::Path;
 use std::process::ExitCode;
+
+use svc_platform::manifest::RoleSource;
+
+use svc_platform::config::ConfigError;
 
 use super::{fail, EXIT_USAGE};
 use crate::config::Config;
@@ -13,7 +17,10 @@ pub fn run(path: &Path) -> ExitCode {
     // The gateway's keys file too, when one is named and present: a bad entry would stop
     // a gateway. A missing one matters only where a gateway runs, so it is a warning.
     let checked = Config::load(Some(path)).and_then(|c| {
-        c.check_catalog(&origin, &roles::catalog())?;
+        // The roles from files are checked with the rest, and listed when it is ok.
+        let catalog = roles::catalog(&c.platform.roles, &origin)
+            .map_err(|e| ConfigError::new(&e.file, &e.key, e.reason))?;
+        c.check_catalog(&origin, &catalog)?;
         match &c.gateway.api_keys_file {
             Some(keys) if !keys.exists() => {
                 eprintln!(
@@ -23,11 +30,17 @@ pub fn run(path: &Path) -> ExitCode {
                 Ok(())
             }
             _ => c.gateway.all_keys(&origin).map(|_| ()),
-        }
+        }?;
+        Ok(catalog)
     });
     match checked {
-        Ok(_) => {
+        Ok(catalog) => {
             println!("{}: ok", path.display());
+            for (m, source) in catalog.with_sources() {
+                if let RoleSource::File(file) = source {
+                    println!("role from a file: {} ({})", m.name, file.display());
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(EXIT_USAGE, e),

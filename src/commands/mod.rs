@@ -18,7 +18,10 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, ConfigCommand, IdentityArgs};
+use crate::cli::{CatalogArgs, Cli, Command, ConfigCommand, IdentityArgs};
+use crate::config::Config;
+use svc_platform::config::OVERRIDES_ORIGIN;
+use svc_platform::manifest::RoleCatalog;
 use svc_platform::tls::{setup, TlsMaterial};
 
 pub const EXIT_FAILURE: u8 = 1;
@@ -44,12 +47,31 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Ui(args) => ui::run(args),
-        Command::Roles => roles::run(),
+        Command::Roles(args) => roles::run(&args),
         Command::Bench(args) => bench::run(args),
         Command::Config(ConfigCommand::Check { config }) => config_check::run(&config),
         Command::Certs(command) => certs::run(command),
         Command::Keys(command) => keys::run(command),
     }
+}
+
+/// The catalog an operator's command reads: built-in roles and the roles from files of
+/// `--roles-dir`, else of the config's `roles.dir` (with its `roles.extra_callers`).
+fn load_catalog(args: &CatalogArgs) -> Result<Arc<RoleCatalog>, String> {
+    let config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    let mut settings = config.platform.roles;
+    let origin = match (&args.roles_dir, &args.config) {
+        (Some(dir), _) => {
+            settings.dir = Some(dir.clone());
+            args.config.as_ref().map_or_else(
+                || OVERRIDES_ORIGIN.to_string(),
+                |p| format!("{} + {OVERRIDES_ORIGIN}", p.display()),
+            )
+        }
+        (None, Some(path)) => path.display().to_string(),
+        (None, None) => OVERRIDES_ORIGIN.to_string(),
+    };
+    crate::roles::catalog(&settings, &origin).map_err(|e| e.to_string())
 }
 
 /// Prints an error the way every command does and returns `code`.

@@ -1,13 +1,29 @@
-//! `svc roles`: the roles this binary can run, from their manifests.
+//! `svc roles`: the roles of the catalog, from their manifests: the built-in ones and
+//! the roles from files (`roles.dir`, `--roles-dir`), then every endpoint with the
+//! callers it accepts, a caller the manifest does not list marked `+` (one added by
+//! `roles.extra_callers`, or a role from a file at the registry, where it registers).
 
 use std::process::ExitCode;
 
-use crate::roles;
+use svc_platform::manifest::{RoleCatalog, RoleSource};
 
-pub fn run() -> ExitCode {
-    let catalog = roles::catalog();
-    println!(
-        "{:<14} {:<6} {:<9} {:<34} {:<34} CONSUMES",
+use super::{fail, load_catalog, EXIT_USAGE};
+use crate::cli::CatalogArgs;
+
+pub fn run(args: &CatalogArgs) -> ExitCode {
+    match load_catalog(args) {
+        Ok(catalog) => {
+            print!("{}", render(&catalog));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_USAGE, e),
+    }
+}
+
+/// The three tables: manifests, descriptions with their source, endpoints.
+fn render(catalog: &RoleCatalog) -> String {
+    let mut out = format!(
+        "{:<14} {:<6} {:<9} {:<34} {:<34} CONSUMES\n",
         "ROLE", "PORT", "STATEFUL", "CALLS", "PUBLISHES"
     );
     let list = |v: &[String]| {
@@ -23,8 +39,8 @@ pub fn run() -> ExitCode {
         } else {
             m.port.to_string()
         };
-        println!(
-            "{:<14} {:<6} {:<9} {:<34} {:<34} {}",
+        out += &format!(
+            "{:<14} {:<6} {:<9} {:<34} {:<34} {}\n",
             m.name,
             port,
             if m.stateful { "yes" } else { "no" },
@@ -33,9 +49,30 @@ pub fn run() -> ExitCode {
             list(&m.consumes)
         );
     }
-    println!();
-    for m in catalog.iter() {
-        println!("{:<14} {}", m.name, m.description);
+    out.push('\n');
+    for (m, source) in catalog.with_sources() {
+        out += &format!("{:<14} {}", m.name, m.description);
+        if let RoleSource::File(path) = source {
+            out += &format!(" (from {})", path.display());
+        }
+        out.push('\n');
     }
-    ExitCode::SUCCESS
+    out += &format!(
+        "\n{:<14} {:<44} CALLERS (+: not in the manifest: roles.extra_callers, or a role \
+         from a file at the registry)\n",
+        "ROLE", "ENDPOINT"
+    );
+    for m in catalog.iter() {
+        for (endpoint, callers) in m.endpoint_callers() {
+            let callers: Vec<String> = callers
+                .iter()
+                .map(|c| match catalog.is_extra_caller(&m.name, endpoint, c) {
+                    true => format!("+{c}"),
+                    false => c.clone(),
+                })
+                .collect();
+            out += &format!("{:<14} {endpoint:<44} {}\n", m.name, callers.join(", "));
+        }
+    }
+    out
 }

@@ -13,10 +13,6 @@ use svc_platform::tls::TlsError;
 use svc_platform::{lifecycle, telemetry};
 
 pub fn run(args: RunArgs) -> ExitCode {
-    let (entry, manifest) = match roles::find(&args.role) {
-        Ok(found) => found,
-        Err(e) => return fail(EXIT_USAGE, e),
-    };
     let flags_origin = "command line / SVC_* environment";
     let shards = match args
         .shards
@@ -36,37 +32,48 @@ pub fn run(args: RunArgs) -> ExitCode {
             )
         }
     };
-    // Which roles are sharded, and whether this shard exists, only the catalog knows.
     let origin = args
         .config
         .as_ref()
         .map(|p| format!("{} + {flags_origin}", p.display()))
         .unwrap_or_else(|| flags_origin.to_string());
-    let catalog = roles::catalog();
-    let config = Config::load(args.config.as_deref())
-        .and_then(|c| {
-            c.apply(Overrides {
-                platform: platform::Overrides {
-                    listen: args.listen,
-                    data_dir: args.data_dir,
-                    registries: args.registries,
-                    instance_id: args.instance_id,
-                    log_format: args.log_format,
-                    log_file: args.log_file,
-                    shard: args.shard,
-                    shards,
-                    tls_dir: args.tls_dir,
-                },
-                gateway: GatewayOverrides {
-                    api_keys_file: args.api_keys_file,
-                },
-            })
+    let config = Config::load(args.config.as_deref()).and_then(|c| {
+        c.apply(Overrides {
+            platform: platform::Overrides {
+                listen: args.listen,
+                data_dir: args.data_dir,
+                registries: args.registries,
+                instance_id: args.instance_id,
+                log_format: args.log_format,
+                log_file: args.log_file,
+                shard: args.shard,
+                shards,
+                tls_dir: args.tls_dir,
+                roles_dir: args.roles_dir,
+            },
+            gateway: GatewayOverrides {
+                api_keys_file: args.api_keys_file,
+            },
         })
-        .and_then(|c| c.check_for_role(&origin, &manifest, &catalog).map(|()| c));
+    });
     let config = match config {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
+    // The catalog (built-in roles and roles from files) is built once, here, and
+    // passed to everything that asks for "all roles".
+    let catalog = match roles::catalog(&config.platform.roles, &origin) {
+        Ok(catalog) => catalog,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let (entry, manifest) = match roles::find(&catalog, &args.role) {
+        Ok(found) => found,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    // Which roles are sharded, and whether this shard exists, only the catalog knows.
+    if let Err(e) = config.check_for_role(&origin, &manifest, &catalog) {
+        return fail(EXIT_USAGE, e);
+    }
     let instance_id = config
         .platform
         .instance_id

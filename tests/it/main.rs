@@ -41,6 +41,7 @@ mod registry_admission;
 mod registry_ha;
 mod registry_scale;
 mod resilience;
+mod roles_from_files;
 mod shards;
 mod status;
 mod systemd_notify;

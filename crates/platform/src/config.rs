@@ -20,10 +20,12 @@ use super::shards::{ShardCounts, MAX_SHARDS};
 
 mod client;
 mod document;
+mod roles;
 mod tls;
 mod values;
 pub(crate) use client::{CallPolicy, ClientPolicies, ClientSettings};
 pub use document::{parse_yaml, read_file, AppSections};
+pub use roles::{ExtraCallers, RolesSettings};
 pub use tls::TlsSettings;
 pub(crate) use tls::{check_scheme, TlsFiles};
 pub use values::PositiveDuration;
@@ -126,6 +128,8 @@ pub struct PlatformConfig {
     pub otlp: OtlpSettings,
     /// Mutual TLS of every internal connection: the CA and this instance's certificate.
     pub tls: TlsSettings,
+    /// Roles from files (`roles.dir`) and the built-in endpoints they may call.
+    pub roles: RolesSettings,
 }
 
 impl Default for PlatformConfig {
@@ -149,6 +153,7 @@ impl Default for PlatformConfig {
             client: ClientSettings::default(),
             otlp: OtlpSettings::default(),
             tls: TlsSettings::default(),
+            roles: RolesSettings::default(),
         }
     }
 }
@@ -256,6 +261,7 @@ pub struct Overrides {
     /// Counts for the roles named; the file's counts stay for the others.
     pub shards: Option<ShardCounts>,
     pub tls_dir: Option<PathBuf>,
+    pub roles_dir: Option<PathBuf>,
 }
 
 impl PlatformConfig {
@@ -279,6 +285,7 @@ impl PlatformConfig {
         "client",
         "otlp",
         "tls",
+        "roles",
     ];
 
     /// Parses YAML text holding only the platform's keys; `origin` names the source in
@@ -317,6 +324,9 @@ impl PlatformConfig {
         }
         if let Some(dir) = overrides.tls_dir {
             self.tls.dir = dir;
+        }
+        if let Some(dir) = overrides.roles_dir {
+            self.roles.dir = Some(dir);
         }
         self.validate(OVERRIDES_ORIGIN)?;
         Ok(self)

@@ -42,6 +42,7 @@ pub mod registry_api;
 pub mod registry_client;
 pub mod reload;
 pub mod role;
+pub mod role_files;
 pub mod route_table;
 pub mod secret_key;
 pub mod server;

@@ -73,7 +73,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
     if let Some((targets, http)) = &cluster {
         let after = costs::scrape_all(http, targets).await;
-        let order: Vec<String> = roles::catalog().iter().map(|m| m.name.clone()).collect();
+        let order: Vec<String> = roles::built_in().iter().map(|m| m.name.clone()).collect();
         let costs = Costs::new(targets, before, after, outcome.confirmed, &order);
         print!("\n{}", report::cost_table(&costs));
     }
@@ -107,7 +107,7 @@ fn public_client(args: &BenchArgs) -> anyhow::Result<reqwest::Client> {
 
 /// The registries (which are not in their own catalog), then every catalog instance.
 fn targets(registries: &[String], catalog: &svc_platform::registry_api::Catalog) -> Vec<Target> {
-    let registry_role = roles::catalog()
+    let registry_role = roles::built_in()
         .iter()
         .find(|m| m.is_registry())
         .map_or_else(|| "registry".to_string(), |m| m.name.clone());

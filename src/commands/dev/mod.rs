@@ -42,14 +42,27 @@ use svc_platform::tls::{pki, setup, TlsMaterial};
 /// Generous for a debug build on a loaded laptop; a healthy start takes about a second.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn run(args: DevArgs) -> ExitCode {
-    // The children check the whole file; svc dev only needs to know whether TLS is on.
-    let insecure = match Config::load(args.config.as_deref()) {
-        Ok(config) => config.platform.tls.insecure,
+pub fn run(mut args: DevArgs) -> ExitCode {
+    // The children check the whole file; svc dev only needs to know whether TLS is on,
+    // and the roles from files, to make their certificates and tell every child.
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let catalog = roles::catalog();
-    let plan = match plan::build(&args, &catalog, insecure) {
+    let insecure = config.platform.tls.insecure;
+    let mut roles_settings = config.platform.roles;
+    args.roles_dir = roles_dir(&args, roles_settings.dir.take());
+    roles_settings.dir = args.roles_dir.clone();
+    let origin = args
+        .config
+        .as_ref()
+        .map_or_else(|| "svc dev".to_string(), |p| p.display().to_string());
+    let catalog = match roles::catalog(&roles_settings, &origin) {
+        Ok(catalog) => catalog,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    // svc dev starts the built-in roles; a role from a file runs beside its application.
+    let plan = match plan::build(&args, &roles::built_in(), insecure) {
         Ok(plan) => plan,
         Err(e) => return fail(EXIT_USAGE, e),
     };
@@ -97,6 +110,19 @@ enum DevError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Startup(#[from] StartupError),
+}
+
+/// The roles directory of the children: `--roles-dir`, else the config's `roles.dir`,
+/// else `roles.d/` next to the config file when there is one.
+fn roles_dir(args: &DevArgs, configured: Option<PathBuf>) -> Option<PathBuf> {
+    let next_to_config = || {
+        let dir = args.config.as_ref()?.parent()?.join("roles.d");
+        dir.is_dir().then_some(dir)
+    };
+    args.roles_dir
+        .clone()
+        .or(configured)
+        .or_else(next_to_config)
 }
 
 /// Makes (or keeps) the dev CA and certificates in `dir`; returns the operator identity
@@ -158,4 +184,53 @@ async fn dev(
     fleet.stop(&mut signals).await;
     console::note("all stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn dev_args(args: &[&std::ffi::OsStr]) -> DevArgs {
+        let argv = ["svc".as_ref(), "dev".as_ref()]
+            .into_iter()
+            .chain(args.iter().copied());
+        match Cli::parse_from(argv).command {
+            Command::Dev(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_child_gets_the_roles_dir_next_to_the_config_unless_another_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("dev.yaml");
+        let args = dev_args(&["--config".as_ref(), config.as_os_str()]);
+        assert_eq!(roles_dir(&args, None), None, "no roles.d/: none");
+        let roles_d = dir.path().join("roles.d");
+        std::fs::create_dir(&roles_d).unwrap();
+        assert_eq!(roles_dir(&args, None), Some(roles_d.clone()));
+        let configured = PathBuf::from("/etc/svc/roles");
+        assert_eq!(roles_dir(&args, Some(configured.clone())), Some(configured));
+        let mut args = dev_args(&[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--roles-dir".as_ref(),
+            "elsewhere".as_ref(),
+        ]);
+        assert_eq!(roles_dir(&args, None), Some(PathBuf::from("elsewhere")));
+
+        args.roles_dir = roles_dir(&args, None);
+        let plan = plan::build(&args, &roles::built_in(), false).unwrap();
+        for spec in plan.all() {
+            let at = spec.args.iter().position(|a| a == "--roles-dir");
+            assert_eq!(
+                at.map(|i| &spec.args[i + 1]),
+                Some(&"elsewhere".into()),
+                "{spec:?}"
+            );
+        }
+    }
 }

@@ -11,6 +11,9 @@
 //! and every child gets the same `--shards` (each stateful role's replica count), so
 //! all agree on where an entity lives. Flags win over a `--config` file, so the counts
 //! always match what runs.
+//!
+//! Only built-in roles are started: a role from a file runs beside its application.
+//! Every child gets the same `--roles-dir`, so all know the roles from files.
 
 use std::ffi::OsString;
 
@@ -223,6 +226,10 @@ fn spec(
         argv.push("--config".into());
         argv.push(config.clone().into());
     }
+    if let Some(dir) = &args.roles_dir {
+        argv.push("--roles-dir".into());
+        argv.push(dir.clone().into());
+    }
     if !manifest.is_registry() {
         argv.push("--shards".into());
         argv.push(shards.into());
@@ -257,6 +264,7 @@ mod tests {
             registry_port: 7700,
             gateway_port: 8080,
             log_format: LogFormat::Json,
+            roles_dir: None,
         }
     }
 
@@ -269,7 +277,7 @@ mod tests {
 
     #[test]
     fn one_of_each_role_by_default() {
-        let catalog = roles::catalog();
+        let catalog = roles::built_in();
         let plan = build(&dev_args(&[]), &catalog, false).unwrap();
         assert_eq!(plan.all().count(), catalog.names().len());
         assert_eq!(plan.registry.port, 7700);
@@ -284,7 +292,7 @@ mod tests {
 
     #[test]
     fn gateways_take_consecutive_ports_and_ids() {
-        let plan = build(&dev_args(&["gateway=3"]), &roles::catalog(), false).unwrap();
+        let plan = build(&dev_args(&["gateway=3"]), &roles::built_in(), false).unwrap();
         assert_eq!(ports_of(&plan, "gateway"), [8080, 8081, 8082]);
         let ids: Vec<_> = plan
             .all()
@@ -298,7 +306,7 @@ mod tests {
     fn child_arguments_name_everything_svc_dev_decides() {
         let mut args = dev_args(&[]);
         args.config = Some(PathBuf::from("config/dev.yaml"));
-        let plan = build(&args, &roles::catalog(), false).unwrap();
+        let plan = build(&args, &roles::built_in(), false).unwrap();
         let orders = plan.all().find(|s| s.role == "orders").unwrap();
         let argv: Vec<String> = orders
             .args
@@ -319,26 +327,26 @@ mod tests {
         let mut args = dev_args(&["gateway=2"]);
         args.registry_port = 8081;
         assert!(matches!(
-            build(&args, &roles::catalog(), false),
+            build(&args, &roles::built_in(), false),
             Err(PlanError::PortCollision { .. })
         ));
         let mut args = dev_args(&["gateway=2"]);
         args.gateway_port = 65535;
         assert!(matches!(
-            build(&args, &roles::catalog(), false),
+            build(&args, &roles::built_in(), false),
             Err(PlanError::EdgePortOverflow { .. })
         ));
         let mut args = dev_args(&[]);
         args.registry_port = 0;
         assert!(matches!(
-            build(&args, &roles::catalog(), false),
+            build(&args, &roles::built_in(), false),
             Err(PlanError::RegistryPortZero)
         ));
     }
 
     #[test]
     fn a_spec_listening_on_a_port_changes_only_its_listen_address() {
-        let plan = build(&dev_args(&[]), &roles::catalog(), false).unwrap();
+        let plan = build(&dev_args(&[]), &roles::built_in(), false).unwrap();
         let orders = plan.others.iter().find(|s| s.role == "orders").unwrap();
         let pinned = orders.listening_on(41234);
         assert_eq!(pinned.port, 41234);
@@ -354,7 +362,7 @@ mod tests {
     fn gateway_port_zero_lets_the_os_pick() {
         let mut args = dev_args(&["gateway=2"]);
         args.gateway_port = 0;
-        let plan = build(&args, &roles::catalog(), false).unwrap();
+        let plan = build(&args, &roles::built_in(), false).unwrap();
         assert_eq!(ports_of(&plan, "gateway"), [0, 0]);
     }
 }

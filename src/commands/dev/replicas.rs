@@ -92,13 +92,13 @@ mod tests {
 
     fn parse_str(items: &[&str]) -> Result<Replicas, ReplicasError> {
         let items: Vec<String> = items.iter().map(|s| s.to_string()).collect();
-        parse(&items, &roles::catalog())
+        parse(&items, &roles::built_in())
     }
 
     #[test]
     fn none_given_means_one_of_each() {
         let replicas = parse_str(&[]).unwrap();
-        for name in roles::catalog().names() {
+        for name in roles::built_in().names() {
             assert_eq!(replicas.count(name), 1);
         }
     }

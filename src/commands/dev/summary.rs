@@ -108,8 +108,9 @@ mod tests {
             registry_port: 7700,
             gateway_port: 8080,
             log_format: LogFormat::Pretty,
+            roles_dir: None,
         };
-        let plan = super::super::plan::build(&args, &roles::catalog(), false).unwrap();
+        let plan = super::super::plan::build(&args, &roles::built_in(), false).unwrap();
         let lines: Vec<ReadyLine> = plan
             .all()
             .map(|s| ReadyLine {

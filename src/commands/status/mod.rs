@@ -113,7 +113,7 @@ async fn gather(args: &StatusArgs) -> Result<Report, String> {
             InstanceStatus::new(i, health, before, after, window, read_at)
         })
         .collect();
-    let known: Vec<String> = roles::catalog()
+    let known: Vec<String> = roles::built_in()
         .iter()
         .filter(|m| m.registers)
         .map(|m| m.name.clone())

@@ -38,8 +38,8 @@ pub fn orders() -> Orders {
     let peers = PeerView::restore(store.clone());
     let registry = prometheus::Registry::new();
     let client = ServiceClient::new(peers, &config, &registry, None).unwrap();
-    let (_, manifest) = crate::roles::find("orders").unwrap();
-    let catalog = crate::roles::catalog();
+    let (_, manifest) = crate::roles::find(&crate::roles::built_in(), "orders").unwrap();
+    let catalog = crate::roles::built_in();
     let relay = OutboxRelay::new(store, client.clone(), &catalog, &manifest, &config.shards);
     let shutdown = Shutdown::new();
     let settings = SagaSettings {

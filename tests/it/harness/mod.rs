@@ -11,12 +11,15 @@
 //!   helpers, [`wait_for`] (poll until a condition holds), catalog and peers views.
 //! - [`shop`]: products, orders, problems, and the invariants checked once every saga
 //!   has ended; [`shards`]: where an entity lives.
+//! - [`fake_instance`]: an HTTPS server with a role's certificate that records what it
+//!   is sent and keeps a registration, standing in for an instance of a role from a file.
 //! - [`pki`]: the test CA and identities, made once per test run; [`tools`]: external
 //!   tools some tests drive.
 //!
 //! Every test binds port 0, so tests run in parallel. The harness is compiled once with
 //! every test module, so what none of them uses is dead code and the compiler says so.
 
+pub mod fake_instance;
 pub mod http;
 pub mod pki;
 pub mod process;
@@ -26,6 +29,7 @@ pub mod shop;
 pub mod tools;
 pub mod topology;
 
+pub use fake_instance::*;
 pub use http::*;
 pub use pki::*;
 pub use process::*;

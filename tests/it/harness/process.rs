@@ -42,6 +42,7 @@ const SVC_ENV: &[&str] = &[
     "SVC_LOG_FILE",
     "SVC_TLS_DIR",
     "SVC_API_KEYS_FILE",
+    "SVC_ROLES_DIR",
     "RUST_LOG",
     // Set when the tests themselves run under systemd: no child may notify it.
     "NOTIFY_SOCKET",

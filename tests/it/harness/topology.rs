@@ -7,7 +7,7 @@
 //! by address), and dropping it SIGKILLs every one, also when the test panics.
 //!
 //! What each role calls and which roles are sharded come from the roles' manifests
-//! (`svc::roles::catalog()`), never from a list in the tests. Instance `n` of role `r`
+//! (`svc::roles::built_in()`), never from a list in the tests. Instance `n` of role `r`
 //! is `r-n` (for a sharded role, shard `n`); registry `n` is `reg-n`.
 
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ use super::sandbox::Sandbox;
 
 /// The parsed manifests of every role this binary runs, the registry first.
 pub fn manifests() -> Vec<Manifest> {
-    svc::roles::catalog().iter().cloned().collect()
+    svc::roles::built_in().iter().cloned().collect()
 }
 
 /// Every role's name, the registry first.
