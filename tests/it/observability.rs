@@ -90,7 +90,19 @@ async fn metrics_count_requests_by_route_pattern() {
     );
     assert_eq!(by_sku, Some(2.0), "{text}");
     assert!(!text.contains("sku-a"), "raw path in metrics:\n{text}");
-    assert!(text.contains("svc_build_info"), "{text}");
+    assert!(
+        text.contains(r#"svc_build_info{instance_id="inv-1""#),
+        "{text}"
+    );
+    // Prometheus sets `instance` on every target it scrapes: no metric of ours may
+    // carry a label of that name (it would be renamed `exported_instance`).
+    let clashing: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("{instance=\"") || l.contains(",instance=\""))
+        .collect();
+    assert!(clashing.is_empty(), "label `instance` on: {clashing:?}");
+    assert!(text.contains("process_cpu_seconds_total"), "{text}");
+    assert!(text.contains("process_open_fds"), "{text}");
 }
 
 #[tokio::test]
