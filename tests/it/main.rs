@@ -42,6 +42,7 @@ mod registry_ha;
 mod registry_scale;
 mod resilience;
 mod shards;
+mod shell_docs;
 mod status;
 mod systemd_notify;
 mod tls_rotation;
