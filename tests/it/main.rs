@@ -36,6 +36,7 @@ mod observe_cost;
 mod order_faults;
 mod order_flow;
 mod otlp;
+mod prometheus_sd;
 mod promtool;
 mod registry_admission;
 mod registry_ha;
