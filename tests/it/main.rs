@@ -46,6 +46,7 @@ mod shards;
 mod shell_docs;
 mod status;
 mod systemd_notify;
+mod systemd_reload;
 mod tls_rotation;
 mod tls_settings;
 mod trace;
