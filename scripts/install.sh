@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs svc on this machine for systemd: the binary, its shell completions and manual
-# pages, the units, an example /etc/svc/svc.yaml and the `svc` system user. Run as root,
+# pages, the units, a logrotate file, an example /etc/svc/svc.yaml and the `svc` user. Run as root,
 # from the repository:
 #
 #   cargo build --release && sudo scripts/install.sh            # target/release/svc
@@ -48,10 +48,16 @@ say "completions -> bash, zsh, fish under /usr/local/share"
 "$destdir/usr/local/bin/svc" man --dir "$destdir/usr/local/share/man/man1"
 say "man pages   -> /usr/local/share/man/man1/svc.1 (and svc-run.1, ...)"
 
-for unit in svc@.service svc.target; do
-  install -D -m 0644 "$repo/systemd/$unit" "$destdir/etc/systemd/system/$unit"
-  say "unit        -> /etc/systemd/system/$unit"
-done
+# The template as this host's systemd takes it (Type=notify-reload from systemd 253 on).
+mkdir -p "$destdir/etc/systemd/system"
+"$repo/scripts/unit-for-host.sh" >"$destdir/etc/systemd/system/svc@.service.new"
+chmod 0644 "$destdir/etc/systemd/system/svc@.service.new"
+mv "$destdir/etc/systemd/system/svc@.service.new" "$destdir/etc/systemd/system/svc@.service"
+say "unit        -> /etc/systemd/system/svc@.service ($(grep -m1 '^Type=' "$destdir/etc/systemd/system/svc@.service"))"
+install -D -m 0644 "$repo/systemd/svc.target" "$destdir/etc/systemd/system/svc.target"
+say "unit        -> /etc/systemd/system/svc.target"
+install -D -m 0644 "$repo/config/logrotate-svc" "$destdir/etc/logrotate.d/svc"
+say "logrotate   -> /etc/logrotate.d/svc (log files in /var/log/svc, copytruncate)"
 
 # The registry starts before, so stops after, every other role on this host: they
 # deregister from it as they stop (written from `svc roles`, so no list is kept here).

@@ -36,6 +36,7 @@ fn install_stages_everything_and_is_idempotent() {
         "usr/local/share/fish/vendor_completions.d/svc.fish",
         "usr/local/share/man/man1/svc.1",
         "usr/local/share/man/man1/svc-run.1",
+        "etc/logrotate.d/svc",
     ] {
         assert!(root.join(file).is_file(), "{file} not installed: {out:?}");
     }

@@ -29,6 +29,7 @@ mod install;
 mod internal_bad_input;
 mod lease_expiry;
 mod lifecycle;
+mod log_rotation;
 mod mtls;
 mod mtls_cost;
 mod observability;
