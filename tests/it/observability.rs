@@ -122,6 +122,8 @@ async fn trace_context_follows_a_request_through_the_gateway() {
     let res = http()
         .post(format!("{}/api/v1/products", gateway.url))
         .header("traceparent", format!("00-{trace_id}-{parent_span}-01"))
+        // Vendors' entries (W3C tracestate): passed on to the callee unchanged.
+        .header("tracestate", "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7")
         .json(&product("traced-1"))
         .send()
         .await
@@ -156,6 +158,10 @@ async fn trace_context_follows_a_request_through_the_gateway() {
         "inventory should run in a child span: {line}"
     );
     assert_eq!(line["request_id"], trace_id, "{line}");
+    assert_eq!(
+        line["tracestate"], "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+        "the client's tracestate reached inventory: {line}"
+    );
 
     // Without a traceparent the gateway starts a new trace and still returns its id.
     let res = post_json(
