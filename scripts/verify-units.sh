@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Checks the unit files in systemd/ with `systemd-analyze verify`, against a built svc
-# binary, as an instance for every role. Prints the problems and exits non-zero on any.
+# binary, as an instance for every role, in the form scripts/install.sh installs for
+# this systemd (scripts/unit-for-host.sh). Prints the problems and exits non-zero on any.
+# SVC_BIN=path/to/svc uses that binary instead of building a release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+if [ -z "${SVC_BIN:-}" ]; then
+  cargo build --release --quiet
+  SVC_BIN=./target/release/svc
+fi
+bin=$(cd "$(dirname "$SVC_BIN")" && pwd)/$(basename "$SVC_BIN")
+version=$(systemd-analyze --version | awk 'NR == 1 { print $2 }')
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # verify wants ExecStart's binary to exist at its path; point it at the built one.
-for role in $(./target/release/svc roles | awk 'NR>1 && NF==0 {exit} NR>1 {print $1}'); do
-  sed "s#/usr/local/bin/svc#$PWD/target/release/svc#" systemd/svc@.service > "$work/svc@.service"
+for role in $("$bin" roles | awk 'NR>1 && NF==0 {exit} NR>1 {print $1}'); do
+  scripts/unit-for-host.sh "$version" | sed "s#/usr/local/bin/svc#$bin#" > "$work/svc@.service"
   cp systemd/svc.target "$work/"
   cp "$work/svc@.service" "$work/svc@$role.service"
   out=$(cd "$work" && { systemd-analyze verify --man=no "./svc@$role.service" ./svc.target 2>&1 || true; })

@@ -77,6 +77,20 @@ pub enum Command {
     /// Make API keys for the public API (`gateway.api_keys`).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the shell completion script for SHELL (scripts/install.sh installs them).
+    #[command(
+        after_help = "Examples:\n  source <(svc completions bash)\n  svc completions zsh > ~/.zfunc/_svc\n  svc completions fish > ~/.config/fish/completions/svc.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page svc(1), or with --dir write one page per command there.
+    #[command(
+        after_help = "Examples:\n  svc man | man -l -\n  svc man --dir /usr/local/share/man/man1   # svc.1, svc-run.1, svc-certs-issue.1, ..."
+    )]
+    Man {
+        /// Write svc.1 and one page per subcommand (svc-run.1, ...) into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args, Clone)]

@@ -5,9 +5,11 @@
 
 mod bench;
 mod certs;
+mod completions;
 mod config_check;
 mod dev;
 mod keys;
+mod man;
 mod roles;
 mod run;
 mod status;
@@ -52,6 +54,20 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Config(ConfigCommand::Check { config }) => config_check::run(&config),
         Command::Certs(command) => certs::run(command),
         Command::Keys(command) => keys::run(command),
+        Command::Completions { shell } => completions::run(shell),
+        Command::Man { dir } => man::run(dir.as_deref()),
+    }
+}
+
+/// Writes `text` (what `svc completions` and `svc man` print) to stdout whole; a reader
+/// that stopped early (`| head`) is not an error.
+fn print_generated(text: &[u8], what: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_FAILURE, format!("cannot print {what}: {e}")),
     }
 }
 

@@ -49,6 +49,7 @@ async fn every_declared_endpoint_has_a_route() {
             client,
             metrics,
             shutdown: shutdown.clone(),
+            reloads: Default::default(),
         };
         let routes = (entry.start)(&ctx, &Config::default())
             .unwrap_or_else(|e| panic!("{} does not start: {e:#}", manifest.name));

@@ -527,7 +527,7 @@ async fn watch_departure(
                 metric_sample(
                     m,
                     "svc_client_breaker_state",
-                    &[("dependency", role), ("instance", id)],
+                    &[("dependency", role), ("instance_id", id)],
                 )
             });
             if ejected[i].is_none() && state == Some(1.0) {

@@ -31,6 +31,12 @@ fn install_stages_everything_and_is_idempotent() {
         "etc/systemd/system/svc.target",
         "etc/svc/svc.yaml",
         "usr/local/share/doc/svc/README.md",
+        "usr/local/share/bash-completion/completions/svc",
+        "usr/local/share/zsh/site-functions/_svc",
+        "usr/local/share/fish/vendor_completions.d/svc.fish",
+        "usr/local/share/man/man1/svc.1",
+        "usr/local/share/man/man1/svc-run.1",
+        "etc/logrotate.d/svc",
     ] {
         assert!(root.join(file).is_file(), "{file} not installed: {out:?}");
     }

@@ -90,7 +90,19 @@ async fn metrics_count_requests_by_route_pattern() {
     );
     assert_eq!(by_sku, Some(2.0), "{text}");
     assert!(!text.contains("sku-a"), "raw path in metrics:\n{text}");
-    assert!(text.contains("svc_build_info"), "{text}");
+    assert!(
+        text.contains(r#"svc_build_info{instance_id="inv-1""#),
+        "{text}"
+    );
+    // Prometheus sets `instance` on every target it scrapes: no metric of ours may
+    // carry a label of that name (it would be renamed `exported_instance`).
+    let clashing: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("{instance=\"") || l.contains(",instance=\""))
+        .collect();
+    assert!(clashing.is_empty(), "label `instance` on: {clashing:?}");
+    assert!(text.contains("process_cpu_seconds_total"), "{text}");
+    assert!(text.contains("process_open_fds"), "{text}");
 }
 
 #[tokio::test]
@@ -110,6 +122,8 @@ async fn trace_context_follows_a_request_through_the_gateway() {
     let res = http()
         .post(format!("{}/api/v1/products", gateway.url))
         .header("traceparent", format!("00-{trace_id}-{parent_span}-01"))
+        // Vendors' entries (W3C tracestate): passed on to the callee unchanged.
+        .header("tracestate", "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7")
         .json(&product("traced-1"))
         .send()
         .await
@@ -144,6 +158,10 @@ async fn trace_context_follows_a_request_through_the_gateway() {
         "inventory should run in a child span: {line}"
     );
     assert_eq!(line["request_id"], trace_id, "{line}");
+    assert_eq!(
+        line["tracestate"], "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+        "the client's tracestate reached inventory: {line}"
+    );
 
     // Without a traceparent the gateway starts a new trace and still returns its id.
     let res = post_json(

@@ -184,7 +184,7 @@ async fn a_stalled_shard_is_ejected_within_the_timeout_and_probed_back_in() {
         took.push(t);
     }
     let burst = stopped.elapsed();
-    let labels = [("dependency", "inventory"), ("instance", "inv-1")];
+    let labels = [("dependency", "inventory"), ("instance_id", "inv-1")];
     let text = metrics_of(&gateway).await;
     assert!(
         metric(
@@ -313,7 +313,7 @@ async fn a_failing_instance_is_ejected_and_closed_again_once_it_answers() {
     wait_peers(&gateway, &[&inventory]).await;
     let client = http();
     let url = format!("{}/api/v1/products/tea", gateway.url);
-    let labels = [("dependency", "inventory"), ("instance", "inv-0")];
+    let labels = [("dependency", "inventory"), ("instance_id", "inv-0")];
 
     // The first call's three attempts all get 500: the breaker opens.
     let (status, _, body, _) = timed_get(&client, &url).await;
@@ -476,7 +476,7 @@ async fn a_create_sent_to_a_dead_instance_is_retried_on_another_and_it_is_ejecte
         metric(
             &text,
             "svc_client_breaker_state",
-            &[("dependency", "orders"), ("instance", "ord-1")]
+            &[("dependency", "orders"), ("instance_id", "ord-1")]
         ),
         1.0
     );

@@ -63,7 +63,7 @@ impl Metrics {
         .expect("static metric definition");
         let info = IntGaugeVec::new(
             Opts::new("svc_build_info", "Always 1; labels say what is running."),
-            &["role", "instance", "version"],
+            &["role", "instance_id", "version"],
         )
         .expect("static metric definition");
         info.with_label_values(&[role, instance, env!("CARGO_PKG_VERSION")])

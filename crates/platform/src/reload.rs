@@ -2,7 +2,8 @@
 //!
 //! A [`Reloadable`] says which files it is read from and how to read them again. The
 //! watcher ([`spawn`]) checks the files' modification time and size every `interval`
-//! and reloads what changed; on SIGHUP it reloads everything at once. It guarantees:
+//! and reloads what changed; on SIGHUP ([`hangup`], through the process's
+//! [`ReloadHub`]) it reloads everything at once and says when it is done. It guarantees:
 //!
 //! - a reload that fails keeps the value in use (the implementer swaps only a value that
 //!   loaded whole), logs a warning naming what and why, and is tried again at the next
@@ -11,13 +12,14 @@
 //!   is seen as changed at the next check rather than missed;
 //! - one task per watcher, stopped by the instance's [`Shutdown`].
 
+pub(crate) mod hangup;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::signal::unix::{signal, SignalKind};
-
 use crate::shutdown::Shutdown;
+pub use hangup::ReloadHub;
 
 /// Something read from files that can be read again in place.
 pub trait Reloadable: Send + Sync {
@@ -95,36 +97,27 @@ impl Watched {
     }
 }
 
-/// Checks every item of `watched` every `interval`, and reloads all of them at once on
-/// SIGHUP, until `shutdown`. Nothing to watch: no task.
-pub fn spawn(mut watched: Vec<Watched>, interval: Duration, shutdown: Shutdown) {
+/// Checks every item of `watched` every `interval`, and reloads all of them at once when
+/// `hub` asks (SIGHUP), answering once done, until `shutdown`. Nothing to watch: no task.
+pub fn spawn(mut watched: Vec<Watched>, interval: Duration, hub: &ReloadHub, shutdown: Shutdown) {
     if watched.is_empty() {
         return;
     }
+    let mut requests = hub.join();
     tokio::spawn(async move {
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                let what: Vec<_> = watched.iter().map(|w| w.item.what()).collect();
-                tracing::warn!(error = %e, "cannot watch SIGHUP; {} reload on change only", what.join(", "));
-                None
-            }
-        };
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let forced = tokio::select! {
+            let done = tokio::select! {
                 _ = shutdown.wait() => return,
-                _ = tick.tick() => false,
-                Some(()) = async {
-                    match hangup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => true,
+                _ = tick.tick() => None,
+                Some(done) = requests.recv() => Some(done),
             };
             for w in &mut watched {
-                w.check(forced);
+                w.check(done.is_some());
+            }
+            if let Some(done) = done {
+                let _ = done.send(());
             }
         }
     });

@@ -15,6 +15,7 @@ use super::client::ServiceClient;
 use super::config::PlatformConfig;
 use super::manifest::{Manifest, RoleCatalog};
 use super::metrics::Metrics;
+use super::reload::ReloadHub;
 use super::shutdown::Shutdown;
 use super::store::Store;
 
@@ -35,4 +36,7 @@ pub struct RoleContext {
     pub client: ServiceClient,
     pub metrics: Metrics,
     pub shutdown: Shutdown,
+    /// What a role's own file watchers join, so SIGHUP reloads them too
+    /// ([`crate::reload::spawn`]).
+    pub reloads: ReloadHub,
 }

@@ -31,7 +31,7 @@ use super::metrics::Metrics;
 use super::peer_view::PeerView;
 use super::problem::{self, Problem};
 use super::telemetry::Verdict;
-use super::trace_context::{self, TraceContext, REQUEST_ID, TRACEPARENT};
+use super::trace_context::{self, TraceContext, REQUEST_ID, TRACEPARENT, TRACESTATE};
 
 /// Marks an answer as routine plumbing: its success is logged at trace, not debug.
 #[derive(Debug, Clone, Copy)]
@@ -160,7 +160,13 @@ pub async fn observe(
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse_traceparent);
     let mut ctx = match incoming {
-        Some(parent) => parent.child(),
+        Some(parent) => {
+            let mut ctx = parent.child();
+            let states = req.headers().get_all(TRACESTATE);
+            ctx.tracestate =
+                trace_context::parse_tracestate(states.filter_map(|v| v.to_str().ok()));
+            ctx
+        }
         None => TraceContext::new_root(),
     };
     if let Some(id) = req
@@ -176,7 +182,16 @@ pub async fn observe(
     let method = req.method().clone();
     let uri = req.uri().clone();
     // Fields as plain strings: recorded as they are, not formatted through `Display`.
-    let work = crate::unit_of_work!(&ctx, "request", request_id = ctx.request_id.as_str());
+    let work = crate::unit_of_work!(
+        &ctx,
+        "request",
+        request_id = ctx.request_id.as_str(),
+        tracestate = tracing::field::Empty
+    );
+    // On the request's lines only when the caller sent one.
+    if let Some(state) = ctx.tracestate() {
+        work.span().record("tracestate", state);
+    }
     let request_id = ctx.request_id.clone();
     let result = work.instrument(handle(req, next, ctx)).await;
     let elapsed = work.elapsed();

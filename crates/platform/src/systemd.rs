@@ -1,5 +1,8 @@
 //! systemd's notify protocol: tell the service manager when the instance is ready, when it
-//! starts stopping, and that its event loop is still alive (the watchdog).
+//! reloads (`RELOADING=1` with `MONOTONIC_USEC`, then `READY=1`: `Type=notify-reload`),
+//! when it starts stopping, and that its event loop is still alive (the watchdog).
+//! Reload messages go out only between `READY=1` and `STOPPING=1`: a SIGHUP while
+//! starting or draining must not tell systemd the instance is ready.
 //!
 //! The protocol is one datagram per message, `KEY=VALUE` lines, sent to the unix socket
 //! named by `$NOTIFY_SOCKET` (a leading `@` means the abstract namespace). It is small
@@ -16,7 +19,7 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +70,21 @@ struct Inner {
     socket: UnixDatagram,
     /// Whether a failed send was logged already (one warning, not one per ping).
     warned: AtomicBool,
+    /// [`STARTING`], [`READY`] or [`STOPPING`]: what systemd was told last.
+    phase: AtomicU8,
+}
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const STOPPING: u8 = 2;
+
+/// `CLOCK_MONOTONIC` in microseconds, as `MONOTONIC_USEC=` wants it (systemd compares it
+/// with its own clock to tell this reload from an earlier one).
+fn monotonic_usec() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000
+    })
 }
 
 impl Notifier {
@@ -84,6 +102,7 @@ impl Notifier {
                 target,
                 socket,
                 warned: AtomicBool::new(false),
+                phase: AtomicU8::new(STARTING),
             })),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot create the systemd notify socket; not notifying");
@@ -101,12 +120,41 @@ impl Notifier {
 
     /// `READY=1` with a human status line (`systemctl status` shows it).
     pub(crate) fn ready(&self, status: &str) {
+        self.set_phase(READY);
         self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
+    }
+
+    /// `RELOADING=1` and the time it began: a reload (SIGHUP) starts. Only while ready.
+    pub(crate) fn reloading(&self) {
+        if self.phase() == Some(READY) {
+            self.send(&format!(
+                "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+                monotonic_usec()
+            ));
+        }
+    }
+
+    /// `READY=1` again: the reload is done. Only while ready (not once stopping).
+    pub(crate) fn reloaded(&self, status: &str) {
+        if self.phase() == Some(READY) {
+            self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
+        }
     }
 
     /// `STOPPING=1`: the unit shows "deactivating" while the instance drains.
     pub(crate) fn stopping(&self, status: &str) {
+        self.set_phase(STOPPING);
         self.send(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
+    }
+
+    fn phase(&self) -> Option<u8> {
+        Some(self.inner.as_ref()?.phase.load(Ordering::Acquire))
+    }
+
+    fn set_phase(&self, phase: u8) {
+        if let Some(inner) = &self.inner {
+            inner.phase.store(phase, Ordering::Release);
+        }
     }
 
     fn watchdog(&self) {
@@ -220,6 +268,41 @@ mod tests {
             let n = listener.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], b"WATCHDOG=1");
         }
+    }
+
+    #[test]
+    fn reloads_are_told_only_while_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 256];
+        let mut next = || {
+            let n = listener.recv(&mut buf).ok()?;
+            Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        };
+        let n = Notifier::new(Some(NotifyTarget::Path(path)));
+        n.reloading();
+        n.reloaded("x");
+        assert_eq!(next(), None, "nothing while starting");
+        n.ready("up");
+        assert_eq!(next().as_deref(), Some("READY=1\nSTATUS=up"));
+        let before = monotonic_usec();
+        n.reloading();
+        let reloading = next().unwrap();
+        let mut lines = reloading.lines();
+        assert_eq!(lines.next(), Some("RELOADING=1"));
+        let usec: u64 = lines.next().unwrap()["MONOTONIC_USEC=".len()..]
+            .parse()
+            .unwrap();
+        assert!(usec >= before && usec <= monotonic_usec(), "{reloading}");
+        n.reloaded("done");
+        assert_eq!(next().as_deref(), Some("READY=1\nSTATUS=done"));
+        n.stopping("bye");
+        assert!(next().unwrap().starts_with("STOPPING=1"));
+        n.reloading();
+        n.reloaded("x");
+        assert_eq!(next(), None, "nothing once stopping");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Logging: tracing to stderr, pretty for people or JSON for machines, one line per event;
+//! Logging: tracing to stderr, pretty for people (coloured at a terminal unless
+//! `NO_COLOR`) or JSON for machines, one line per event;
 //! optionally also JSON lines to a file (`log_file`), which `svc trace` reads.
 //!
 //! Every line carries the role and instance of the process and the fields of the spans it
@@ -39,6 +40,7 @@ use tracing_subscriber::{
 use super::config::{LogFormat, OtlpSettings};
 use super::trace_context::TraceContext;
 
+mod colour;
 pub mod otlp;
 mod unit_of_work;
 
@@ -170,7 +172,11 @@ where
         .with_writer(stderr)
         .event_format(line(
             format == LogFormat::Json,
-            format == LogFormat::Pretty && std::io::stderr().is_terminal(),
+            format == LogFormat::Pretty
+                && colour::wanted(
+                    std::io::stderr().is_terminal(),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                ),
         ))
         .with_filter(EnvFilter::new(&directives));
     // Whole lines through one `write` each on an O_APPEND file: lines never interleave,

@@ -3,12 +3,20 @@
 //! The server accepts a `traceparent` header or starts a new trace, and runs the handler
 //! inside [`scope`]; the service client reads [`current`] and sends a child `traceparent`
 //! on every outgoing call. Handlers never pass the context by hand, so no call can forget it.
+//!
+//! A caller's W3C `tracestate` (vendors' own entries, e.g. a tracing vendor's sampling
+//! decision) is kept with the context and sent on every call made for the request,
+//! unchanged: svc adds no entry of its own. One that breaks the format's rules (member
+//! syntax, at most 32 members, 512 characters here) is dropped whole, as the
+//! specification allows, and so is one without a valid `traceparent`.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use rand::Rng;
 
 pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACESTATE: &str = "tracestate";
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +30,8 @@ pub struct TraceContext {
     pub(crate) sampled: bool,
     /// The edge's request id, echoed back and passed on; defaults to the trace id.
     pub(crate) request_id: String,
+    /// The caller's `tracestate`, passed on as it came ([`parse_tracestate`]).
+    pub(crate) tracestate: Option<Arc<str>>,
 }
 
 tokio::task_local! {
@@ -39,6 +49,7 @@ impl TraceContext {
             parent_span_id: None,
             sampled: true,
             request_id: format!("{trace_id:032x}"),
+            tracestate: None,
         }
     }
 
@@ -72,6 +83,7 @@ impl TraceContext {
             parent_span_id: None,
             sampled: flags & 1 == 1,
             request_id: format!("{trace_id:032x}"),
+            tracestate: None,
         })
     }
 
@@ -94,6 +106,11 @@ impl TraceContext {
         )
     }
 
+    /// The `tracestate` to send on a call, if the request came with one.
+    pub fn tracestate(&self) -> Option<&str> {
+        self.tracestate.as_deref()
+    }
+
     pub fn trace_id_hex(&self) -> String {
         format!("{:032x}", self.trace_id)
     }
@@ -108,6 +125,53 @@ impl TraceContext {
             .map(|p| format!("{p:016x}"))
             .unwrap_or_default()
     }
+}
+
+/// The `tracestate` header's values (several headers count as one list, in order), if
+/// they form a valid list: `key=value` members separated by commas, at most 32, at most
+/// 512 characters in all. Empty members are dropped; anything invalid drops the whole.
+pub fn parse_tracestate<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Arc<str>> {
+    let mut members = Vec::new();
+    for value in values {
+        for member in value.split(',').map(|m| m.trim_matches([' ', '\t'])) {
+            if member.is_empty() {
+                continue;
+            }
+            let (key, val) = member.split_once('=')?;
+            if !(valid_key(key) && valid_value(val)) {
+                return None;
+            }
+            members.push(member);
+        }
+    }
+    let list = members.join(",");
+    (!members.is_empty() && members.len() <= 32 && list.len() <= 512).then(|| list.into())
+}
+
+/// `lcalpha 0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/")`, or a multi-tenant
+/// `tenant@system` key of the same characters.
+fn valid_key(key: &str) -> bool {
+    let allowed = |b: u8| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/');
+    let (tenant, system) = key.split_once('@').unwrap_or((key, "a"));
+    let first_ok = tenant
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    first_ok
+        && key.len() <= 256
+        && tenant.bytes().all(allowed)
+        && !system.is_empty()
+        && system.bytes().all(allowed)
+}
+
+/// 1 to 256 printable ASCII characters but `,` and `=`, not ending in a space.
+fn valid_value(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 256
+        && !value.ends_with(' ')
+        && value
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
 }
 
 /// Accepts a client's request id only if it is short, printable ASCII (it is logged).
@@ -168,5 +232,29 @@ mod tests {
         assert!(sanitize_request_id("abc-123").is_some());
         assert!(sanitize_request_id("a b").is_none());
         assert!(sanitize_request_id(&"x".repeat(200)).is_none());
+    }
+
+    #[test]
+    fn tracestate_is_kept_as_a_list_or_dropped_whole() {
+        let parse = |values: &[&str]| parse_tracestate(values.iter().copied());
+        assert_eq!(
+            parse(&["rojo=00f067aa0ba902b7, congo=t61rcWkgMzE"]).as_deref(),
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+        );
+        assert_eq!(
+            parse(&["a=1", " ,fw529a3039@dt=x "]).as_deref(),
+            Some("a=1,fw529a3039@dt=x"),
+            "two headers are one list; empty members go"
+        );
+        assert_eq!(parse(&[""]), None);
+        for bad in [
+            "novalue", "Upper=1", "a=b=c", "a=1,=2", "a=\u{7f}", "@x=1", "a@=1",
+        ] {
+            assert_eq!(parse(&[bad]), None, "{bad}");
+        }
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(parse(&[&many.join(",")]), None, "33 members");
+        let long = format!("a={}", "x".repeat(256));
+        assert_eq!(parse(&[&long, &long]), None, "over 512 characters");
     }
 }

@@ -195,7 +195,7 @@ http_server_request_duration_seconds_bucket{method="POST",route="/v1/orders",sta
 http_server_request_duration_seconds_bucket{method="POST",route="/v1/orders",status="503",le="0.1"} 0
 http_server_request_duration_seconds_bucket{method="POST",route="/v1/orders",status="503",le="+Inf"} 10
 http_server_request_duration_seconds_bucket{method="GET",route="/metrics",status="200",le="0.01"} 1000
-svc_build_info{instance="a \"quoted\" one",role="orders",version="0.1.0"} 1
+svc_build_info{instance_id="a \"quoted\" one",role="orders",version="0.1.0"} 1
 "#;
 
     #[test]
@@ -203,7 +203,7 @@ svc_build_info{instance="a \"quoted\" one",role="orders",version="0.1.0"} 1
         let samples = parse(TEXT);
         assert_eq!(samples.len(), 11);
         let info = samples.iter().find(|s| s.name == "svc_build_info").unwrap();
-        assert_eq!(info.labels["instance"], "a \"quoted\" one");
+        assert_eq!(info.labels["instance_id"], "a \"quoted\" one");
         assert_eq!(info.value, 1.0);
         assert!(parse("garbage{a=1} x\nok 2").len() == 1);
     }

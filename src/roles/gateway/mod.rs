@@ -170,6 +170,7 @@ fn start_guard(ctx: &RoleContext, settings: &GatewaySettings) -> anyhow::Result<
         settings.clone(),
         seen,
         ctx.config.tls.reload_interval,
+        &ctx.reloads,
         ctx.shutdown.clone(),
     );
     Ok(guard)

@@ -50,6 +50,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: Arc<RegistryState>) {
         .service(leases)
         .route("/v1/roles/{role}/instances", web::get().to(list_role))
         .route("/v1/catalog", web::get().to(catalog))
+        .route("/v1/prometheus/targets", web::get().to(prometheus_targets))
         .route("/ui", web::get().to(super::ui::page));
 }
 
@@ -242,4 +243,16 @@ async fn list_role(
             .insert_header((TIME_HEADER, now_ms().to_string()))
             .body(json),
     ))
+}
+
+/// Prometheus' HTTP service discovery: every registered instance as a scrape target
+/// (`prometheus_sd.rs`). Plain reads; Prometheus polls at its `refresh_interval`.
+async fn prometheus_targets(state: State) -> HttpResponse {
+    let (index, json) = state.read(super::prometheus_sd::targets_json).await;
+    quiet(
+        HttpResponse::Ok()
+            .content_type(ContentType::json())
+            .insert_header((INDEX_HEADER, index.to_string()))
+            .body(json),
+    )
 }

@@ -20,6 +20,7 @@ mod eviction;
 mod http;
 mod lease_table;
 mod persist;
+mod prometheus_sd;
 pub mod settings;
 mod ui;
 

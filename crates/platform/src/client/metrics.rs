@@ -12,7 +12,7 @@
 //! | `svc_client_retries_total` | dependency | retries sent |
 //! | `svc_client_retries_skipped_total` | dependency, reason | retries allowed by the rules but not made: `budget` (retry budget spent), `deadline` (no time left for the pause and another try) |
 //! | `svc_client_ejections_total` | dependency | times an instance's breaker opened |
-//! | `svc_client_breaker_state` | dependency, instance | 0 closed, 1 open, 2 half-open |
+//! | `svc_client_breaker_state` | dependency, instance_id | 0 closed, 1 open, 2 half-open |
 //! | `svc_client_in_flight` | dependency | calls holding a concurrency permit |
 
 use prometheus::{
@@ -78,7 +78,7 @@ impl ClientMetrics {
             breaker: gauge(
                 "svc_client_breaker_state",
                 "Circuit breaker of each instance: 0 closed, 1 open, 2 half-open.",
-                &["dependency", "instance"],
+                &["dependency", "instance_id"],
             )?,
             in_flight: gauge(
                 "svc_client_in_flight",

@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::call::{Call, CallResponse};
 use super::deadline;
 use super::retry::FailureKind;
-use crate::trace_context::{self, REQUEST_ID, TRACEPARENT};
+use crate::trace_context::{self, REQUEST_ID, TRACEPARENT, TRACESTATE};
 
 /// Why an attempt brought no answer.
 #[derive(Debug, Clone)]
@@ -64,6 +64,9 @@ pub(crate) async fn send(
         req = req
             .header(TRACEPARENT, ctx.traceparent())
             .header(REQUEST_ID, ctx.request_id.as_str());
+        if let Some(state) = ctx.tracestate() {
+            req = req.header(TRACESTATE, state);
+        }
     }
     if let Some(body) = call.body {
         req = req.json(body);

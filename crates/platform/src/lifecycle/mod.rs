@@ -27,6 +27,7 @@ use super::manifest::{Manifest, RoleCatalog};
 use super::metrics::Metrics;
 use super::peer_view::PeerView;
 use super::registry_client::RegistryClient;
+use super::reload::{self, ReloadHub};
 use super::role::{RoleContext, RoleStart, Routes};
 use super::server::Readiness;
 use super::shutdown::Shutdown;
@@ -88,10 +89,18 @@ pub async fn run(
     let plan = ListenerPlan::for_instance(&instance.config, &instance.manifest);
     let bound = listeners::bind(plan, &instance.config, prepared.tls.as_ref())?;
     let shutdown = Shutdown::new();
+    // SIGHUP reloads every watcher of the process, between RELOADING=1 and READY=1.
+    let reloads = ReloadHub::default();
+    reload::hangup::spawn(reloads.clone(), notifier.clone(), shutdown.clone());
     let reload_interval = instance.config.tls.reload_interval;
-    setup::spawn_reloader(bound.reloading.clone(), reload_interval, shutdown.clone());
+    setup::spawn_reloader(
+        bound.reloading.clone(),
+        reload_interval,
+        &reloads,
+        shutdown.clone(),
+    );
     // 3. Start the role.
-    let started = start_role(start, &instance, &prepared, &shutdown)?;
+    let started = start_role(start, &instance, &prepared, &reloads, &shutdown)?;
     // 4. Serve, then register.
     let readiness = Readiness::default();
     let serving = serve(
@@ -187,6 +196,7 @@ fn start_role(
     start: RoleStart<'_>,
     instance: &Instance,
     prepared: &Prepared,
+    reloads: &ReloadHub,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Started> {
     let config = &instance.config;
@@ -214,6 +224,7 @@ fn start_role(
         client,
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        reloads: reloads.clone(),
     };
     let routes = start(&ctx).with_context(|| format!("role {} failed to start", instance.role))?;
     Ok(Started {

@@ -129,7 +129,10 @@ pub(crate) fn bind(span: &tracing::Span, ctx: &TraceContext) {
                 SpanId::from(parent),
                 flags,
                 true,
-                TraceState::default(),
+                // The caller's vendors' entries, as the exported span's parent state.
+                ctx.tracestate()
+                    .and_then(|s| s.parse::<TraceState>().ok())
+                    .unwrap_or_default(),
             ))
         }
         // A root: no parent, and the trace id comes from `SvcIds`.

@@ -71,8 +71,9 @@ pub(crate) use crate::reload::Reloadable;
 pub(crate) fn spawn_reloader(
     items: Vec<Arc<dyn Reloadable>>,
     interval: Duration,
+    hub: &reload::ReloadHub,
     shutdown: Shutdown,
 ) {
     let watched = items.into_iter().map(reload::Watched::new).collect();
-    reload::spawn(watched, interval, shutdown);
+    reload::spawn(watched, interval, hub, shutdown);
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::roles::gateway::settings::GatewaySettings;
-use svc_platform::reload::{self, Reloadable, Stamp, Watched};
+use svc_platform::reload::{self, ReloadHub, Reloadable, Stamp, Watched};
 use svc_platform::shutdown::Shutdown;
 
 use super::Guard;
@@ -73,6 +73,7 @@ pub fn spawn(
     settings: GatewaySettings,
     seen: Option<Stamp>,
     interval: Duration,
+    hub: &ReloadHub,
     shutdown: Shutdown,
 ) {
     let (Some(file), Some(seen)) = (settings.api_keys_file.clone(), seen) else {
@@ -83,5 +84,5 @@ pub fn spawn(
         settings,
         file,
     });
-    reload::spawn(vec![Watched::since(keys, seen)], interval, shutdown);
+    reload::spawn(vec![Watched::since(keys, seen)], interval, hub, shutdown);
 }
