@@ -72,7 +72,10 @@ fn completion_scripts_know_every_subcommand_and_bash_completes_with_them() {
     let script = sandbox.dir.path().join("svc.bash");
     std::fs::write(&script, svc_stdout(&["completions", "bash"])).unwrap();
     assert_eq!(bash_completes(&script, &["svc", "ce"]), ["certs"]);
-    assert_eq!(bash_completes(&script, &["svc", "run", "--ro"]), ["--role"]);
+    assert_eq!(
+        bash_completes(&script, &["svc", "run", "--ro"]),
+        ["--role", "--roles-dir"]
+    );
     assert!(bash_completes(&script, &["svc", "completions", "z"]).contains(&"zsh".into()));
 
     // An unknown shell is a usage error, not a script.
