@@ -165,6 +165,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_port_is_refused_and_a_stalled_server_times_out() {
+        crate::tls::use_ring_by_default();
         let http = reqwest::Client::new();
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap();

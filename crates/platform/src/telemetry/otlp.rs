@@ -75,6 +75,7 @@ pub struct Export {
 impl Export {
     pub fn new(settings: &OtlpSettings, role: &str, instance: &str) -> Result<Self, ExportError> {
         let url = settings.traces_url();
+        crate::tls::use_ring_by_default(); // for the exporter's HTTP client
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
