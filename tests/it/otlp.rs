@@ -281,6 +281,15 @@ async fn spans_go_to_the_collector_with_the_ids_of_the_logs_only_when_enabled() 
         .unwrap_or_else(|| panic!("no request line for the trace in:\n{log}"));
     assert_eq!(line["parent_span_id"], CALLER_SPAN, "{line}");
     assert_eq!(line["span_id"], span.span_id.as_str(), "{line}");
+    // The exported span's kind and HTTP attributes are not fields of its log lines.
+    for key in [
+        "http.route",
+        "http.response.status_code",
+        "otel.kind",
+        "svc.span_kind",
+    ] {
+        assert!(line.get(key).is_none(), "{key} in {line}");
+    }
 
     // Stopped at once, before the next batch is due: the span goes out at exit.
     assert_eq!(
