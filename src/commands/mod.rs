@@ -43,6 +43,8 @@ fn load_identity(args: &IdentityArgs) -> Result<Option<Arc<TlsMaterial>>, String
 }
 
 pub fn dispatch(cli: Cli) -> ExitCode {
+    // Before any command builds an HTTP client.
+    svc_platform::tls::use_ring_by_default();
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Dev(args) => dev::run(args),

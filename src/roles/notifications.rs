@@ -179,6 +179,7 @@ async fn record_all(store: &Store, events: &[Event]) -> Result<Vec<bool>, Notify
             .map(|t| t.child())
             .unwrap_or_else(TraceContext::new_root);
         let work = svc_platform::unit_of_work!(&trace, "event", event_id = %event.id, kind = %event.kind);
+        work.set_kind(svc_platform::telemetry::SpanKind::Consumer);
         let first = work.instrument(store.submit(record)).await;
         let verdict = if first.is_ok() { Verdict::Done } else { Verdict::Failed };
         let duplicate = matches!(first, Ok(false));

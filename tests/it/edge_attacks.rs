@@ -115,7 +115,7 @@ async fn made_up_methods_do_not_grow_the_metrics() {
         .shards("inventory", 1)
         .start()
         .await;
-    let public = reqwest::Client::new();
+    let public = plain_client();
     let gateway = &cluster["gateway-0"];
     let inventory = &cluster["inventory-0"];
     let registry = cluster.registry();
@@ -156,7 +156,7 @@ async fn internal_headers_are_not_read_at_the_public_listener() {
         .shards("inventory", 1)
         .start()
         .await;
-    let outsider = reqwest::Client::new();
+    let outsider = plain_client();
     let url = format!("{}/products", cluster.api);
     let res = outsider
         .get(&url)

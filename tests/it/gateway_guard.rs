@@ -139,6 +139,15 @@ async fn keys_scopes_and_rates_decide_who_gets_in() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    // A key that gets in, with a body that is not sent as JSON: 415, as documented.
+    let res = g
+        .post("/products", &g.admin)
+        .header("content-type", "text/plain")
+        .body(product.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 415, "text/plain body").await;
 
     // No key and an unknown key: the same 401, with the challenge.
     let missing = g.get("/products/tea", None).send().await.unwrap();

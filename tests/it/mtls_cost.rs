@@ -97,7 +97,7 @@ async fn metric(url: &str, family: &str, labels: &[&str]) -> f64 {
 async fn cost_of_mutual_tls_on_a_service_hop() {
     let mut sides = [side("mutual TLS", false), side("plain HTTP", true)];
     // A keep-alive client for the public leg, the same for both sides.
-    let public = reqwest::Client::builder()
+    let public = plain_client_builder()
         .default_headers(
             [(
                 reqwest::header::AUTHORIZATION,

@@ -3,7 +3,9 @@
 //! `otlp.enabled`. They carry the trace id of the request's `traceparent`, the caller's
 //! span as parent, the span id the log line has, and the service name; an instance
 //! with export off (the default) sends nothing; quiet answers (probes) are left out;
-//! what is queued at SIGTERM still goes out; an order's saga steps join its trace.
+//! what is queued at SIGTERM still goes out; an order's saga steps join its trace; a
+//! request through the gateway to inventory has server and client spans with the HTTP
+//! semantic-convention attributes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,6 +15,7 @@ use std::time::Duration;
 use crate::harness::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message as _;
 use serde_json::Value;
 
@@ -39,6 +42,24 @@ struct Span {
     trace_id: String,
     span_id: String,
     parent_span_id: String,
+    kind: SpanKind,
+    attributes: Vec<KeyValue>,
+}
+
+impl Span {
+    fn string(&self, key: &str) -> String {
+        string_attribute(&self.attributes, key)
+    }
+
+    fn int(&self, key: &str) -> Option<i64> {
+        self.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::IntValue(i) => Some(*i),
+                _ => None,
+            })
+    }
 }
 
 /// A collector that records every request and answers `200` with an empty body (an
@@ -78,6 +99,7 @@ impl Collector {
                 let attributes = resource_spans.resource.unwrap_or_default().attributes;
                 for scope_spans in resource_spans.scope_spans {
                     for span in scope_spans.spans {
+                        let kind = span.kind();
                         spans.push(Span {
                             service: string_attribute(&attributes, "service.name"),
                             instance: string_attribute(&attributes, "service.instance.id"),
@@ -85,6 +107,8 @@ impl Collector {
                             trace_id: hex(&span.trace_id),
                             span_id: hex(&span.span_id),
                             parent_span_id: hex(&span.parent_span_id),
+                            kind,
+                            attributes: span.attributes,
                         });
                     }
                 }
@@ -257,6 +281,15 @@ async fn spans_go_to_the_collector_with_the_ids_of_the_logs_only_when_enabled() 
         .unwrap_or_else(|| panic!("no request line for the trace in:\n{log}"));
     assert_eq!(line["parent_span_id"], CALLER_SPAN, "{line}");
     assert_eq!(line["span_id"], span.span_id.as_str(), "{line}");
+    // The exported span's kind and HTTP attributes are not fields of its log lines.
+    for key in [
+        "http.route",
+        "http.response.status_code",
+        "otel.kind",
+        "svc.span_kind",
+    ] {
+        assert!(line.get(key).is_none(), "{key} in {line}");
+    }
 
     // Stopped at once, before the next batch is due: the span goes out at exit.
     assert_eq!(
@@ -323,14 +356,20 @@ async fn an_order_is_one_trace_at_the_collector_saga_steps_included() {
         }
     })
     .await;
-    let gateway = spans.iter().find(|s| s.service == "svc-gateway").unwrap();
+    let gateway = spans
+        .iter()
+        .find(|s| s.service == "svc-gateway" && s.name == "request")
+        .unwrap();
     assert_eq!(gateway.parent_span_id, CALLER_SPAN);
     let create = spans
         .iter()
-        .find(|s| s.service == "svc-orders" && s.parent_span_id == gateway.span_id)
+        .find(|s| {
+            s.service == "svc-orders" && s.name == "request" && s.parent_span_id == gateway.span_id
+        })
         .unwrap_or_else(|| panic!("no orders span under the gateway's: {spans:#?}"));
     for step in spans.iter().filter(|s| s.name == "saga") {
         assert_eq!(step.service, "svc-orders");
+        assert_eq!(step.kind, SpanKind::Internal, "{step:?}");
         assert_eq!(step.parent_span_id, create.span_id, "{step:?}");
     }
     // And every span's parent is a span of the trace, or the caller's.
@@ -339,6 +378,98 @@ async fn an_order_is_one_trace_at_the_collector_saga_steps_included() {
             span.parent_span_id == CALLER_SPAN
                 || spans.iter().any(|p| p.span_id == span.parent_span_id),
             "{span:?} has no parent in {spans:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_request_through_the_gateway_has_server_and_client_spans_with_http_attributes() {
+    const TRACE: &str = "8bf92f3577b34da6a3ce929d0e0e4740";
+    let collector = Collector::start();
+    let shop = Topology::new()
+        .gateways(1)
+        .shards("inventory", 1)
+        .config(&format!(
+            "otlp:\n  enabled: true\n  endpoint: {}\n",
+            collector.url
+        ))
+        .start()
+        .await;
+    shop.create_product("tea", 250, 10).await;
+    let api = reqwest::Url::parse(&shop.api).unwrap();
+    assert_eq!(get_traced(&shop.api, "/products/tea", TRACE).await, 200);
+
+    let (spans, _) = wait_for("the spans of the request", Duration::from_secs(10), || {
+        let spans = collector.trace(TRACE);
+        async move {
+            let kinds: Vec<(&str, SpanKind)> =
+                spans.iter().map(|s| (s.service.as_str(), s.kind)).collect();
+            let want = [
+                ("svc-gateway", SpanKind::Server),
+                ("svc-gateway", SpanKind::Client),
+                ("svc-inventory", SpanKind::Server),
+            ];
+            want.iter()
+                .all(|w| kinds.contains(w))
+                .then_some(spans.clone())
+                .ok_or_else(|| format!("spans so far: {kinds:?}"))
+        }
+    })
+    .await;
+    let one = |service: &str, kind: SpanKind| {
+        let found: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.service == service && s.kind == kind)
+            .collect();
+        assert_eq!(found.len(), 1, "{service} {kind:?} in {spans:#?}");
+        found[0].clone()
+    };
+    let (edge, call, served) = (
+        one("svc-gateway", SpanKind::Server),
+        one("svc-gateway", SpanKind::Client),
+        one("svc-inventory", SpanKind::Server),
+    );
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+
+    // The gateway's request, as the client addressed it.
+    assert_eq!(edge.string("http.request.method"), "GET", "{edge:?}");
+    assert_eq!(edge.string("url.path"), "/api/v1/products/tea", "{edge:?}");
+    assert_eq!(
+        edge.string("http.route"),
+        "/api/v1/products/{sku}",
+        "{edge:?}"
+    );
+    assert_eq!(edge.int("http.response.status_code"), Some(200), "{edge:?}");
+    assert_eq!(edge.string("server.address"), api.host_str().unwrap());
+    assert_eq!(edge.int("server.port"), api.port().map(i64::from));
+    assert_eq!(edge.parent_span_id, CALLER_SPAN);
+
+    // Its call to inventory, a child of the gateway's span.
+    let url = reqwest::Url::parse(&call.string("url.full")).unwrap();
+    assert_eq!(call.string("http.request.method"), "GET", "{call:?}");
+    assert_eq!(url.path(), "/v1/products/tea", "{call:?}");
+    assert_eq!(call.string("server.address"), url.host_str().unwrap());
+    assert_eq!(call.int("server.port"), url.port().map(i64::from));
+    assert_eq!(call.int("http.response.status_code"), Some(200), "{call:?}");
+    assert_eq!(call.parent_span_id, edge.span_id);
+
+    // Inventory's request, under the gateway's span (which its log lines name).
+    assert_eq!(served.string("http.request.method"), "GET");
+    assert_eq!(served.string("url.path"), "/v1/products/tea");
+    assert_eq!(
+        served.string("http.route"),
+        "/v1/products/{sku}",
+        "{served:?}"
+    );
+    assert_eq!(served.int("http.response.status_code"), Some(200));
+    assert_eq!(served.int("server.port"), url.port().map(i64::from));
+    assert_eq!(served.parent_span_id, edge.span_id);
+
+    // The kind is the span's, not an attribute left behind; nothing of svc's own.
+    for span in &spans {
+        assert!(
+            span.attributes.iter().all(|kv| !kv.key.starts_with("svc.")),
+            "{span:?}"
         );
     }
 }

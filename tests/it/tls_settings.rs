@@ -81,7 +81,7 @@ async fn insecure_must_be_asked_for_and_says_so() {
     cmd.arg("--config").arg(&config);
     let inventory = sandbox.start_cmd(cmd, "inventory", "inv-0");
     // Plain HTTP, and no identity needed for what mutual TLS would refuse.
-    let res = reqwest::Client::new()
+    let res = plain_client()
         .post(format!("{}/v1/products", inventory.url))
         .json(&product("tea"))
         .send()

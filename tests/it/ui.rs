@@ -29,7 +29,7 @@ fn start_ui(registries: &str, extra: &[&str]) -> Svc {
 
 /// What a browser is: no client certificate, no API key, no pooled connections.
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
+    plain_client_builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))
         .build()

@@ -81,6 +81,11 @@ impl RouteTable {
         });
         self
     }
+
+    /// What the table serves: each route's method and pattern, in the order added.
+    pub fn routes(&self) -> impl Iterator<Item = (&Method, &'static str)> {
+        self.entries.iter().map(|e| (&e.method, e.pattern))
+    }
 }
 
 /// The names of `pattern`'s parameters, in order, borrowed from the pattern itself.

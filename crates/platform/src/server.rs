@@ -30,8 +30,9 @@ use super::fault;
 use super::metrics::Metrics;
 use super::peer_view::PeerView;
 use super::problem::{self, Problem};
-use super::telemetry::Verdict;
+use super::telemetry::{otlp, SpanKind, Verdict};
 use super::trace_context::{self, TraceContext, REQUEST_ID, TRACEPARENT, TRACESTATE};
+use opentelemetry::Value;
 
 /// Marks an answer as routine plumbing: its success is logged at trace, not debug.
 #[derive(Debug, Clone, Copy)]
@@ -192,6 +193,9 @@ pub async fn observe(
     if let Some(state) = ctx.tracestate() {
         work.span().record("tracestate", state);
     }
+    work.set_kind(SpanKind::Server);
+    // Where the caller addressed us, for the export only (nothing is read otherwise).
+    let server = otlp::exporting().then(|| server_address(&req));
     let request_id = ctx.request_id.clone();
     let result = work.instrument(handle(req, next, ctx)).await;
     let elapsed = work.elapsed();
@@ -226,6 +230,24 @@ pub async fn observe(
     // Successes below info: a terminal stays readable; the log file keeps debug.
     let verdict = Verdict::of_status(status, quiet);
     let path = uri.path();
+    work.set_export_attributes(|| {
+        let mut attributes = vec![
+            (
+                "http.request.method",
+                Value::from(method.as_str().to_string()),
+            ),
+            ("url.path", Value::from(path.to_string())),
+            ("http.response.status_code", Value::from(i64::from(status))),
+        ];
+        if route != UNMATCHED {
+            attributes.push(("http.route", Value::from(route.to_string())));
+        }
+        if let Some((host, port)) = server {
+            attributes.push(("server.address", Value::from(host)));
+            attributes.push(("server.port", Value::from(i64::from(port))));
+        }
+        attributes
+    });
     crate::end_unit_of_work!(
         work,
         verdict,
@@ -241,6 +263,22 @@ pub async fn observe(
         }
         res
     })
+}
+
+/// The host and port the request was addressed to (its `Host`), the port the listener
+/// is bound to when the `Host` names none.
+fn server_address(req: &ServiceRequest) -> (String, u16) {
+    let bound = req.app_config().local_addr().port();
+    let info = req.connection_info();
+    let host = info.host();
+    // `host:port`, `[v6]:port`, or a host alone.
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') => match port.parse() {
+            Ok(port) => (name.trim_matches(['[', ']']).to_string(), port),
+            Err(_) => (host.trim_matches(['[', ']']).to_string(), bound),
+        },
+        _ => (host.trim_matches(['[', ']']).to_string(), bound),
+    }
 }
 
 /// Runs the rest of the chain for one request with its trace context and, if the caller

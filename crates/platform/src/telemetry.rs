@@ -44,6 +44,7 @@ mod colour;
 pub mod otlp;
 mod unit_of_work;
 
+pub use otlp::SpanKind;
 /// For [`unit_of_work!`](crate::unit_of_work) in crates that do not name `tracing`.
 #[doc(hidden)]
 pub use tracing as __tracing;

@@ -23,7 +23,7 @@ pub mod settings;
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, Route};
 
 use svc_platform::client::ServiceClient;
 use svc_platform::problem::Problem;
@@ -79,75 +79,86 @@ fn start(ctx: &RoleContext, settings: &GatewaySettings) -> anyhow::Result<Routes
     });
     let guard = start_guard(ctx, settings)?;
     Ok(Arc::new(move |cfg| {
-        use actix_web::http::Method as M;
-        use Scope::{OrdersRead, OrdersWrite, ProductsRead, ProductsWrite};
         cfg.app_data(state.clone())
             // Public: clients read the API's description before they hold a key.
-            .route("/api/v1/openapi.json", web::get().to(openapi));
-        // Every other route under /api/v1, guarded with its scope, in one table
-        // ([`RouteTable`]); each route's pattern also names it in refusals.
-        let mut table = RouteTable::new("/api/v1");
-        for (method, pattern, scope, route) in [
-            (
-                M::GET,
-                "/api/v1/products",
-                ProductsRead,
-                web::to(list_products),
-            ),
-            (
-                M::POST,
-                "/api/v1/products",
-                ProductsWrite,
-                web::to(create_product),
-            ),
-            (
-                M::GET,
-                "/api/v1/products/{sku}",
-                ProductsRead,
-                web::to(get_product),
-            ),
-            (
-                M::POST,
-                "/api/v1/products/{sku}/stock",
-                ProductsWrite,
-                web::to(adjust_stock),
-            ),
-            (M::GET, "/api/v1/orders", OrdersRead, web::to(list_orders)),
-            (
-                M::POST,
-                "/api/v1/orders",
-                OrdersWrite,
-                web::to(create_order),
-            ),
-            (
-                M::GET,
-                "/api/v1/orders/{id}",
-                OrdersRead,
-                web::to(get_order),
-            ),
-            (
-                M::POST,
-                "/api/v1/orders/{id}/cancel",
-                OrdersWrite,
-                web::to(cancel_order),
-            ),
-            (
-                M::GET,
-                "/api/v1/orders/{id}/payment",
-                OrdersRead,
-                web::to(order_payment),
-            ),
-            (
-                M::GET,
-                "/api/v1/orders/{id}/notifications",
-                OrdersRead,
-                web::to(order_notifications),
-            ),
-        ] {
-            table = table.route(method, pattern, guard.protect(scope, pattern, route));
-        }
-        cfg.service(table);
+            .route(OPENAPI_PATH, web::get().to(openapi));
+        cfg.service(public_routes(|scope, pattern, route| {
+            guard.protect(scope, pattern, route)
+        }));
     }))
+}
+
+/// Where the API's description is served, without a key.
+const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// Every route under `/api/v1` but [`OPENAPI_PATH`], each with its scope, in one table
+/// ([`RouteTable`]); `protect` wraps each route in its guard (the pattern also names
+/// the route in refusals). The one list of the public API: the OpenAPI document is
+/// checked against it (`openapi_check.rs`).
+fn public_routes(protect: impl Fn(Scope, &'static str, Route) -> Route) -> RouteTable {
+    use actix_web::http::Method as M;
+    use Scope::{OrdersRead, OrdersWrite, ProductsRead, ProductsWrite};
+    let mut table = RouteTable::new("/api/v1");
+    for (method, pattern, scope, route) in [
+        (
+            M::GET,
+            "/api/v1/products",
+            ProductsRead,
+            web::to(list_products),
+        ),
+        (
+            M::POST,
+            "/api/v1/products",
+            ProductsWrite,
+            web::to(create_product),
+        ),
+        (
+            M::GET,
+            "/api/v1/products/{sku}",
+            ProductsRead,
+            web::to(get_product),
+        ),
+        (
+            M::POST,
+            "/api/v1/products/{sku}/stock",
+            ProductsWrite,
+            web::to(adjust_stock),
+        ),
+        (M::GET, "/api/v1/orders", OrdersRead, web::to(list_orders)),
+        (
+            M::POST,
+            "/api/v1/orders",
+            OrdersWrite,
+            web::to(create_order),
+        ),
+        (
+            M::GET,
+            "/api/v1/orders/{id}",
+            OrdersRead,
+            web::to(get_order),
+        ),
+        (
+            M::POST,
+            "/api/v1/orders/{id}/cancel",
+            OrdersWrite,
+            web::to(cancel_order),
+        ),
+        (
+            M::GET,
+            "/api/v1/orders/{id}/payment",
+            OrdersRead,
+            web::to(order_payment),
+        ),
+        (
+            M::GET,
+            "/api/v1/orders/{id}/notifications",
+            OrdersRead,
+            web::to(order_notifications),
+        ),
+    ] {
+        table = table.route(method, pattern, protect(scope, pattern, route));
+    }
+    table
 }
 
 /// The guard of the `gateway:` section, with the keys of `api_keys_file` read now and
@@ -304,6 +315,9 @@ async fn order_notifications(
         Target::get(NOTIFICATIONS, path).shard(Some(state.shards.owner(NOTIFICATIONS, order)));
     forward(&state.client, target).await
 }
+
+#[cfg(test)]
+mod openapi_check;
 
 #[cfg(test)]
 mod tests {

@@ -234,6 +234,7 @@ impl SagaRunner {
                 .map(|t| t.child())
                 .unwrap_or_else(TraceContext::new_root);
             let work = svc_platform::unit_of_work!(&trace, "saga", order_id = %order.id);
+            work.set_kind(svc_platform::telemetry::SpanKind::Internal);
             let performed = work
                 .instrument(trace_context::scope(trace, self.perform(&order, step)))
                 .await;

@@ -35,6 +35,19 @@ where
     }
 }
 
+/// A client builder that presents no certificate (plain HTTP, or TLS as reqwest does
+/// by default).
+pub fn plain_client_builder() -> reqwest::ClientBuilder {
+    // reqwest builds a rustls config for every client; ring is svc's provider.
+    svc_platform::tls::use_ring_by_default();
+    reqwest::Client::builder()
+}
+
+/// A client that presents no certificate: plain HTTP, or TLS as reqwest does by default.
+pub fn plain_client() -> reqwest::Client {
+    plain_client_builder().build().expect("a plain HTTP client")
+}
+
 /// An HTTP client without connection reuse (see the module docs), presenting the
 /// operator's certificate and the test API key.
 pub fn http() -> reqwest::Client {

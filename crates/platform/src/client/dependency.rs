@@ -424,7 +424,10 @@ mod tests {
                 "inventory",
                 policy,
                 metrics,
-                ThreadClients::new(reqwest::Client::new),
+                ThreadClients::new(|| {
+                    crate::tls::use_ring_by_default();
+                    reqwest::Client::new()
+                }),
             )),
             registry,
         )

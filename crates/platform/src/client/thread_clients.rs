@@ -75,6 +75,7 @@ mod tests {
 
     #[test]
     fn each_thread_gets_its_own_client_made_once() {
+        crate::tls::use_ring_by_default();
         let made = Arc::new(AtomicUsize::new(0));
         let counter = made.clone();
         let clients = Arc::new(ThreadClients::new(move || {
@@ -101,6 +102,7 @@ mod tests {
 
     #[test]
     fn threads_beyond_the_limit_share_the_first_client() {
+        crate::tls::use_ring_by_default();
         let clients = Arc::new(ThreadClients::new(reqwest::Client::new));
         for _ in 0..MAX_THREADS + 5 {
             let clients = clients.clone();

@@ -1,7 +1,7 @@
 //! One attempt on the wire: build the request, send it, read the answer, within a budget.
 //!
 //! Every attempt carries the trace context of the work it is done for (its
-//! `traceparent` and the `x-request-id`) and the time the caller will still wait
+//! `traceparent` and the `x-request-id`), and is a [`CallSpan`] in the OTLP export and the time the caller will still wait
 //! ([`super::deadline::HEADER`]). The whole exchange (connect, send, headers, body) is
 //! bounded by `budget` here, whatever the HTTP library's own timeouts do. Failures are
 //! sorted into [`FailureKind`]s, because what may be retried depends on whether the
@@ -17,6 +17,7 @@ use std::time::Duration;
 use super::call::{Call, CallResponse};
 use super::deadline;
 use super::retry::FailureKind;
+use crate::telemetry::otlp::CallSpan;
 use crate::trace_context::{self, REQUEST_ID, TRACEPARENT, TRACESTATE};
 
 /// Why an attempt brought no answer.
@@ -51,13 +52,16 @@ pub(crate) async fn send(
     call: &Call<'_>,
     budget: Duration,
 ) -> Result<CallResponse, Failure> {
+    let url = url_for(base, &call.path);
+    let mut span = CallSpan::default();
     let mut req = http
-        .request(call.method.clone(), url_for(base, &call.path))
+        .request(call.method.clone(), url.clone())
         .header(deadline::HEADER, deadline::encode(budget));
     for (name, value) in &call.headers {
         req = req.header(*name, value.as_str());
     }
     if let Some(ctx) = trace_context::current() {
+        span = CallSpan::start(&ctx, call.method.as_str(), &url);
         // The caller's own span id is the parent the callee logs (`parent_span_id`); a
         // separate call span would appear in no log, and `svc trace` could not nest the
         // callee under the caller. The callee starts its own span.
@@ -92,13 +96,18 @@ pub(crate) async fn send(
             body,
         })
     };
-    match tokio::time::timeout(budget, exchange).await {
+    let result = match tokio::time::timeout(budget, exchange).await {
         Ok(result) => result,
         Err(_) => Err(Failure {
             kind: FailureKind::TimedOut,
             detail: format!("no answer within {}", humantime::format_duration(budget)),
         }),
+    };
+    match &result {
+        Ok(res) => span.answered(res.status),
+        Err(failure) => span.failed(failure.kind.label()),
     }
+    result
 }
 
 /// Sorts a transport error by whether the request may have reached the callee.
@@ -156,6 +165,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_port_is_refused_and_a_stalled_server_times_out() {
+        crate::tls::use_ring_by_default();
         let http = reqwest::Client::new();
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap();

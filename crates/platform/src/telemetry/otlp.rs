@@ -12,15 +12,24 @@
 //! Spans of [`quiet`](crate::server::quiet) answers (probes, scrapes, lease
 //! renewals, watches) are marked by [`mark_quiet`] and never sent, as they are kept out
 //! of the log file.
+//!
+//! What a span stands for (its OTel [`SpanKind`]) and the HTTP semantic-convention
+//! attributes are set on the OTel span alone, never as `tracing` fields: those would
+//! print on every log line of the span. `tracing-opentelemetry` takes a kind only from
+//! an `otel.kind` field, so [`set_kind`] leaves a private attribute that the exporter
+//! ([`SvcSpans`]) turns into the span's kind. A call to another role gets a span of its
+//! own ([`CallSpan`], kind client), made with the SDK's tracer directly: it has no log
+//! line, so it is not a `tracing` span either.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
+    Span as _, SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    Tracer as _, TracerProvider as _,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
@@ -28,6 +37,7 @@ use opentelemetry_sdk::trace::{
     SpanData, SpanExporter,
 };
 use opentelemetry_sdk::Resource;
+use parking_lot::RwLock;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::config::OtlpSettings;
@@ -38,6 +48,14 @@ const EXPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Whether the installed subscriber exports: [`bind`] costs nothing when it does not.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The tracer of [`CallSpan`]s while exporting.
+static CALL_TRACER: RwLock<Option<opentelemetry_sdk::trace::Tracer>> = RwLock::new(None);
+
+/// Whether spans are exported: what a caller checks before gathering attributes.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// The exporter could not be built (an endpoint the HTTP client refuses).
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +75,7 @@ pub struct Export {
 impl Export {
     pub fn new(settings: &OtlpSettings, role: &str, instance: &str) -> Result<Self, ExportError> {
         let url = settings.traces_url();
+        crate::tls::use_ring_by_default(); // for the exporter's HTTP client
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -67,7 +86,7 @@ impl Export {
                 url,
                 reason: e.to_string(),
             })?;
-        let batches = BatchSpanProcessor::builder(SkipQuiet(exporter))
+        let batches = BatchSpanProcessor::builder(SvcSpans(exporter))
             .with_batch_config(
                 BatchConfigBuilder::default()
                     .with_scheduled_delay(EXPORT_INTERVAL)
@@ -97,6 +116,7 @@ impl Export {
     /// Whether [`bind`] gives spans svc's ids: on once the layer is installed (off
     /// again only where the layer is not always in use, as in `tests/observe_cost.rs`).
     pub fn set_active(&self, on: bool) {
+        *CALL_TRACER.write() = on.then(|| self.tracer());
         EXPORTING.store(on, Ordering::Relaxed);
     }
 
@@ -118,23 +138,7 @@ pub(crate) fn bind(span: &tracing::Span, ctx: &TraceContext) {
         return;
     }
     let parent = match ctx.parent_span_id {
-        Some(parent) => {
-            let flags = if ctx.sampled {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::default()
-            };
-            Context::new().with_remote_span_context(SpanContext::new(
-                TraceId::from(ctx.trace_id),
-                SpanId::from(parent),
-                flags,
-                true,
-                // The caller's vendors' entries, as the exported span's parent state.
-                ctx.tracestate()
-                    .and_then(|s| s.parse::<TraceState>().ok())
-                    .unwrap_or_default(),
-            ))
-        }
+        Some(parent) => remote_parent(ctx, parent),
         // A root: no parent, and the trace id comes from `SvcIds`.
         None => Context::new(),
     };
@@ -149,35 +153,180 @@ pub(crate) fn bind(span: &tracing::Span, ctx: &TraceContext) {
 /// The attribute [`mark_quiet`] sets; spans that have it are not exported.
 const QUIET: &str = "svc.quiet";
 
+/// The attribute [`set_kind`] sets; the exporter makes it the span's kind.
+const KIND: &str = "svc.span_kind";
+
 /// See [`super::mark_quiet`].
 pub(crate) fn mark_quiet(span: &tracing::Span) {
-    if EXPORTING.load(Ordering::Relaxed) {
+    if exporting() {
         span.set_attribute(QUIET, true);
     }
 }
 
-/// The OTLP exporter, minus the spans marked [`QUIET`].
-#[derive(Debug)]
-struct SkipQuiet<E>(E);
+/// What a unit of work is, for the collector: the OTel span kinds svc uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    /// A request served.
+    Server,
+    /// A call to another role ([`CallSpan`]).
+    Client,
+    /// Work of the instance's own (a saga step); the kind of a span given none.
+    Internal,
+    /// An event delivered to its consumer.
+    Consumer,
+}
 
-impl<E: SpanExporter> SpanExporter for SkipQuiet<E> {
+impl SpanKind {
+    fn label(self) -> &'static str {
+        match self {
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+            SpanKind::Internal => "internal",
+            SpanKind::Consumer => "consumer",
+        }
+    }
+
+    fn of_label(label: &str) -> Option<opentelemetry::trace::SpanKind> {
+        use opentelemetry::trace::SpanKind as Otel;
+        Some(match label {
+            "server" => Otel::Server,
+            "client" => Otel::Client,
+            "internal" => Otel::Internal,
+            "consumer" => Otel::Consumer,
+            _ => return None,
+        })
+    }
+}
+
+/// Gives `span` its kind in the export (see the module docs for why an attribute).
+pub(crate) fn set_kind(span: &tracing::Span, kind: SpanKind) {
+    if exporting() {
+        span.set_attribute(KIND, kind.label());
+    }
+}
+
+/// Sets attributes on the exported span of `span` only (no log line shows them);
+/// `attributes` runs only while exporting.
+pub(crate) fn set_attributes(
+    span: &tracing::Span,
+    attributes: impl FnOnce() -> Vec<(&'static str, Value)>,
+) {
+    if exporting() {
+        for (key, value) in attributes() {
+            span.set_attribute(key, value);
+        }
+    }
+}
+
+/// The exported span of one attempt of a call to another role: kind client, a child of
+/// the span of the work it is made for, with the HTTP client attributes. The callee's
+/// span names the caller's span as its parent, not this one: the parent comes from the
+/// `traceparent`, which names the span the log lines carry, so `svc trace` can nest the
+/// callee under the caller (a call span has no log line). Ended on drop; the default
+/// is no span (export off, or a call made for no unit of work).
+#[derive(Default)]
+pub struct CallSpan(Option<opentelemetry_sdk::trace::Span>);
+
+impl CallSpan {
+    /// Starts the span of a `method` call to `url` made for the work of `ctx`; nothing
+    /// (a lock-free check) when export is off.
+    pub(crate) fn start(ctx: &TraceContext, method: &str, url: &reqwest::Url) -> CallSpan {
+        if !exporting() {
+            return CallSpan(None);
+        }
+        let Some(tracer) = CALL_TRACER.read().clone() else {
+            return CallSpan(None);
+        };
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("url.full", url.to_string()),
+        ];
+        if let Some(host) = url.host_str() {
+            attributes.push(KeyValue::new("server.address", host.to_string()));
+        }
+        if let Some(port) = url.port_or_known_default() {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+        let span = tracer
+            .span_builder("call")
+            .with_kind(opentelemetry::trace::SpanKind::Client)
+            .with_attributes(attributes)
+            .start_with_context(&tracer, &remote_parent(ctx, ctx.span_id));
+        CallSpan(Some(span))
+    }
+
+    /// The callee answered with `status`.
+    pub(crate) fn answered(&mut self, status: u16) {
+        if let Some(span) = &mut self.0 {
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+    }
+
+    /// No answer came: `kind` says why (`error.type`).
+    pub(crate) fn failed(&mut self, kind: &'static str) {
+        if let Some(span) = &mut self.0 {
+            span.set_attribute(KeyValue::new("error.type", kind));
+            span.set_status(opentelemetry::trace::Status::error(kind));
+        }
+    }
+}
+
+/// The context whose remote span is `span_id` of `ctx`'s trace.
+fn remote_parent(ctx: &TraceContext, span_id: u64) -> Context {
+    let flags = if ctx.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    Context::new().with_remote_span_context(SpanContext::new(
+        TraceId::from(ctx.trace_id),
+        SpanId::from(span_id),
+        flags,
+        true,
+        // The caller's vendors' entries, as the exported span's parent state.
+        ctx.tracestate()
+            .and_then(|s| s.parse::<TraceState>().ok())
+            .unwrap_or_default(),
+    ))
+}
+
+/// The OTLP exporter, minus the spans marked [`QUIET`], with the kinds [`set_kind`] gave.
+#[derive(Debug)]
+struct SvcSpans<E>(E);
+
+impl<E: SpanExporter> SpanExporter for SvcSpans<E> {
     async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
         batch.retain(|span| !span.attributes.iter().any(|kv| kv.key.as_str() == QUIET));
         if batch.is_empty() {
             return Ok(());
         }
+        for span in &mut batch {
+            if let Some(at) = span
+                .attributes
+                .iter()
+                .position(|kv| kv.key.as_str() == KIND)
+            {
+                let kind = span.attributes.remove(at);
+                if let Some(kind) = SpanKind::of_label(kind.value.as_str().as_ref()) {
+                    span.span_kind = kind;
+                }
+            }
+        }
         self.0.export(batch).await
     }
 
-    fn shutdown_with_timeout(&mut self, timeout: Duration) -> OTelSdkResult {
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         self.0.shutdown_with_timeout(timeout)
     }
 
-    fn shutdown(&mut self) -> OTelSdkResult {
+    fn shutdown(&self) -> OTelSdkResult {
         self.0.shutdown()
     }
 
-    fn force_flush(&mut self) -> OTelSdkResult {
+    fn force_flush(&self) -> OTelSdkResult {
         self.0.force_flush()
     }
 

@@ -91,6 +91,21 @@ impl UnitOfWork {
         (self.elapsed().as_secs_f64() * 1e6).round() / 1e3
     }
 
+    /// What the work is, for the OTLP export (its span kind); only there, not in the logs.
+    /// A unit of work given no kind is exported as internal.
+    pub fn set_kind(&self, kind: super::SpanKind) {
+        super::otlp::set_kind(&self.span, kind);
+    }
+
+    /// Attributes of the exported span only (semantic conventions), not fields of its
+    /// log lines; `attributes` runs only while exporting.
+    pub(crate) fn set_export_attributes(
+        &self,
+        attributes: impl FnOnce() -> Vec<(&'static str, opentelemetry::Value)>,
+    ) {
+        super::otlp::set_attributes(&self.span, attributes);
+    }
+
     /// Keeps a [`Verdict::Routine`] span out of the OTLP export, as the log file
     /// leaves it out. Called by [`end_unit_of_work!`](crate::end_unit_of_work).
     #[doc(hidden)]

@@ -29,6 +29,7 @@ pub fn http_client_builder(
     tls: Option<&Arc<TlsMaterial>>,
     callee: Option<&str>,
 ) -> reqwest::ClientBuilder {
+    super::use_ring_by_default();
     let builder = reqwest::Client::builder().pool_idle_timeout(POOL_IDLE);
     match tls {
         Some(material) => builder

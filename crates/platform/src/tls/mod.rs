@@ -16,6 +16,19 @@ mod server_side;
 pub mod setup;
 
 pub use client_side::{client_config, http_client_builder};
+
+/// Makes ring the process's default rustls provider: the one reqwest uses for a client
+/// not given a TLS config of its own, and it builds one for every client, plain-HTTP
+/// ones too (svc's reqwest has no provider of its own, so as not to bring in aws-lc).
+/// Called wherever svc builds a client ([`http_client_builder`], the OTLP exporter,
+/// the commands); only the first call does anything.
+pub fn use_ring_by_default() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error: another provider is the default already, which is then used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
 pub use material::{TlsError, TlsMaterial};
 pub use server_side::PeerIdentity;
 pub(crate) use server_side::{record_peer, server_config};
