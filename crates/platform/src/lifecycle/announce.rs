@@ -37,18 +37,21 @@ pub(crate) fn registration(
     }
 }
 
-/// Starts watching the catalog and registers at every registry; serves on even when
-/// none accepts yet (the keeper retries in the background).
+/// Starts watching the catalog and, if `healthy`, registers at every registry; serves
+/// on even when none accepts yet (the keeper retries in the background).
 pub(crate) async fn register(
     registry_client: RegistryClient,
     registration: Registration,
     peers: &PeerView,
     watch_wait: Duration,
     shutdown: &Shutdown,
+    healthy: bool,
 ) -> LeaseKeeper {
     peers.spawn_watch(registry_client.clone(), watch_wait, shutdown.clone());
     let keeper = LeaseKeeper::new(registry_client, registration);
-    if keeper.start().await == 0 {
+    if !healthy {
+        tracing::warn!("not healthy yet: registering once healthy");
+    } else if keeper.start().await == 0 {
         tracing::warn!(
             "no registry accepted the registration yet; serving anyway and retrying in the background"
         );

@@ -11,6 +11,7 @@
 //! [`super::systemd`]).
 
 mod announce;
+mod follow_health;
 mod listeners;
 mod serving;
 
@@ -22,6 +23,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::client::ServiceClient;
 use super::config::{PlatformConfig, PositiveDuration};
+use super::health_gate::HealthGate;
 use super::lease_keeper::LeaseKeeper;
 use super::manifest::{Manifest, RoleCatalog};
 use super::metrics::Metrics;
@@ -100,9 +102,10 @@ pub async fn run(
         shutdown.clone(),
     );
     // 3. Start the role.
-    let started = start_role(start, &instance, &prepared, &reloads, &shutdown)?;
-    // 4. Serve, then register.
-    let readiness = Readiness::default();
+    let health = HealthGate::default();
+    let started = start_role(start, &instance, &prepared, &reloads, &shutdown, &health)?;
+    // 4. Serve, then register (and follow the role's health).
+    let readiness = Readiness::gated(health.clone());
     let serving = serve(
         &instance,
         bound,
@@ -113,7 +116,11 @@ pub async fn run(
         &shutdown,
     )?;
     tracing::info!(address = %serving.address, store = %prepared.store_path.display(), "serving");
-    let lease_keeper = register(&instance, &started, &serving, &shutdown).await;
+    let healthy = health.is_healthy();
+    let lease_keeper = register(&instance, &started, &serving, &shutdown, healthy).await;
+    let follower = lease_keeper
+        .clone()
+        .map(|keeper| follow_health::spawn(&health, healthy, keeper));
     // 5. Ready.
     ready(
         &instance,
@@ -121,15 +128,18 @@ pub async fn run(
         &readiness,
         &serving,
         &prepared,
-        lease_keeper.as_ref(),
+        lease_keeper.as_deref(),
     );
     // 6. Stop signal: drain.
     let signal_name = wait_for_stop_signal().await?;
+    if let Some(follower) = follower {
+        follower.abort(); // from here on, nothing registers again
+    }
     drain(
         signal_name,
         &notifier,
         &readiness,
-        lease_keeper.as_ref(),
+        lease_keeper.as_deref(),
         &shutdown,
         serving,
     )
@@ -198,6 +208,7 @@ fn start_role(
     prepared: &Prepared,
     reloads: &ReloadHub,
     shutdown: &Shutdown,
+    health: &HealthGate,
 ) -> anyhow::Result<Started> {
     let config = &instance.config;
     let tls = prepared.tls.as_ref();
@@ -225,6 +236,7 @@ fn start_role(
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         reloads: reloads.clone(),
+        health: health.clone(),
     };
     let routes = start(&ctx).with_context(|| format!("role {} failed to start", instance.role))?;
     Ok(Started {
@@ -236,13 +248,15 @@ fn start_role(
 }
 
 /// Step 4, once serving: a role that registers starts watching the catalog and
-/// registers its internal address at every registry.
+/// registers its internal address at every registry (if `healthy`: see
+/// [`follow_health`]).
 async fn register(
     instance: &Instance,
     started: &Started,
     serving: &Serving,
     shutdown: &Shutdown,
-) -> Option<LeaseKeeper> {
+    healthy: bool,
+) -> Option<Arc<LeaseKeeper>> {
     if !instance.manifest.registers {
         return None;
     }
@@ -259,9 +273,10 @@ async fn register(
         &started.peers,
         instance.config.discovery.watch_wait,
         shutdown,
+        healthy,
     )
     .await;
-    Some(keeper)
+    Some(Arc::new(keeper))
 }
 
 /// Step 5: `/health/ready` turns 200, the ready line goes to stdout, systemd gets
