@@ -36,30 +36,10 @@ use super::shutdown::Shutdown;
 use super::store::Store;
 use super::systemd::{self, Notifier};
 use super::tls::{setup, TlsMaterial};
+pub use announce::default_instance_id;
 use announce::ReadyAnnouncement;
 use listeners::ListenerPlan;
 use serving::{serve, Serving};
-
-/// The instance id used when none is configured: the host name, which is stable across
-/// restarts on a VM running one instance per role.
-pub fn default_instance_id() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .map(|h| {
-            h.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect::<String>()
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "0".to_string())
-}
 
 /// Where an instance keeps its state.
 fn store_path(config: &PlatformConfig, role: &str, instance_id: &str) -> PathBuf {
