@@ -8,6 +8,7 @@
 //!   slower than the caller's deadline gives 504, a stopped one 503.
 //! * Health: the instance is ready and registered while the application's health
 //!   endpoint answers 2xx, neither while it does not, and both again once it recovers.
+//! * `--app` only for a role from a file, and only a loopback URL (exit 2).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -222,4 +223,25 @@ async fn ready_and_registered_only_while_the_app_is_healthy() {
     world.wait_health(503, false).await;
     world.app.set_healthy(true);
     world.wait_health(200, true).await;
+}
+
+#[test]
+fn app_is_only_for_roles_from_files_and_only_on_loopback() {
+    let sandbox = Sandbox::new();
+    let roles_dir = sandbox.dir.path().join("roles.d");
+    std::fs::create_dir_all(&roles_dir).unwrap();
+    std::fs::write(roles_dir.join("loyalty.yaml"), LOYALTY).unwrap();
+    let run = |role: &str, app: &str| {
+        let mut cmd = svc_command();
+        cmd.args(["run", "--role", role, "--app", app])
+            .arg("--roles-dir")
+            .arg(&roles_dir);
+        run_to_exit(cmd, EXIT_TIMEOUT)
+    };
+    let out = run("orders", "http://127.0.0.1:9000");
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("only for roles from files"), "{out:?}");
+    let out = run("loyalty", "http://10.0.0.5:9000");
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("app.url"), "{out:?}");
 }
