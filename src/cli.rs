@@ -137,6 +137,10 @@ pub struct RunArgs {
     /// `svc roles`); replaces roles.dir.
     #[arg(long, env = "SVC_ROLES_DIR")]
     pub roles_dir: Option<PathBuf>,
+    /// For a role from a file: run as the sidecar of its application at this URL
+    /// (`http://127.0.0.1:<port>`); replaces app.url.
+    #[arg(long, env = "SVC_APP")]
+    pub app: Option<String>,
 }
 
 /// Which catalog an operator's command reads: the built-in roles and the roles from

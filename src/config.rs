@@ -22,6 +22,7 @@ use crate::roles::inventory::settings::InventorySettings;
 use crate::roles::orders::settings::OrdersSettings;
 use crate::roles::payments::settings::PaymentsSettings;
 use crate::roles::registry::settings::RegistrySettings;
+use crate::sidecar::settings::{AppOverrides, AppSettings};
 
 /// The whole configuration of one process: what the platform uses, and the section of
 /// every role (each read only by its role, all checked everywhere).
@@ -35,11 +36,19 @@ pub struct Config {
     pub orders: OrdersSettings,
     pub inventory: InventorySettings,
     pub payments: PaymentsSettings,
+    /// The application of a sidecar (`svc run --app`).
+    pub app: AppSettings,
 }
 
 impl AppSections for Config {
-    const KEYS: &'static [&'static str] =
-        &["registry", "gateway", "orders", "inventory", "payments"];
+    const KEYS: &'static [&'static str] = &[
+        "registry",
+        "gateway",
+        "orders",
+        "inventory",
+        "payments",
+        "app",
+    ];
 
     fn take<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
@@ -48,6 +57,7 @@ impl AppSections for Config {
             "orders" => self.orders = map.next_value()?,
             "inventory" => self.inventory = map.next_value()?,
             "payments" => self.payments = map.next_value()?,
+            "app" => self.app = map.next_value()?,
             _ => unreachable!("`{key}` is not in Config::KEYS"),
         }
         Ok(())
@@ -79,6 +89,7 @@ impl<'de> Deserialize<'de> for Config {
 pub struct Overrides {
     pub platform: platform::Overrides,
     pub gateway: GatewayOverrides,
+    pub app: AppOverrides,
 }
 
 impl Config {
@@ -102,6 +113,7 @@ impl Config {
     pub fn apply(mut self, overrides: Overrides) -> Result<Config, ConfigError> {
         self.platform = self.platform.apply(overrides.platform)?;
         self.gateway.apply(overrides.gateway);
+        self.app.apply(overrides.app);
         self.check_role_sections(OVERRIDES_ORIGIN)?;
         Ok(self)
     }
@@ -115,7 +127,8 @@ impl Config {
     /// The checks of the roles' sections that their types cannot make.
     fn check_role_sections(&self, origin: &str) -> Result<(), ConfigError> {
         self.registry.check(origin)?;
-        self.gateway.check(origin)
+        self.gateway.check(origin)?;
+        self.app.check(origin)
     }
 
     /// What only the role catalog can tell, for an instance of `role` (see
@@ -272,6 +285,7 @@ mod tests {
                 gateway: GatewayOverrides {
                     api_keys_file: Some("keys.yaml".into()),
                 },
+                ..Default::default()
             })
             .unwrap();
         assert_eq!(c.platform.instance_id.as_deref(), Some("b"));

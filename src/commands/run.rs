@@ -7,7 +7,11 @@ use crate::cli::RunArgs;
 use crate::config::{Config, Overrides};
 use crate::roles;
 use crate::roles::gateway::settings::GatewayOverrides;
+use crate::roles::RoleLookupError;
+use crate::sidecar::{self, settings::AppOverrides};
 use svc_platform::config::{self as platform, ConfigError};
+use svc_platform::manifest::{Manifest, RoleCatalog};
+use svc_platform::role::RoleStart;
 use svc_platform::shards::ShardCounts;
 use svc_platform::tls::TlsError;
 use svc_platform::{lifecycle, telemetry};
@@ -54,6 +58,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             gateway: GatewayOverrides {
                 api_keys_file: args.api_keys_file,
             },
+            app: AppOverrides { url: args.app },
         })
     });
     let config = match config {
@@ -66,7 +71,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(catalog) => catalog,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    let (entry, manifest) = match roles::find(&catalog, &args.role) {
+    let (start, manifest) = match role_start(&catalog, &args.role, &config) {
         Ok(found) => found,
         Err(e) => return fail(EXIT_USAGE, e),
     };
@@ -100,7 +105,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail(EXIT_FAILURE, e),
     };
     let result = actix_web::rt::System::new().block_on(lifecycle::run(
-        entry.start_with(&config),
+        start,
         manifest,
         catalog,
         config.platform.clone(),
@@ -122,5 +127,25 @@ pub fn run(args: RunArgs) -> ExitCode {
             };
             fail(code, format!("{e:#}"))
         }
+    }
+}
+
+/// What runs as `name`: its built-in entry, or for a role from a file with `app.url`
+/// set, the sidecar of that application.
+fn role_start<'a>(
+    catalog: &RoleCatalog,
+    name: &str,
+    config: &'a Config,
+) -> Result<(RoleStart<'a>, Manifest), RoleLookupError> {
+    match (roles::find(catalog, name), &config.app.url) {
+        (Ok(_), Some(_)) => Err(RoleLookupError::BuiltInWithApp {
+            name: name.to_string(),
+        }),
+        (Ok((entry, manifest)), None) => Ok((entry.start_with(config), manifest)),
+        (Err(RoleLookupError::NeedsApp { .. }), Some(_)) => {
+            let manifest = catalog.get(name).expect("found as a role from a file");
+            Ok((sidecar::start_with(&config.app), manifest.clone()))
+        }
+        (Err(e), _) => Err(e),
     }
 }

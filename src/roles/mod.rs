@@ -86,10 +86,11 @@ pub enum RoleLookupError {
     Unknown { name: String, valid: String },
     #[error(
         "role `{name}` (declared by {file}) has no implementation in svc: it needs \
-         `--app <URL of its application>`, to run beside it as a sidecar, which this \
-         version of svc does not have yet"
+         `--app <URL of its application>` (or app.url), to run beside it as a sidecar"
     )]
     NeedsApp { name: String, file: String },
+    #[error("role `{name}` is built in: `--app` (app.url) is only for roles from files")]
+    BuiltInWithApp { name: String },
 }
 
 /// The built-in entry of the role called `name`, and its manifest from `catalog` (with

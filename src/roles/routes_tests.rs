@@ -50,6 +50,7 @@ async fn every_declared_endpoint_has_a_route() {
             metrics,
             shutdown: shutdown.clone(),
             reloads: Default::default(),
+            health: Default::default(),
         };
         let routes = (entry.start)(&ctx, &Config::default())
             .unwrap_or_else(|e| panic!("{} does not start: {e:#}", manifest.name));

@@ -46,6 +46,7 @@ mod resilience;
 mod roles_from_files;
 mod shards;
 mod shell_docs;
+mod sidecar;
 mod status;
 mod systemd_notify;
 mod systemd_reload;

@@ -8,7 +8,8 @@
 //! shard) is an operator's mistake, not an outage: it is logged as an error, repeated
 //! while it lasts, and retried slowly, so this instance takes the shard over once the
 //! other holder is gone. [`LeaseKeeper::deregister_all`] stops the loops first, so
-//! nothing re-registers after.
+//! nothing re-registers after; [`LeaseKeeper::start`] may then start them again (a
+//! sidecar whose application recovered).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,7 +30,9 @@ const REFUSED_REMINDER_EVERY: u32 = 15;
 pub(crate) struct LeaseKeeper {
     client: RegistryClient,
     registration: Registration,
-    stop: watch::Sender<bool>,
+    /// The stop signal of the loops started last: each start gets its own, so loops
+    /// stopped once never run again.
+    stop: std::sync::Mutex<watch::Sender<bool>>,
     /// Registries currently holding our lease.
     holding: Arc<AtomicUsize>,
 }
@@ -39,7 +42,7 @@ impl LeaseKeeper {
         LeaseKeeper {
             client,
             registration,
-            stop: watch::channel(false).0,
+            stop: std::sync::Mutex::new(watch::channel(true).0),
             holding: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -53,6 +56,12 @@ impl LeaseKeeper {
     /// the first registration or failed once, so start-up knows where it stands without
     /// waiting on a registry that is down. Returns how many accepted.
     pub(crate) async fn start(&self) -> usize {
+        let stop = {
+            let mut current = self.stop.lock().expect("lease keeper lock");
+            current.send_replace(true); // loops of an earlier start, if any, end
+            *current = watch::channel(false).0;
+            current.subscribe()
+        };
         let mut first_attempts = Vec::new();
         for url in self.client.urls() {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -61,7 +70,7 @@ impl LeaseKeeper {
                 self.client.clone(),
                 url.clone(),
                 self.registration.clone(),
-                self.stop.subscribe(),
+                stop.clone(),
                 self.holding.clone(),
                 tx,
             ));
@@ -77,7 +86,10 @@ impl LeaseKeeper {
 
     /// Stops renewing and removes the registration from every registry that answers.
     pub(crate) async fn deregister_all(&self) {
-        self.stop.send_replace(true);
+        self.stop
+            .lock()
+            .expect("lease keeper lock")
+            .send_replace(true);
         let reg = &self.registration;
         let calls = self.client.urls().iter().map(|url| async move {
             if let Err(e) = self.client.deregister(url, &reg.role, &reg.instance_id).await {

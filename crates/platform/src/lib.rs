@@ -28,6 +28,7 @@ pub mod config;
 pub mod edge;
 pub mod events;
 pub mod fault;
+pub mod health_gate;
 pub mod ids;
 mod lease_keeper;
 pub mod lifecycle;

@@ -13,6 +13,7 @@ use actix_web::web;
 
 use super::client::ServiceClient;
 use super::config::PlatformConfig;
+use super::health_gate::HealthGate;
 use super::manifest::{Manifest, RoleCatalog};
 use super::metrics::Metrics;
 use super::reload::ReloadHub;
@@ -39,4 +40,8 @@ pub struct RoleContext {
     /// What a role's own file watchers join, so SIGHUP reloads them too
     /// ([`crate::reload::spawn`]).
     pub reloads: ReloadHub,
+    /// Open by default; a role that depends on something outside its process (a
+    /// sidecar's application) closes it while that is unhealthy: the instance is then
+    /// not ready and not registered ([`crate::health_gate`]).
+    pub health: HealthGate,
 }

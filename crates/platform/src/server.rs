@@ -27,6 +27,7 @@ use actix_web::{
 
 use super::client::deadline;
 use super::fault;
+use super::health_gate::HealthGate;
 use super::metrics::Metrics;
 use super::peer_view::PeerView;
 use super::problem::{self, Problem};
@@ -45,16 +46,20 @@ pub fn quiet(mut res: HttpResponse) -> HttpResponse {
 }
 
 /// Whether the instance should receive traffic: set once registered and serving,
-/// cleared as the first step of shutdown.
+/// cleared as the first step of shutdown, and only while its [`HealthGate`] is open.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<AtomicBool>, HealthGate);
 
 impl Readiness {
+    /// Ready only while `gate` is open, too.
+    pub(crate) fn gated(gate: HealthGate) -> Readiness {
+        Readiness(Arc::default(), gate)
+    }
     pub(crate) fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::SeqCst);
     }
     fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) && self.1.is_healthy()
     }
 }
 
@@ -132,7 +137,7 @@ async fn ready(state: web::Data<PlatformState>) -> Result<HttpResponse, Problem>
         }))))
     } else {
         Err(Problem::unavailable(
-            "not ready: starting up or shutting down",
+            "not ready: starting up, shutting down, or what it depends on is unhealthy",
             std::time::Duration::from_secs(1),
         ))
     }

@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-pub(crate) const TRACEPARENT: &str = "traceparent";
-pub(crate) const TRACESTATE: &str = "tracestate";
-pub(crate) const REQUEST_ID: &str = "x-request-id";
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+pub const REQUEST_ID: &str = "x-request-id";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
@@ -104,6 +104,11 @@ impl TraceContext {
             self.span_id,
             u8::from(self.sampled)
         )
+    }
+
+    /// The request id to send on a call (`x-request-id`).
+    pub fn request_id(&self) -> &str {
+        &self.request_id
     }
 
     /// The `tracestate` to send on a call, if the request came with one.

@@ -13,12 +13,15 @@
 //!   has ended; [`shards`]: where an entity lives.
 //! - [`fake_instance`]: an HTTPS server with a role's certificate that records what it
 //!   is sent and keeps a registration, standing in for an instance of a role from a file.
+//! - [`fake_app`]: a plain HTTP application recording what it receives, with a health
+//!   switch, standing in for the application beside a sidecar (`svc run --app`).
 //! - [`pki`]: the test CA and identities, made once per test run; [`tools`]: external
 //!   tools some tests drive.
 //!
 //! Every test binds port 0, so tests run in parallel. The harness is compiled once with
 //! every test module, so what none of them uses is dead code and the compiler says so.
 
+pub mod fake_app;
 pub mod fake_instance;
 pub mod http;
 pub mod pki;
@@ -29,6 +32,7 @@ pub mod shop;
 pub mod tools;
 pub mod topology;
 
+pub use fake_app::*;
 pub use fake_instance::*;
 pub use http::*;
 pub use pki::*;

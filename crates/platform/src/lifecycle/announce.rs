@@ -2,6 +2,7 @@
 //! (so no peer is sent to an address that refuses), then tell the world it is ready: one
 //! JSON line on stdout (what `svc dev` and the tests wait for) and `READY=1` to systemd.
 //!
+//! Also the instance id announced when none is configured ([`default_instance_id`]).
 //! What is announced is built by plain functions ([`registration`], [`ReadyAnnouncement`]),
 //! so it is tested without a registry or a socket.
 
@@ -14,6 +15,27 @@ use crate::peer_view::PeerView;
 use crate::registry_api::Registration;
 use crate::registry_client::RegistryClient;
 use crate::shutdown::Shutdown;
+
+/// The instance id used when none is configured: the host name, which is stable across
+/// restarts on a VM running one instance per role.
+pub fn default_instance_id() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| {
+            h.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "0".to_string())
+}
 
 /// What this instance registers: its internal address, and as metadata its shard and,
 /// for a role with a public API, the public URL (which the gateway's peers list).
@@ -37,18 +59,21 @@ pub(crate) fn registration(
     }
 }
 
-/// Starts watching the catalog and registers at every registry; serves on even when
-/// none accepts yet (the keeper retries in the background).
+/// Starts watching the catalog and, if `healthy`, registers at every registry; serves
+/// on even when none accepts yet (the keeper retries in the background).
 pub(crate) async fn register(
     registry_client: RegistryClient,
     registration: Registration,
     peers: &PeerView,
     watch_wait: Duration,
     shutdown: &Shutdown,
+    healthy: bool,
 ) -> LeaseKeeper {
     peers.spawn_watch(registry_client.clone(), watch_wait, shutdown.clone());
     let keeper = LeaseKeeper::new(registry_client, registration);
-    if keeper.start().await == 0 {
+    if !healthy {
+        tracing::warn!("not healthy yet: registering once healthy");
+    } else if keeper.start().await == 0 {
         tracing::warn!(
             "no registry accepted the registration yet; serving anyway and retrying in the background"
         );

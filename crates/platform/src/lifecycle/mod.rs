@@ -11,6 +11,7 @@
 //! [`super::systemd`]).
 
 mod announce;
+mod follow_health;
 mod listeners;
 mod serving;
 
@@ -22,6 +23,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::client::ServiceClient;
 use super::config::{PlatformConfig, PositiveDuration};
+use super::health_gate::HealthGate;
 use super::lease_keeper::LeaseKeeper;
 use super::manifest::{Manifest, RoleCatalog};
 use super::metrics::Metrics;
@@ -34,30 +36,10 @@ use super::shutdown::Shutdown;
 use super::store::Store;
 use super::systemd::{self, Notifier};
 use super::tls::{setup, TlsMaterial};
+pub use announce::default_instance_id;
 use announce::ReadyAnnouncement;
 use listeners::ListenerPlan;
 use serving::{serve, Serving};
-
-/// The instance id used when none is configured: the host name, which is stable across
-/// restarts on a VM running one instance per role.
-pub fn default_instance_id() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .map(|h| {
-            h.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect::<String>()
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "0".to_string())
-}
 
 /// Where an instance keeps its state.
 fn store_path(config: &PlatformConfig, role: &str, instance_id: &str) -> PathBuf {
@@ -100,9 +82,10 @@ pub async fn run(
         shutdown.clone(),
     );
     // 3. Start the role.
-    let started = start_role(start, &instance, &prepared, &reloads, &shutdown)?;
-    // 4. Serve, then register.
-    let readiness = Readiness::default();
+    let health = HealthGate::default();
+    let started = start_role(start, &instance, &prepared, &reloads, &shutdown, &health)?;
+    // 4. Serve, then register (and follow the role's health).
+    let readiness = Readiness::gated(health.clone());
     let serving = serve(
         &instance,
         bound,
@@ -113,7 +96,11 @@ pub async fn run(
         &shutdown,
     )?;
     tracing::info!(address = %serving.address, store = %prepared.store_path.display(), "serving");
-    let lease_keeper = register(&instance, &started, &serving, &shutdown).await;
+    let healthy = health.is_healthy();
+    let lease_keeper = register(&instance, &started, &serving, &shutdown, healthy).await;
+    let follower = lease_keeper
+        .clone()
+        .map(|keeper| follow_health::spawn(&health, healthy, keeper));
     // 5. Ready.
     ready(
         &instance,
@@ -121,15 +108,18 @@ pub async fn run(
         &readiness,
         &serving,
         &prepared,
-        lease_keeper.as_ref(),
+        lease_keeper.as_deref(),
     );
     // 6. Stop signal: drain.
     let signal_name = wait_for_stop_signal().await?;
+    if let Some(follower) = follower {
+        follower.abort(); // from here on, nothing registers again
+    }
     drain(
         signal_name,
         &notifier,
         &readiness,
-        lease_keeper.as_ref(),
+        lease_keeper.as_deref(),
         &shutdown,
         serving,
     )
@@ -198,6 +188,7 @@ fn start_role(
     prepared: &Prepared,
     reloads: &ReloadHub,
     shutdown: &Shutdown,
+    health: &HealthGate,
 ) -> anyhow::Result<Started> {
     let config = &instance.config;
     let tls = prepared.tls.as_ref();
@@ -225,6 +216,7 @@ fn start_role(
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         reloads: reloads.clone(),
+        health: health.clone(),
     };
     let routes = start(&ctx).with_context(|| format!("role {} failed to start", instance.role))?;
     Ok(Started {
@@ -236,13 +228,15 @@ fn start_role(
 }
 
 /// Step 4, once serving: a role that registers starts watching the catalog and
-/// registers its internal address at every registry.
+/// registers its internal address at every registry (if `healthy`: see
+/// [`follow_health`]).
 async fn register(
     instance: &Instance,
     started: &Started,
     serving: &Serving,
     shutdown: &Shutdown,
-) -> Option<LeaseKeeper> {
+    healthy: bool,
+) -> Option<Arc<LeaseKeeper>> {
     if !instance.manifest.registers {
         return None;
     }
@@ -259,9 +253,10 @@ async fn register(
         &started.peers,
         instance.config.discovery.watch_wait,
         shutdown,
+        healthy,
     )
     .await;
-    Some(keeper)
+    Some(Arc::new(keeper))
 }
 
 /// Step 5: `/health/ready` turns 200, the ready line goes to stdout, systemd gets
